@@ -1,0 +1,233 @@
+//! Checks that need more than types: ranges, cross-field rules, addresses,
+//! topic syntax, files that must exist. Every problem is collected.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::load::problem;
+use super::{Config, Problem, SinkConfig, SourceConfig};
+
+pub(super) fn validate(c: &Config, failed: &[String], p: &mut Vec<Problem>) {
+    let ok = |section: &str| !failed.iter().any(|f| f == section);
+    if ok("state") && c.state.dir.as_os_str().is_empty() {
+        problem(p, "state.dir", "must not be empty");
+    }
+    if ok("state") && c.state.dir.exists() && !c.state.dir.is_dir() {
+        problem(p, "state.dir", format!("{} exists and is not a directory", c.state.dir.display()));
+    }
+    if ok("http") && c.http.listen.parse::<SocketAddr>().is_err() {
+        problem(p, "http.listen", format!("{:?} is not an address like 127.0.0.1:8080", c.http.listen));
+    }
+    if ok("window") {
+        let w = &c.window;
+        if w.size < Duration::from_millis(1) {
+            problem(p, "window.size", "must be at least 1ms");
+        }
+        if w.size.subsec_nanos() % 1_000_000 != 0 {
+            problem(p, "window.size", "must be a whole number of milliseconds");
+        }
+        if w.size > Duration::from_secs(366 * 86_400) {
+            problem(p, "window.size", "must be at most a year");
+        }
+        if w.idle_timeout < Duration::from_millis(1) {
+            problem(p, "window.idle_timeout", "must be at least 1ms");
+        }
+    }
+    if ok("ingest") {
+        if c.ingest.max_payload_bytes == 0 {
+            problem(p, "ingest.max_payload_bytes", "must be at least 1");
+        }
+        if c.ingest.max_signals_per_reading == 0 {
+            problem(p, "ingest.max_signals_per_reading", "must be at least 1");
+        }
+    }
+    if ok("limits") {
+        let l = &c.limits;
+        for (key, v) in [
+            ("limits.max_devices", l.max_devices),
+            ("limits.max_signals_per_device", l.max_signals_per_device),
+            ("limits.max_open_windows_per_device", l.max_open_windows_per_device),
+        ] {
+            if v == 0 {
+                problem(p, key, "must be at least 1");
+            }
+        }
+        if ok("window") && l.device_ttl < c.window.idle_timeout + c.window.allowed_lateness {
+            problem(p, "limits.device_ttl", "must be at least window.idle_timeout + window.allowed_lateness");
+        }
+    }
+    if ok("cleaning") {
+        for (name, r) in &c.cleaning.signals {
+            let key = |k: &str| format!("cleaning.signals.{name}.{k}");
+            for (k, v) in [("min", r.min), ("max", r.max)] {
+                if v.is_some_and(|v| !v.is_finite()) {
+                    problem(p, key(k), "must be a finite number");
+                }
+            }
+            if let (Some(min), Some(max)) = (r.min, r.max) {
+                if min > max {
+                    problem(p, key("min"), format!("{min} is above max {max}"));
+                }
+            }
+        }
+    }
+    if ok("model") {
+        if let Some(m) = &c.model {
+            check_model_dir(&m.path, p);
+        }
+    }
+    if ok("alerts") {
+        let a = &c.alerts;
+        if let Some(t) = a.threshold {
+            if !(0.0..=1.0).contains(&t) {
+                problem(p, "alerts.threshold", "must be between 0 and 1");
+            }
+        }
+        if !(0.0..1.0).contains(&a.hysteresis) {
+            problem(p, "alerts.hysteresis", "must be at least 0 and below 1");
+        }
+        if a.raise_after == 0 {
+            problem(p, "alerts.raise_after", "must be at least 1");
+        }
+        if a.clear_after == 0 {
+            problem(p, "alerts.clear_after", "must be at least 1");
+        }
+    }
+    if ok("source") {
+        if c.sources.is_empty() {
+            problem(p, "source", "no [[source]]: faultline needs at least one place to read from");
+        }
+        for (i, s) in c.sources.iter().enumerate() {
+            let key = |k: &str| format!("source[{i}].{k}");
+            match s {
+                SourceConfig::Mqtt(m) => {
+                    if let Err(e) = check_mqtt_url(&m.url) {
+                        problem(p, key("url"), e);
+                    }
+                    if m.topics.is_empty() {
+                        problem(p, key("topics"), "must list at least one topic");
+                    }
+                    for (j, t) in m.topics.iter().enumerate() {
+                        if let Err(e) = check_topic_filter(t) {
+                            problem(p, format!("source[{i}].topics[{j}]"), e);
+                        }
+                    }
+                    if let Some(t) = &m.device_from_topic {
+                        if let Err(e) = check_device_template(t) {
+                            problem(p, key("device_from_topic"), e);
+                        }
+                    }
+                    if m.client_id.is_empty() || m.client_id.len() > 65_535 {
+                        problem(p, key("client_id"), "must be 1 to 65535 bytes");
+                    }
+                }
+                SourceConfig::Kafka(k) => {
+                    if let Err(e) = check_brokers(&k.brokers) {
+                        problem(p, key("brokers"), e);
+                    }
+                    if k.topics.is_empty() {
+                        problem(p, key("topics"), "must list at least one topic");
+                    }
+                    for (j, t) in k.topics.iter().enumerate() {
+                        if let Err(e) = check_kafka_topic(t) {
+                            problem(p, format!("source[{i}].topics[{j}]"), e);
+                        }
+                    }
+                    if k.group_id.is_empty() {
+                        problem(p, key("group_id"), "must not be empty");
+                    }
+                }
+            }
+        }
+    }
+    if ok("sink") {
+        for (i, s) in c.sinks.iter().enumerate() {
+            match s {
+                SinkConfig::Kafka(k) => {
+                    if let Err(e) = check_brokers(&k.brokers) {
+                        problem(p, format!("sink[{i}].brokers"), e);
+                    }
+                    if let Err(e) = check_kafka_topic(&k.topic) {
+                        problem(p, format!("sink[{i}].topic"), e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn check_model_dir(dir: &Path, p: &mut Vec<Problem>) {
+    if !dir.is_dir() {
+        problem(p, "model.path", format!("{} is not a directory", dir.display()));
+        return;
+    }
+    for f in ["model.toml", "model.onnx"] {
+        if !dir.join(f).is_file() {
+            problem(p, "model.path", format!("{} has no {f}", dir.display()));
+        }
+    }
+}
+
+fn check_host_port(hp: &str) -> Result<(), String> {
+    let (host, port) = hp.rsplit_once(':').ok_or_else(|| format!("{hp:?} needs a port, like host:1883"))?;
+    if host.is_empty() {
+        return Err(format!("{hp:?} has no host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("{hp:?} has no valid port")),
+    }
+}
+
+fn check_mqtt_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("mqtts://"))
+        .ok_or_else(|| format!("{url:?} must start with mqtt:// or mqtts://"))?;
+    check_host_port(rest.trim_end_matches('/'))
+}
+
+fn check_brokers(brokers: &str) -> Result<(), String> {
+    if brokers.trim().is_empty() {
+        return Err("must list at least one host:port".to_owned());
+    }
+    brokers.split(',').try_for_each(|b| check_host_port(b.trim()))
+}
+
+/// MQTT topic filter rules: `+` fills a whole level, `#` only as the last level.
+pub(crate) fn check_topic_filter(t: &str) -> Result<(), String> {
+    if t.is_empty() {
+        return Err("empty topic".to_owned());
+    }
+    let levels: Vec<&str> = t.split('/').collect();
+    for (i, l) in levels.iter().enumerate() {
+        if l.contains('+') && *l != "+" {
+            return Err(format!("{t:?}: + must fill a whole level"));
+        }
+        if l.contains('#') && (*l != "#" || i + 1 != levels.len()) {
+            return Err(format!("{t:?}: # must be the whole last level"));
+        }
+    }
+    Ok(())
+}
+
+fn check_device_template(t: &str) -> Result<(), String> {
+    let levels: Vec<&str> = t.split('/').collect();
+    let n = levels.iter().filter(|l| **l == "{device_id}").count();
+    if n != 1 || t.matches("{device_id}").count() != 1 {
+        return Err(format!("{t:?} must hold {{device_id}} exactly once, as a whole level"));
+    }
+    if t.contains('#') {
+        return Err(format!("{t:?}: # cannot stand in a template"));
+    }
+    Ok(())
+}
+
+fn check_kafka_topic(t: &str) -> Result<(), String> {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if t.is_empty() || t.len() > 249 || !t.chars().all(legal) || t == "." || t == ".." {
+        return Err(format!("{t:?} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)"));
+    }
+    Ok(())
+}

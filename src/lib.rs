@@ -1,0 +1,29 @@
+//! faultline: a predictive-maintenance daemon for factory hosts.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! sources → decode → clean → window (per device) → features → model → alerts → store/sinks
+//! ```
+//!
+//! - [`reading`]: `Reading`, the one type every source produces, and the rejection reasons.
+//! - [`decode`]: JSON payloads (SPEC 1) → readings.
+//! - [`clean`]: per-signal range rules.
+//! - [`window`]: event-time tumbling windows and their statistics (SPEC 2).
+//! - [`pipeline`]: decode + clean + window for one payload, with counters and quarantine.
+//! - [`sources`]: where readings come from (CSV files for `features` and `replay`).
+//! - [`features`]: the same windows computed offline from CSV (`faultline features`).
+//! - [`config`]: the TOML configuration (SPEC 6) and its validation.
+//! - [`metrics`]: every metric name in one place.
+//! - [`time`]: RFC 3339 / epoch-millisecond event times.
+
+pub mod clean;
+pub mod config;
+pub mod decode;
+pub mod features;
+pub mod metrics;
+pub mod pipeline;
+pub mod reading;
+pub mod sources;
+pub mod time;
+pub mod window;

@@ -1,0 +1,228 @@
+//! The `faultline` command line (SPEC 5). Parsing and exit codes only; the
+//! work is in the library. Exit codes: 0 ok, 2 usage or configuration
+//! error, 1 other failure.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use faultline::config::Config;
+use faultline::sources::file::{CsvOptions, DeviceFrom};
+
+#[derive(Parser)]
+#[command(name = "faultline", version, about = "Predictive maintenance for factory hosts: event-time windows over sensor streams, ONNX fault models, alerts.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run a self-contained demo: bundled model and sample data, dashboard on 127.0.0.1:8080.
+    Demo {
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// Parse and validate a configuration file; list every problem with its key (exit 2).
+    CheckConfig {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Compute window features offline from a CSV, with the daemon's own code.
+    Features(FeaturesArgs),
+    /// Publish a data set as sensor readings over MQTT or Kafka.
+    Replay {
+        #[arg(long)]
+        input: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct FeaturesArgs {
+    /// Input CSV file.
+    #[arg(long, value_name = "CSV")]
+    input: PathBuf,
+    /// Output CSV file (`-` for standard output).
+    #[arg(long, value_name = "CSV")]
+    output: PathBuf,
+    /// Window size, like "1m" or "5m" (default: window.size of --config).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    window: Option<std::time::Duration>,
+    /// Time column: RFC 3339 (no offset = UTC) or epoch milliseconds [default: the first column].
+    #[arg(long, value_name = "C")]
+    time_column: Option<String>,
+    /// Device id for every row [default: the input file's stem].
+    #[arg(long, value_name = "ID", conflicts_with = "device_column")]
+    device: Option<String>,
+    /// Column holding each row's device id.
+    #[arg(long, value_name = "C")]
+    device_column: Option<String>,
+    /// Field delimiter, one character.
+    #[arg(long, default_value = ",", value_parser = parse_delimiter)]
+    delimiter: u8,
+    /// Signal columns, comma separated, in output order [default: every numeric column but time, device and label].
+    #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
+    signals: Option<Vec<String>>,
+    /// Label column; the output gets its maximum over each window.
+    #[arg(long, value_name = "C")]
+    label_column: Option<String>,
+    /// Take [window] and [cleaning] from this daemon configuration, so features match what it computes.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Out-of-orderness bound (default: 0s, or window.max_out_of_orderness of --config).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    max_out_of_orderness: Option<std::time::Duration>,
+    /// Allowed lateness (default: 0s, or window.allowed_lateness of --config).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    allowed_lateness: Option<std::time::Duration>,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}; write it like \"30s\" or \"5m\""))
+}
+
+fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s.as_bytes() {
+        [b] if b.is_ascii() => Ok(*b),
+        _ if s == "\\t" || s == "tab" => Ok(b'\t'),
+        _ => Err("must be one ASCII character".to_owned()),
+    }
+}
+
+/// A failure with the exit code it maps to.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Failure { code: 1, error }
+    }
+}
+
+fn usage(msg: impl Into<String>) -> Failure {
+    Failure { code: 2, error: anyhow::anyhow!(msg.into()) }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("faultline: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FAULTLINE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+}
+
+fn dispatch(cmd: Command) -> Result<(), Failure> {
+    match cmd {
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Features(args) => features(args),
+        Command::Run { .. } => Err(not_yet("run", "the daemon (issue 4)")),
+        Command::Demo { .. } => Err(not_yet("demo", "the dashboard and demo (issue 5)")),
+        Command::Replay { .. } => Err(not_yet("replay", "the MQTT and Kafka tools (issue 4)")),
+    }
+}
+
+fn not_yet(cmd: &str, what: &str) -> Failure {
+    Failure { code: 1, error: anyhow::anyhow!("`faultline {cmd}` is not built yet: it arrives with {what}") }
+}
+
+fn load_config(path: &Path) -> Result<Config, Failure> {
+    Config::from_file(path).map_err(|problems| {
+        let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+        usage(format!("{}: {} problem(s)\n{}", path.display(), problems.len(), list.join("\n")))
+    })
+}
+
+fn check_config(path: &Path) -> Result<(), Failure> {
+    load_config(path)?;
+    println!("{}: ok", path.display());
+    Ok(())
+}
+
+fn features(a: FeaturesArgs) -> Result<(), Failure> {
+    let config = a.config.as_deref().map(load_config).transpose()?;
+    let size = a
+        .window
+        .or(config.as_ref().map(|c| c.window.size))
+        .ok_or_else(|| usage("--window is required (or --config with a [window] size)"))?;
+    if size.as_millis() == 0 {
+        return Err(usage("--window must be at least 1ms"));
+    }
+    let ms = faultline::config::millis;
+    let spec = faultline::window::WindowSpec {
+        size_ms: ms(size),
+        max_out_of_orderness_ms: ms(a
+            .max_out_of_orderness
+            .or(config.as_ref().map(|c| c.window.max_out_of_orderness))
+            .unwrap_or_default()),
+        allowed_lateness_ms: ms(a.allowed_lateness.or(config.as_ref().map(|c| c.window.allowed_lateness)).unwrap_or_default()),
+        idle_timeout_ms: i64::MAX,
+    };
+    let cleaning = config.as_ref().map(|c| c.cleaning.cleaning()).unwrap_or_default();
+    let device = match (a.device, a.device_column) {
+        (_, Some(c)) => DeviceFrom::Column(c),
+        (Some(d), None) => DeviceFrom::Fixed(d),
+        (None, None) => DeviceFrom::Fixed(
+            a.input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "device".into()),
+        ),
+    };
+    let csv = CsvOptions {
+        time_column: a.time_column,
+        device,
+        delimiter: a.delimiter,
+        signals: a.signals,
+        label_column: a.label_column,
+    };
+    let summary = if a.output.as_os_str() == "-" {
+        let stdout = std::io::stdout();
+        let mut lock = stdout.lock();
+        faultline::features::run(&a.input, &csv, spec, cleaning, &mut lock)
+    } else {
+        // Write beside the target and rename, so a failed run leaves no half file.
+        let tmp = a.output.with_extension("partial");
+        let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut buf = std::io::BufWriter::new(file);
+        let r = faultline::features::run(&a.input, &csv, spec, cleaning, &mut buf);
+        let r = r.and_then(|s| {
+            buf.flush().map_err(|source| faultline::features::FeaturesError::Output { path: tmp.display().to_string(), source })?;
+            Ok(s)
+        });
+        match r {
+            Ok(s) => {
+                std::fs::rename(&tmp, &a.output).with_context(|| format!("cannot write {}", a.output.display()))?;
+                Ok(s)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+    .context("features")?;
+    eprintln!(
+        "faultline features: {} rows, {} windows, {} late rows left out, {} non-finite cells, {} values outside cleaning rules",
+        summary.rows, summary.windows, summary.late_rows, summary.non_finite_cells, summary.cleaned_values
+    );
+    Ok(())
+}

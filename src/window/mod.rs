@@ -1,0 +1,825 @@
+//! Per-device event-time tumbling windows (SPEC 2).
+//!
+//! [`Engine`] is synchronous and I/O-free: a source task feeds it readings
+//! with [`Engine::record`], a timer calls [`Engine::close_idle`], and both
+//! append the windows they close to a caller's `Vec`. Processing time is
+//! passed in (`now_ms`), never read here, so tests drive it by hand.
+//!
+//! Per device: the watermark is the largest event time seen minus
+//! `max_out_of_orderness`; a window `[start, start + size)` closes when the
+//! watermark reaches its end, or when the device has been silent for
+//! `idle_timeout` of processing time. A closed window is kept until the
+//! watermark passes `end + allowed_lateness`; a reading for it until then
+//! updates it and re-emits it marked as an update. Later readings are late:
+//! counted and kept in the bounded [`LateStore`].
+
+pub mod stats;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::clean::Cleaning;
+use crate::reading::Reading;
+pub use stats::{stat_index, SignalStats, STAT_NAMES};
+
+/// Window timing, in milliseconds (config `[window]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpec {
+    pub size_ms: i64,
+    pub max_out_of_orderness_ms: i64,
+    pub allowed_lateness_ms: i64,
+    pub idle_timeout_ms: i64,
+}
+
+/// Bounds on the engine's memory (config `[limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateLimits {
+    pub max_devices: usize,
+    pub max_signals_per_device: usize,
+    /// Open windows per device; the same number bounds the closed windows
+    /// kept for late updates.
+    pub max_open_windows_per_device: usize,
+    pub late_store: usize,
+    /// A device silent this long (processing time) with no windows left is
+    /// forgotten, so a burst of one-off device ids does not fill the table for good.
+    pub device_ttl_ms: i64,
+}
+
+impl Default for StateLimits {
+    fn default() -> Self {
+        StateLimits {
+            max_devices: 100_000,
+            max_signals_per_device: 64,
+            max_open_windows_per_device: 16,
+            late_store: 10_000,
+            device_ttl_ms: 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// Which bound was hit (label `limit` of `faultline_limit_hits_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Devices,
+    SignalsPerDevice,
+    OpenWindowsPerDevice,
+    LateStore,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 4] = [Limit::Devices, Limit::SignalsPerDevice, Limit::OpenWindowsPerDevice, Limit::LateStore];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::Devices => "devices",
+            Limit::SignalsPerDevice => "signals_per_device",
+            Limit::OpenWindowsPerDevice => "open_windows_per_device",
+            Limit::LateStore => "late_store",
+        }
+    }
+}
+
+/// What closed a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The device's watermark passed the window's end.
+    Watermark,
+    /// The device was silent for `idle_timeout`.
+    Idle,
+    /// A reading arrived after the watermark passed the window's end, within
+    /// the allowed lateness: the window is re-emitted as an update, or, if
+    /// the device had no such window, created and emitted at once.
+    Late,
+    /// `max_open_windows_per_device` forced the oldest open window shut.
+    Limit,
+    /// End of input (offline feature extraction).
+    Flush,
+}
+
+/// A window's statistics as emitted on close or update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClosedWindow {
+    pub device_id: Arc<str>,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// True when this re-emits an already closed window after a late reading.
+    pub update: bool,
+    pub trigger: Trigger,
+    /// Signals seen in the window, in the device's first-seen order, with
+    /// the statistics in [`STAT_NAMES`] order.
+    pub signals: Vec<(Arc<str>, [f64; 13])>,
+}
+
+impl ClosedWindow {
+    /// One feature by its `<signal>.<stat>` name.
+    pub fn feature(&self, name: &str) -> Option<f64> {
+        let (signal, stat) = name.rsplit_once('.')?;
+        let i = stat_index(stat)?;
+        self.signals.iter().find(|(s, _)| s.as_ref() == signal).map(|(_, v)| v[i])
+    }
+}
+
+/// What [`Engine::record`] did with a reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Added to an open window.
+    Accepted,
+    /// Added to a closed window, which was re-emitted as an update (or
+    /// emitted for the first time, see [`Trigger::Late`]).
+    Updated,
+    /// Too late: counted and put in the late store.
+    Late,
+    /// A new device while `max_devices` are tracked: refused.
+    DeviceLimit,
+}
+
+/// Counters the metrics module publishes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineCounters {
+    pub accepted: u64,
+    pub updates: u64,
+    pub late: u64,
+    pub windows_closed: u64,
+    pub windows_updated: u64,
+    pub values_dropped_signal_limit: u64,
+    pub limit_hits: [u64; 4],
+    pub devices_forgotten: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Signal {
+    name: Arc<str>,
+    rule: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+struct Window {
+    start: i64,
+    stats: Vec<SignalStats>,
+}
+
+#[derive(Debug)]
+struct Device {
+    id: Arc<str>,
+    max_ts: i64,
+    last_seen_ms: i64,
+    signals: Vec<Signal>,
+    /// Sorted by start.
+    open: Vec<Window>,
+    /// Closed but still updatable, sorted by start.
+    closed: Vec<Window>,
+}
+
+impl Device {
+    fn watermark(&self, spec: &WindowSpec) -> i64 {
+        self.max_ts.saturating_sub(spec.max_out_of_orderness_ms)
+    }
+
+}
+
+/// Index of `name` among a device's signals. Readings list signals in the
+/// same order nearly always, so position `hint` is tried first.
+#[inline]
+fn signal_index(signals: &[Signal], name: &str, hint: usize) -> Option<usize> {
+    if signals.get(hint).is_some_and(|s| &*s.name == name) {
+        return Some(hint);
+    }
+    signals.iter().position(|s| &*s.name == name)
+}
+
+/// Bounded, oldest-out store of late readings.
+#[derive(Debug, Default)]
+pub struct LateStore {
+    cap: usize,
+    items: VecDeque<Reading>,
+    pub evicted: u64,
+}
+
+impl LateStore {
+    pub fn new(cap: usize) -> Self {
+        LateStore { cap, items: VecDeque::new(), evicted: 0 }
+    }
+
+    fn push(&mut self, r: Reading) -> bool {
+        if self.cap == 0 {
+            self.evicted += 1;
+            return false;
+        }
+        let full = self.items.len() >= self.cap;
+        if full {
+            self.items.pop_front();
+            self.evicted += 1;
+        }
+        self.items.push_back(r);
+        !full
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Reading> {
+        self.items.iter()
+    }
+}
+
+/// The per-device window state of every device.
+#[derive(Debug)]
+pub struct Engine {
+    spec: WindowSpec,
+    limits: StateLimits,
+    cleaning: Cleaning,
+    devices: HashMap<Box<str>, Device>,
+    late: LateStore,
+    counters: EngineCounters,
+}
+
+impl Engine {
+    pub fn new(spec: WindowSpec, limits: StateLimits, cleaning: Cleaning) -> Self {
+        Engine {
+            spec,
+            limits,
+            cleaning,
+            devices: HashMap::new(),
+            late: LateStore::new(limits.late_store),
+            counters: EngineCounters::default(),
+        }
+    }
+
+    pub fn spec(&self) -> &WindowSpec {
+        &self.spec
+    }
+
+    pub fn counters(&self) -> &EngineCounters {
+        &self.counters
+    }
+
+    pub fn cleaning(&self) -> &Cleaning {
+        &self.cleaning
+    }
+
+    pub fn late_store(&self) -> &LateStore {
+        &self.late
+    }
+
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Open (not yet closed) windows over all devices.
+    pub fn open_window_count(&self) -> usize {
+        self.devices.values().map(|d| d.open.len()).sum()
+    }
+
+    /// The device's watermark, if it has one.
+    pub fn watermark(&self, device_id: &str) -> Option<i64> {
+        self.devices.get(device_id).filter(|d| d.max_ts != i64::MIN).map(|d| d.watermark(&self.spec))
+    }
+
+    fn window_start(&self, ts: i64) -> i64 {
+        ts.div_euclid(self.spec.size_ms) * self.spec.size_ms
+    }
+
+    fn hit(&mut self, l: Limit) {
+        self.counters.limit_hits[l as usize] += 1;
+    }
+
+    /// Adds one reading (already decoded and valid) at processing time
+    /// `now_ms`; windows it closes or updates are appended to `out`.
+    pub fn record<'v>(
+        &mut self,
+        device_id: &str,
+        ts_ms: i64,
+        values: impl IntoIterator<Item = (&'v str, f64)>,
+        now_ms: i64,
+        out: &mut Vec<ClosedWindow>,
+    ) -> Outcome {
+        if !self.devices.contains_key(device_id) {
+            if self.devices.len() >= self.limits.max_devices {
+                self.hit(Limit::Devices);
+                return Outcome::DeviceLimit;
+            }
+            let id: Arc<str> = Arc::from(device_id);
+            self.devices.insert(
+                Box::from(device_id),
+                Device { id, max_ts: i64::MIN, last_seen_ms: now_ms, signals: Vec::new(), open: Vec::new(), closed: Vec::new() },
+            );
+        }
+        let spec = self.spec;
+        let start = self.window_start(ts_ms);
+        let end = start.saturating_add(spec.size_ms);
+        let Some(dev) = self.devices.get_mut(device_id) else { return Outcome::DeviceLimit };
+        dev.last_seen_ms = now_ms;
+        let wm = dev.watermark(&spec);
+
+        // Where does the reading go?
+        enum Slot {
+            Open(usize),
+            Closed(usize),
+            NewOpen,
+            NewClosed,
+        }
+        let slot = if let Some(i) = dev.open.iter().position(|w| w.start == start) {
+            Slot::Open(i)
+        } else if let Some(i) = dev.closed.iter().position(|w| w.start == start) {
+            if wm < end.saturating_add(spec.allowed_lateness_ms) {
+                Slot::Closed(i)
+            } else {
+                return self.late(device_id, ts_ms, values);
+            }
+        } else if dev.max_ts != i64::MIN && end <= wm {
+            if wm < end.saturating_add(spec.allowed_lateness_ms) {
+                Slot::NewClosed
+            } else {
+                return self.late(device_id, ts_ms, values);
+            }
+        } else {
+            Slot::NewOpen
+        };
+
+        let mut forced = false;
+        let (window, outcome) = match slot {
+            Slot::Open(i) => (&mut dev.open[i], Outcome::Accepted),
+            Slot::Closed(i) => (&mut dev.closed[i], Outcome::Updated),
+            Slot::NewOpen => {
+                if dev.open.len() >= self.limits.max_open_windows_per_device.max(1) {
+                    // Close the oldest early rather than refuse data.
+                    let w = dev.open.remove(0);
+                    out.push(emit(dev, &w, spec.size_ms, false, Trigger::Limit));
+                    self.counters.windows_closed += 1;
+                    insert_sorted(&mut dev.closed, w);
+                    forced = true;
+                }
+                let i = insert_sorted(&mut dev.open, Window { start, stats: Vec::with_capacity(dev.signals.len()) });
+                (&mut dev.open[i], Outcome::Accepted)
+            }
+            Slot::NewClosed => {
+                let i = insert_sorted(&mut dev.closed, Window { start, stats: Vec::with_capacity(dev.signals.len()) });
+                (&mut dev.closed[i], Outcome::Updated)
+            }
+        };
+
+        for (hint, (name, v)) in values.into_iter().enumerate() {
+            let idx = match signal_index(&dev.signals, name, hint) {
+                Some(i) => i,
+                None if dev.signals.len() >= self.limits.max_signals_per_device => {
+                    self.counters.values_dropped_signal_limit += 1;
+                    self.counters.limit_hits[Limit::SignalsPerDevice as usize] += 1;
+                    continue;
+                }
+                None => {
+                    dev.signals.push(Signal { name: Arc::from(name), rule: self.cleaning.rule_for(name) });
+                    dev.signals.len() - 1
+                }
+            };
+            if let Some(rule) = dev.signals[idx].rule {
+                if !self.cleaning.check(rule, v) {
+                    continue;
+                }
+            }
+            if window.stats.len() <= idx {
+                window.stats.resize_with(idx + 1, SignalStats::default);
+            }
+            window.stats[idx].push(v, ts_ms, start);
+        }
+
+        match slot {
+            Slot::Open(_) | Slot::NewOpen => self.counters.accepted += 1,
+            Slot::Closed(i) => {
+                let w = &dev.closed[i];
+                out.push(emit(dev, w, spec.size_ms, true, Trigger::Late));
+                self.counters.updates += 1;
+                self.counters.windows_updated += 1;
+            }
+            Slot::NewClosed => {
+                if let Some(w) = dev.closed.iter().find(|w| w.start == start) {
+                    out.push(emit(dev, w, spec.size_ms, false, Trigger::Late));
+                }
+                self.counters.updates += 1;
+                self.counters.windows_closed += 1;
+            }
+        }
+        if forced {
+            self.counters.limit_hits[Limit::OpenWindowsPerDevice as usize] += 1;
+        }
+
+        // Advance the watermark and close what it passed.
+        if ts_ms > dev.max_ts {
+            dev.max_ts = ts_ms;
+            let wm = dev.watermark(&spec);
+            while dev.open.first().is_some_and(|w| w.start.saturating_add(spec.size_ms) <= wm) {
+                let w = dev.open.remove(0);
+                out.push(emit(dev, &w, spec.size_ms, false, Trigger::Watermark));
+                self.counters.windows_closed += 1;
+                insert_sorted(&mut dev.closed, w);
+            }
+            dev.closed.retain(|w| w.start.saturating_add(spec.size_ms).saturating_add(spec.allowed_lateness_ms) > wm);
+        }
+        let keep = self.limits.max_open_windows_per_device.max(1);
+        if dev.closed.len() > keep {
+            let excess = dev.closed.len() - keep;
+            dev.closed.drain(..excess);
+        }
+        outcome
+    }
+
+    fn late<'v>(&mut self, device_id: &str, ts_ms: i64, values: impl IntoIterator<Item = (&'v str, f64)>) -> Outcome {
+        self.counters.late += 1;
+        let r = Reading {
+            device_id: device_id.to_owned(),
+            ts_ms,
+            values: values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        };
+        if !self.late.push(r) {
+            self.hit(Limit::LateStore);
+        }
+        Outcome::Late
+    }
+
+    /// Closes the open windows of devices silent for `idle_timeout`, drops
+    /// closed windows nobody can update any more, and forgets devices
+    /// silent for `device_ttl` with nothing left open.
+    pub fn close_idle(&mut self, now_ms: i64, out: &mut Vec<ClosedWindow>) {
+        let spec = self.spec;
+        let ttl = self.limits.device_ttl_ms;
+        let mut closed = 0;
+        for dev in self.devices.values_mut() {
+            let silent = now_ms.saturating_sub(dev.last_seen_ms);
+            if silent >= spec.idle_timeout_ms && !dev.open.is_empty() {
+                for w in std::mem::take(&mut dev.open) {
+                    out.push(emit(dev, &w, spec.size_ms, false, Trigger::Idle));
+                    closed += 1;
+                    insert_sorted(&mut dev.closed, w);
+                }
+            }
+            // Nothing will move this device's watermark: give late readings
+            // the same grace in processing time, then move the watermark past
+            // what was closed, so a straggler for an expired window is late
+            // instead of opening the same window a second time.
+            if silent >= spec.idle_timeout_ms.saturating_add(spec.allowed_lateness_ms) {
+                if let Some(last) = dev.closed.last() {
+                    let wm = last.start.saturating_add(spec.size_ms).saturating_add(spec.allowed_lateness_ms);
+                    dev.max_ts = dev.max_ts.max(wm.saturating_add(spec.max_out_of_orderness_ms));
+                }
+                dev.closed.clear();
+            }
+        }
+        self.counters.windows_closed += closed;
+        let before = self.devices.len();
+        self.devices.retain(|_, d| !(d.open.is_empty() && d.closed.is_empty() && now_ms.saturating_sub(d.last_seen_ms) >= ttl));
+        self.counters.devices_forgotten += (before - self.devices.len()) as u64;
+    }
+
+    /// Closes every open window (end of an offline input).
+    pub fn flush(&mut self, out: &mut Vec<ClosedWindow>) {
+        let spec = self.spec;
+        for dev in self.devices.values_mut() {
+            for w in std::mem::take(&mut dev.open) {
+                out.push(emit(dev, &w, spec.size_ms, false, Trigger::Flush));
+                self.counters.windows_closed += 1;
+                insert_sorted(&mut dev.closed, w);
+            }
+        }
+    }
+
+    /// Bytes of heap and inline state per device with `signals` signals
+    /// and `windows` windows (open + kept), for the README's sizing table.
+    pub fn bytes_per_device(signals: usize, windows: usize, id_len: usize) -> usize {
+        use std::mem::size_of;
+        let name = 16 + 24; // Arc header + a typical short name
+        size_of::<Device>()
+            + 2 * id_len + 16 // Box<str> key and Arc<str> id
+            + size_of::<Box<str>>() + 8 // hash table slot and control byte, roughly
+            + signals * (size_of::<Signal>() + name)
+            + windows * (size_of::<Window>() + signals * size_of::<SignalStats>())
+    }
+}
+
+fn insert_sorted(v: &mut Vec<Window>, w: Window) -> usize {
+    let i = v.partition_point(|x| x.start < w.start);
+    v.insert(i, w);
+    i
+}
+
+fn emit(dev: &Device, w: &Window, size_ms: i64, update: bool, trigger: Trigger) -> ClosedWindow {
+    ClosedWindow {
+        device_id: dev.id.clone(),
+        start_ms: w.start,
+        end_ms: w.start.saturating_add(size_ms),
+        update,
+        trigger,
+        signals: w
+            .stats
+            .iter()
+            .zip(&dev.signals)
+            .filter(|(s, _)| s.count() > 0)
+            .map(|(s, sig)| (sig.name.clone(), s.finish()))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clean::Rule;
+    use proptest::prelude::*;
+
+    const S: i64 = 1000;
+    const MIN: i64 = 60 * S;
+
+    fn spec(ooo: i64, lateness: i64) -> WindowSpec {
+        WindowSpec { size_ms: MIN, max_out_of_orderness_ms: ooo, allowed_lateness_ms: lateness, idle_timeout_ms: 10 * MIN }
+    }
+
+    fn engine(spec: WindowSpec) -> Engine {
+        Engine::new(spec, StateLimits::default(), Cleaning::default())
+    }
+
+    /// Records `x` for signal "v" of device "d" at event time `ts`, processing time `now`.
+    fn put(e: &mut Engine, ts: i64, x: f64, now: i64) -> (Outcome, Vec<ClosedWindow>) {
+        let mut out = Vec::new();
+        let o = e.record("d", ts, [("v", x)], now, &mut out);
+        (o, out)
+    }
+
+    fn count(w: &ClosedWindow) -> f64 {
+        w.feature("v.count").unwrap_or(0.0)
+    }
+
+    #[test]
+    fn windows_are_aligned_to_the_epoch() {
+        let mut e = engine(spec(0, 0));
+        put(&mut e, 90 * S, 1.0, 0);
+        let (_, out) = put(&mut e, 125 * S, 2.0, 0);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].start_ms, out[0].end_ms), (60 * S, 120 * S));
+        // Before 1970 too: floor, not truncation.
+        let mut e = engine(spec(0, 0));
+        put(&mut e, -1, 1.0, 0);
+        let (_, out) = put(&mut e, 0, 1.0, 0);
+        assert_eq!((out[0].start_ms, out[0].end_ms), (-MIN, 0));
+    }
+
+    #[test]
+    fn out_of_order_readings_inside_the_bound_land_in_their_window() {
+        let mut e = engine(spec(10 * S, 0));
+        put(&mut e, 55 * S, 1.0, 0);
+        // Watermark 55s: window [0,60) stays open.
+        assert!(put(&mut e, 61 * S, 2.0, 0).1.is_empty());
+        // 58s arrives after 61s but within 10s of it.
+        let (o, out) = put(&mut e, 58 * S, 3.0, 0);
+        assert_eq!(o, Outcome::Accepted);
+        assert!(out.is_empty());
+        // 70s moves the watermark to 60s: [0,60) closes with both of its readings.
+        let (_, out) = put(&mut e, 70 * S, 4.0, 0);
+        assert_eq!(out.len(), 1);
+        assert_eq!(count(&out[0]), 2.0);
+        assert_eq!(out[0].feature("v.first"), Some(1.0));
+        assert_eq!(out[0].feature("v.last"), Some(3.0));
+        assert_eq!(out[0].trigger, Trigger::Watermark);
+        assert!(!out[0].update);
+    }
+
+    #[test]
+    fn a_window_closes_exactly_when_the_watermark_reaches_its_end() {
+        let mut e = engine(spec(5 * S, 0));
+        put(&mut e, 10 * S, 1.0, 0);
+        assert!(put(&mut e, 64 * S + 999, 1.0, 0).1.is_empty(), "watermark 59.999s < 60s");
+        assert_eq!(put(&mut e, 65 * S, 1.0, 0).1.len(), 1, "watermark 60s = end");
+        assert_eq!(e.watermark("d"), Some(60 * S));
+    }
+
+    #[test]
+    fn late_readings_within_allowed_lateness_update_and_reemit() {
+        let mut e = engine(spec(0, 30 * S));
+        put(&mut e, 10 * S, 1.0, 0);
+        let (_, out) = put(&mut e, 70 * S, 1.0, 0);
+        assert_eq!(count(&out[0]), 1.0);
+        // Watermark 70s < 60s + 30s: the reading updates [0,60).
+        let (o, out) = put(&mut e, 20 * S, 5.0, 0);
+        assert_eq!(o, Outcome::Updated);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].update);
+        assert_eq!(out[0].trigger, Trigger::Late);
+        assert_eq!(count(&out[0]), 2.0);
+        assert_eq!(out[0].feature("v.max"), Some(5.0));
+        // Watermark 90s = 60s + 30s: now too late; counted and stored.
+        put(&mut e, 90 * S, 1.0, 0);
+        let (o, out) = put(&mut e, 30 * S, 9.0, 0);
+        assert_eq!(o, Outcome::Late);
+        assert!(out.is_empty());
+        assert_eq!(e.counters().late, 1);
+        let stored: Vec<_> = e.late_store().iter().cloned().collect();
+        assert_eq!(stored, vec![Reading { device_id: "d".into(), ts_ms: 30 * S, values: vec![("v".into(), 9.0)] }]);
+    }
+
+    #[test]
+    fn a_late_reading_for_a_window_that_never_existed_is_emitted_at_once() {
+        let mut e = engine(spec(0, 2 * MIN));
+        put(&mut e, 150 * S, 1.0, 0);
+        // [0,60) never had a reading; watermark 150s < 60s + 120s.
+        let (o, out) = put(&mut e, 30 * S, 2.0, 0);
+        assert_eq!(o, Outcome::Updated);
+        assert_eq!(out.len(), 1);
+        assert!(!out[0].update);
+        assert_eq!((out[0].start_ms, count(&out[0])), (0, 1.0));
+    }
+
+    #[test]
+    fn without_lateness_anything_behind_the_watermark_is_late() {
+        let mut e = engine(spec(0, 0));
+        put(&mut e, 10 * S, 1.0, 0);
+        put(&mut e, 60 * S, 1.0, 0);
+        assert_eq!(put(&mut e, 59 * S, 1.0, 0).0, Outcome::Late);
+        // Inside the open window it is fine, even behind the newest reading.
+        put(&mut e, 70 * S, 1.0, 0);
+        assert_eq!(put(&mut e, 65 * S, 1.0, 0).0, Outcome::Accepted);
+    }
+
+    #[test]
+    fn idle_devices_close_on_processing_time() {
+        let mut e = engine(spec(10 * S, 30 * S));
+        put(&mut e, 10 * S, 1.0, 1_000);
+        put(&mut e, 20 * S, 2.0, 2_000);
+        let mut out = Vec::new();
+        e.close_idle(2_000 + 10 * MIN - 1, &mut out);
+        assert!(out.is_empty(), "not silent long enough");
+        e.close_idle(2_000 + 10 * MIN, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].trigger, count(&out[0])), (Trigger::Idle, 2.0));
+        // The machine comes back with a reading for the same window: an update.
+        let (o, out) = put(&mut e, 30 * S, 3.0, 3_000 + 10 * MIN);
+        assert_eq!(o, Outcome::Updated);
+        assert!(out[0].update);
+        assert_eq!(count(&out[0]), 3.0);
+        // Another idle close has nothing open to close.
+        let mut out = Vec::new();
+        e.close_idle(100 * MIN, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn idle_closed_windows_expire_and_silent_devices_are_forgotten() {
+        let limits = StateLimits { device_ttl_ms: 60 * MIN, ..Default::default() };
+        let mut e = Engine::new(spec(0, MIN), limits, Cleaning::default());
+        put(&mut e, 10 * S, 1.0, 0);
+        let mut out = Vec::new();
+        e.close_idle(10 * MIN, &mut out);
+        assert_eq!(out.len(), 1);
+        e.close_idle(11 * MIN, &mut out);
+        // Past idle + lateness the closed window is gone: a reading for it is late.
+        let (o, _) = put(&mut e, 20 * S, 1.0, 11 * MIN);
+        assert_eq!(o, Outcome::Late);
+        assert_eq!(e.device_count(), 1);
+        let mut out = Vec::new();
+        e.close_idle(11 * MIN + 60 * MIN, &mut out);
+        assert_eq!(out.len(), 0, "{out:?}");
+        // The late reading did not open a window, so the device had nothing left.
+        assert_eq!(e.device_count(), 0);
+        assert_eq!(e.counters().devices_forgotten, 1);
+    }
+
+    #[test]
+    fn open_window_limit_closes_the_oldest_early() {
+        let limits = StateLimits { max_open_windows_per_device: 2, ..Default::default() };
+        let mut e = Engine::new(spec(10 * MIN, 10 * MIN), limits, Cleaning::default());
+        put(&mut e, 0, 1.0, 0);
+        put(&mut e, MIN, 1.0, 0);
+        let (o, out) = put(&mut e, 2 * MIN, 1.0, 0);
+        assert_eq!(o, Outcome::Accepted);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].start_ms, out[0].trigger), (0, Trigger::Limit));
+        assert_eq!(e.counters().limit_hits[Limit::OpenWindowsPerDevice as usize], 1);
+        assert_eq!(e.open_window_count(), 2);
+        // The early-closed window still takes updates.
+        let (o, out) = put(&mut e, 5 * S, 2.0, 0);
+        assert_eq!(o, Outcome::Updated);
+        assert_eq!(count(&out[0]), 2.0);
+    }
+
+    #[test]
+    fn signal_limit_drops_new_signals_only() {
+        let limits = StateLimits { max_signals_per_device: 2, ..Default::default() };
+        let mut e = Engine::new(spec(0, 0), limits, Cleaning::default());
+        let mut out = Vec::new();
+        e.record("d", 0, [("a", 1.0), ("b", 2.0), ("c", 3.0)], 0, &mut out);
+        e.record("d", 1, [("c", 3.0), ("a", 4.0)], 0, &mut out);
+        e.record("d", MIN, [("a", 1.0)], 0, &mut out);
+        assert_eq!(out.len(), 1);
+        let names: Vec<&str> = out[0].signals.iter().map(|(n, _)| n.as_ref()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(out[0].feature("a.count"), Some(2.0));
+        assert_eq!(e.counters().values_dropped_signal_limit, 2);
+        assert_eq!(e.counters().limit_hits[Limit::SignalsPerDevice as usize], 2);
+    }
+
+    #[test]
+    fn cleaning_drops_values_not_readings() {
+        let cleaning = Cleaning::new(vec![Rule { signal: "t".into(), min: Some(0.0), max: Some(100.0) }]);
+        let mut e = Engine::new(spec(0, 0), StateLimits::default(), cleaning);
+        let mut out = Vec::new();
+        e.record("d", 0, [("t", 50.0), ("p", 1.0)], 0, &mut out);
+        e.record("d", 1, [("t", 500.0), ("p", 2.0)], 0, &mut out);
+        e.record("d", 2, [("t", -5.0), ("p", 3.0)], 0, &mut out);
+        e.flush(&mut out);
+        assert_eq!(out[0].feature("t.count"), Some(1.0));
+        assert_eq!(out[0].feature("p.count"), Some(3.0));
+        let dropped: Vec<_> = e.cleaning().dropped().map(|(s, r, n)| (s.to_owned(), r.as_str(), n)).collect();
+        assert_eq!(dropped, vec![("t".to_owned(), "below_min", 1), ("t".to_owned(), "above_max", 1)]);
+    }
+
+    #[test]
+    fn late_store_is_bounded() {
+        let limits = StateLimits { late_store: 3, ..Default::default() };
+        let mut e = Engine::new(spec(0, 0), limits, Cleaning::default());
+        put(&mut e, 10 * MIN, 1.0, 0);
+        for i in 0..10 {
+            assert_eq!(put(&mut e, i * S, i as f64, 0).0, Outcome::Late);
+        }
+        assert_eq!(e.late_store().len(), 3);
+        assert_eq!(e.late_store().evicted, 7);
+        let kept: Vec<i64> = e.late_store().iter().map(|r| r.ts_ms).collect();
+        assert_eq!(kept, vec![7 * S, 8 * S, 9 * S]);
+        assert_eq!(e.counters().limit_hits[Limit::LateStore as usize], 7);
+    }
+
+    #[test]
+    fn devices_have_their_own_watermarks() {
+        let mut e = engine(spec(0, 0));
+        let mut out = Vec::new();
+        e.record("a", 10 * MIN, [("v", 1.0)], 0, &mut out);
+        // Device b is far behind a, and that is fine.
+        assert_eq!(e.record("b", 10 * S, [("v", 1.0)], 0, &mut out), Outcome::Accepted);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn memory_bound_holds_under_a_flood_of_devices() {
+        let limits = StateLimits { max_devices: 1000, ..Default::default() };
+        let mut e = Engine::new(spec(0, 0), limits, Cleaning::default());
+        let mut out = Vec::new();
+        for i in 0..50_000 {
+            e.record(&format!("dev-{i}"), 0, [("v", 1.0)], 0, &mut out);
+        }
+        assert_eq!(e.device_count(), 1000);
+        assert_eq!(e.counters().limit_hits[Limit::Devices as usize], 49_000);
+    }
+
+    /// Reference: each reading's window, from the sorted stream of what was accepted.
+    #[derive(Debug, Clone)]
+    struct Arrival {
+        ts: i64,
+        x: f64,
+    }
+
+    fn arrivals(bound: i64) -> impl Strategy<Value = Vec<Arrival>> {
+        // A sorted stream of event times, then each arrival delayed by up to `bound`:
+        // the disorder stays inside the out-of-orderness bound.
+        prop::collection::vec((0i64..5_000, 0i64..=bound, -100.0..100.0f64), 1..300).prop_map(|v| {
+            let mut t = 0;
+            let mut items: Vec<(i64, i64, f64)> = v
+                .into_iter()
+                .map(|(step, delay, x)| {
+                    t += step;
+                    (t + delay, t, x)
+                })
+                .collect();
+            items.sort_by_key(|i| i.0);
+            items.into_iter().map(|(_, ts, x)| Arrival { ts, x }).collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn disorder_within_the_bound_gives_the_sorted_result(items in arrivals(10 * S)) {
+            let mut e = engine(spec(10 * S, 0));
+            let mut out = Vec::new();
+            for a in &items {
+                prop_assert_eq!(e.record("d", a.ts, [("v", a.x)], 0, &mut out), Outcome::Accepted);
+            }
+            e.flush(&mut out);
+            // Group by window, two-pass reference on each.
+            let mut by_window: std::collections::BTreeMap<i64, Vec<(i64, f64)>> = Default::default();
+            for a in &items {
+                by_window.entry(a.ts.div_euclid(MIN) * MIN).or_default().push((a.ts, a.x));
+            }
+            prop_assert_eq!(out.len(), by_window.len());
+            for w in &out {
+                prop_assert!(!w.update);
+                let pts = &by_window[&w.start_ms];
+                let want = stats::reference::stats(pts, w.start_ms);
+                let got = w.signals[0].1;
+                for i in 0..13 {
+                    let tol = 1e-9 * want[i].abs().max(200.0);
+                    prop_assert!((got[i] - want[i]).abs() <= tol || (got[i].is_nan() && want[i].is_nan()),
+                        "{}: {} vs {}", STAT_NAMES[i], got[i], want[i]);
+                }
+            }
+        }
+    }
+}

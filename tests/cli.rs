@@ -1,0 +1,165 @@
+//! The command line as a user meets it: exit codes, messages, files.
+
+mod common;
+
+use std::fs;
+
+use common::{faultline, read_csv, stderr};
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let p = dir.path().join(name);
+    fs::write(&p, text).expect("write");
+    p.to_str().expect("utf-8 path").to_owned()
+}
+
+#[test]
+fn check_config_accepts_a_good_file_and_lists_every_problem_of_a_bad_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = write(
+        &dir,
+        "good.toml",
+        "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"\ntopics = [\"sensors/+/telemetry\"]\n",
+    );
+    let o = faultline(&["check-config", "--config", &good]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    let bad = write(&dir, "bad.toml", "[window]\nsize = \"5 parsecs\"\ncolour = \"red\"\n[[source]]\ntype = \"mqtt\"\n");
+    let o = faultline(&["check-config", "--config", &bad]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("3 problem(s)"), "{err}");
+    assert!(err.contains("window.size: invalid duration \"5 parsecs\""), "{err}");
+    assert!(err.contains("window.colour: unknown field"), "{err}");
+    assert!(err.contains("source[0]: missing field `url`"), "{err}");
+
+    let o = faultline(&["check-config"]);
+    assert_eq!(o.status.code(), Some(2), "usage error");
+}
+
+#[test]
+fn commands_of_later_milestones_say_so() {
+    for args in [&["run", "--config", "x"][..], &["demo"], &["replay", "--input", "x"]] {
+        let o = faultline(args);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("is not built yet"), "{}", stderr(&o));
+    }
+}
+
+/// Two devices in one file, out of order, with a label and a gap.
+const MIXED: &str = "\
+ts,machine,temp,vib,state,label
+2026-11-21T10:00:05Z,m1,20,0.5,on,0
+2026-11-21T10:00:10Z,m2,30,,on,0
+2026-11-21T10:00:50Z,m1,22,0.7,on,1
+2026-11-21T10:01:10Z,m1,24,NaN,on,0
+2026-11-21T10:00:55Z,m1,200,0.9,on,0
+2026-11-21T10:03:00Z,m1,26,1.0,off,0
+2026-11-21T10:00:30Z,m1,21,0.6,on,0
+";
+
+#[test]
+fn features_replaces_updated_windows_and_reports_late_rows() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = write(&dir, "mixed.csv", MIXED);
+    let out = dir.path().join("f.csv");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["features", "--input", &input, "--window", "1m", "--device-column", "machine"];
+        args.extend_from_slice(&["--label-column", "label", "--output", out.to_str().expect("path")]);
+        args.extend_from_slice(extra);
+        faultline(&args)
+    };
+
+    // Out-of-orderness 0, lateness 0: 10:00:55 arrives after 10:01:10 moved
+    // the watermark past 10:01 -> late; so is 10:00:30 (after 10:03:00).
+    let o = run(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("7 rows, 4 windows, 2 late rows left out, 1 non-finite cells"), "{}", stderr(&o));
+    let (h, rows) = read_csv(&out);
+    // Signals default to the numeric columns (state is text; machine and label are taken).
+    assert_eq!(&h[3..5], ["temp.count", "temp.mean"]);
+    assert_eq!(h[3 + 13], "vib.count");
+    assert_eq!(h.last().map(String::as_str), Some("label"));
+    assert_eq!(h.len(), 3 + 2 * 13 + 1);
+    let keys: Vec<(&str, &str)> = rows.iter().map(|r| (r[0].as_str(), r[1].as_str())).collect();
+    assert_eq!(
+        keys,
+        [
+            ("m1", "2026-11-21T10:00:00Z"),
+            ("m1", "2026-11-21T10:01:00Z"),
+            ("m1", "2026-11-21T10:03:00Z"),
+            ("m2", "2026-11-21T10:00:00Z")
+        ]
+    );
+    assert_eq!(rows[0][3], "2", "temp.count of m1's first window without the late rows");
+    assert_eq!(rows[0].last().map(String::as_str), Some("1"), "label = max over the window");
+    assert_eq!(rows[1][3 + 13], "0", "vib was NaN: count 0");
+    assert_eq!(rows[1][3 + 14], "NaN", "vib.mean missing");
+    assert_eq!(rows[3][3 + 13], "0", "m2 had no vib value");
+
+    // With three minutes of allowed lateness both late rows update the window
+    // they belong to, and the output holds its final version only.
+    let o = run(&["--allowed-lateness", "3m"]);
+    assert!(stderr(&o).contains("7 rows, 4 windows, 0 late rows"), "{}", stderr(&o));
+    let (_, rows) = read_csv(&out);
+    assert_eq!(rows[0][3], "4");
+    assert_eq!(rows[0][3 + 4], "200", "temp.max includes the late 200");
+
+    // A config's cleaning rules apply offline exactly as in the daemon.
+    let cfg = write(
+        &dir,
+        "c.toml",
+        "[window]\nsize = \"1m\"\nmax_out_of_orderness = \"0s\"\nallowed_lateness = \"3m\"\n\
+         [cleaning.signals.temp]\nmax = 100.0\n\
+         [[source]]\ntype = \"kafka\"\nbrokers = \"k:9092\"\ntopics = [\"t\"]\n",
+    );
+    let mut args = vec!["features", "--input", &input, "--config", &cfg, "--device-column", "machine"];
+    args.extend_from_slice(&["--output", out.to_str().expect("path")]);
+    let o = faultline(&args);
+    assert!(stderr(&o).contains("1 values outside cleaning rules"), "{}", stderr(&o));
+    let (_, rows) = read_csv(&out);
+    assert_eq!((rows[0][3].as_str(), rows[0][3 + 4].as_str()), ("3", "22"), "200 dropped by the rule");
+}
+
+#[test]
+fn features_signal_order_follows_the_signals_option() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = write(&dir, "mixed.csv", MIXED);
+    let out = dir.path().join("f.csv");
+    let out_s = out.to_str().expect("path");
+    let o = faultline(&["features", "--input", &input, "--window", "5m", "--signals", "vib,temp", "--output", out_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (h, rows) = read_csv(&out);
+    assert_eq!((h[3].as_str(), h[16].as_str()), ("vib.count", "temp.count"));
+    assert_eq!(h.len(), 3 + 26);
+    // No device option: the file stem names the device.
+    assert_eq!(rows[0][0], "mixed");
+}
+
+#[test]
+fn features_refuses_bad_input_with_the_line_and_leaves_no_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("f.csv");
+    let out_s = out.to_str().expect("path");
+    let bad_time = write(&dir, "t.csv", "ts,x\n2026-11-21T10:00:00Z,1\nyesterday,2\n");
+    let o = faultline(&["features", "--input", &bad_time, "--window", "1m", "--output", out_s]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("line 3: column \"ts\": \"yesterday\" is not a time"), "{}", stderr(&o));
+    assert!(!out.exists() && !dir.path().join("f.partial").exists());
+
+    let bad_num = write(&dir, "n.csv", "ts,x\n2026-11-21T10:00:00Z,1\n2026-11-21T10:00:01Z,lots\n");
+    let o = faultline(&["features", "--input", &bad_num, "--window", "1m", "--signals", "x", "--output", out_s]);
+    assert!(stderr(&o).contains("line 3: column \"x\": \"lots\" is not a number"), "{}", stderr(&o));
+
+    let ragged = write(&dir, "r.csv", "ts,x\n2026-11-21T10:00:00Z,1,9\n");
+    let o = faultline(&["features", "--input", &ragged, "--window", "1m", "--output", out_s]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("line 2"), "{}", stderr(&o));
+
+    let o = faultline(&["features", "--input", &bad_num, "--output", out_s]);
+    assert_eq!(o.status.code(), Some(2), "no window size");
+    assert!(stderr(&o).contains("--window is required"), "{}", stderr(&o));
+
+    let o = faultline(&["features", "--input", "/nonexistent.csv", "--window", "1m", "--output", out_s]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("/nonexistent.csv"), "{}", stderr(&o));
+}

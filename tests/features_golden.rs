@@ -1,0 +1,59 @@
+//! Golden test: `faultline features` on SKAB valve1/1.csv against the
+//! independent numpy reference committed under tests/fixtures.
+
+mod common;
+
+use common::{faultline, read_csv, shared_data, stderr};
+
+#[test]
+fn skab_valve1_features_match_the_numpy_reference() {
+    let Some(data) = shared_data() else {
+        eprintln!("SKIPPED: ../shared/data is absent (set FAULTLINE_DATA to the data folder to run this test)");
+        return;
+    };
+    let input = data.join("skab/valve1/1.csv");
+    assert!(input.is_file(), "{} missing from the shared data", input.display());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("features.csv");
+    let o = faultline(&[
+        "features",
+        "--input",
+        input.to_str().expect("utf-8 path"),
+        "--window",
+        "1m",
+        "--time-column",
+        "datetime",
+        "--delimiter",
+        ";",
+        "--device",
+        "skab-valve1-1",
+        "--label-column",
+        "anomaly",
+        "--output",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("1145 rows, 21 windows, 0 late rows"), "{}", stderr(&o));
+
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/skab-valve1-1.features-1m.csv");
+    let (got_header, got) = read_csv(&out);
+    let (want_header, want) = read_csv(&fixture);
+    assert_eq!(got_header, want_header);
+    assert_eq!(got_header.len(), 3 + 9 * 13 + 1, "8 sensors + changepoint, 13 stats each, and the label");
+    assert_eq!(got.len(), want.len());
+    let mut worst = 0.0f64;
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g[..3], w[..3], "device and window bounds");
+        for ((name, a), b) in got_header.iter().zip(g).zip(w).skip(3) {
+            let (a, b): (f64, f64) = (a.parse().expect("number"), b.parse().expect("number"));
+            if a.is_nan() || b.is_nan() {
+                assert!(a.is_nan() && b.is_nan(), "{} {name}: {a} vs {b}", g[1]);
+                continue;
+            }
+            let rel = if a == b { 0.0 } else { (a - b).abs() / a.abs().max(b.abs()) };
+            assert!(rel <= 1e-9, "{} {name}: faultline {a} vs reference {b} (relative {rel:e})", g[1]);
+            worst = worst.max(rel);
+        }
+    }
+    eprintln!("worst relative difference: {worst:e}");
+}
