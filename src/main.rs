@@ -37,7 +37,7 @@ enum Command {
         config: PathBuf,
     },
     /// Compute window features offline from a CSV, with the daemon's own code.
-    Features(FeaturesArgs),
+    Features(Box<FeaturesArgs>),
     /// Publish a data set as sensor readings over MQTT or Kafka.
     Replay {
         #[arg(long)]
@@ -136,7 +136,7 @@ fn init_logging() {
 fn dispatch(cmd: Command) -> Result<(), Failure> {
     match cmd {
         Command::CheckConfig { config } => check_config(&config),
-        Command::Features(args) => features(args),
+        Command::Features(args) => features(*args),
         Command::Run { .. } => Err(not_yet("run", "the daemon (issue 4)")),
         Command::Demo { .. } => Err(not_yet("demo", "the dashboard and demo (issue 5)")),
         Command::Replay { .. } => Err(not_yet("replay", "the MQTT and Kafka tools (issue 4)")),

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use crate::decode::{decode, DecodeLimits};
+use crate::decode::{DecodeLimits, Decoder};
 use crate::reading::Reason;
 use crate::window::{ClosedWindow, Engine, Outcome};
 
@@ -120,7 +120,7 @@ pub struct SourceCounts {
 /// Decode, clean and window, with its counters.
 #[derive(Debug)]
 pub struct Pipeline {
-    limits: DecodeLimits,
+    decoder: Decoder,
     engine: Engine,
     quarantine: Quarantine,
     rejected: Vec<u64>,
@@ -135,7 +135,7 @@ pub struct SourceId(usize);
 impl Pipeline {
     pub fn new(limits: DecodeLimits, engine: Engine, quarantine_cap: usize) -> Self {
         Pipeline {
-            limits,
+            decoder: Decoder::new(limits),
             engine,
             quarantine: Quarantine::new(quarantine_cap),
             rejected: vec![0; Reason::ALL.len()],
@@ -167,7 +167,7 @@ impl Pipeline {
     ) -> usize {
         let src = &mut self.sources[source.0];
         src.payloads += 1;
-        let decoded = match decode(payload, device, now_ms, &self.limits) {
+        let decoded = match self.decoder.decode(payload, device, now_ms) {
             Ok(d) => d,
             Err(reason) => {
                 self.refuse(source, now_ms, reason, None, device, payload);
@@ -187,6 +187,7 @@ impl Pipeline {
                 },
             }
         }
+        self.decoder.recycle(decoded);
         self.sources[source.0].readings += taken as u64;
         taken
     }

@@ -16,6 +16,11 @@
 pub mod stats;
 
 use std::collections::{HashMap, VecDeque};
+
+/// The device table's hasher: foldhash is several times faster than
+/// SipHash on short ids and randomly seeded per process, so a producer
+/// cannot choose ids that collide.
+type DeviceMap = HashMap<Box<str>, Device, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use crate::clean::Cleaning;
@@ -234,7 +239,7 @@ pub struct Engine {
     spec: WindowSpec,
     limits: StateLimits,
     cleaning: Cleaning,
-    devices: HashMap<Box<str>, Device>,
+    devices: DeviceMap,
     late: LateStore,
     counters: EngineCounters,
 }
@@ -245,7 +250,7 @@ impl Engine {
             spec,
             limits,
             cleaning,
-            devices: HashMap::new(),
+            devices: DeviceMap::default(),
             late: LateStore::new(limits.late_store),
             counters: EngineCounters::default(),
         }
@@ -281,10 +286,6 @@ impl Engine {
         self.devices.get(device_id).filter(|d| d.max_ts != i64::MIN).map(|d| d.watermark(&self.spec))
     }
 
-    fn window_start(&self, ts: i64) -> i64 {
-        ts.div_euclid(self.spec.size_ms) * self.spec.size_ms
-    }
-
     fn hit(&mut self, l: Limit) {
         self.counters.limit_hits[l as usize] += 1;
     }
@@ -299,146 +300,36 @@ impl Engine {
         now_ms: i64,
         out: &mut Vec<ClosedWindow>,
     ) -> Outcome {
-        if !self.devices.contains_key(device_id) {
-            if self.devices.len() >= self.limits.max_devices {
-                self.hit(Limit::Devices);
-                return Outcome::DeviceLimit;
-            }
-            let id: Arc<str> = Arc::from(device_id);
-            self.devices.insert(
-                Box::from(device_id),
-                Device { id, max_ts: i64::MIN, last_seen_ms: now_ms, signals: Vec::new(), open: Vec::new(), closed: Vec::new() },
-            );
-        }
-        let spec = self.spec;
-        let start = self.window_start(ts_ms);
-        let end = start.saturating_add(spec.size_ms);
-        let Some(dev) = self.devices.get_mut(device_id) else { return Outcome::DeviceLimit };
-        dev.last_seen_ms = now_ms;
-        let wm = dev.watermark(&spec);
-
-        // Where does the reading go?
-        enum Slot {
-            Open(usize),
-            Closed(usize),
-            NewOpen,
-            NewClosed,
-        }
-        let slot = if let Some(i) = dev.open.iter().position(|w| w.start == start) {
-            Slot::Open(i)
-        } else if let Some(i) = dev.closed.iter().position(|w| w.start == start) {
-            if wm < end.saturating_add(spec.allowed_lateness_ms) {
-                Slot::Closed(i)
-            } else {
-                return self.late(device_id, ts_ms, values);
-            }
-        } else if dev.max_ts != i64::MIN && end <= wm {
-            if wm < end.saturating_add(spec.allowed_lateness_ms) {
-                Slot::NewClosed
-            } else {
-                return self.late(device_id, ts_ms, values);
-            }
-        } else {
-            Slot::NewOpen
-        };
-
-        let mut forced = false;
-        let (window, outcome) = match slot {
-            Slot::Open(i) => (&mut dev.open[i], Outcome::Accepted),
-            Slot::Closed(i) => (&mut dev.closed[i], Outcome::Updated),
-            Slot::NewOpen => {
-                if dev.open.len() >= self.limits.max_open_windows_per_device.max(1) {
-                    // Close the oldest early rather than refuse data.
-                    let w = dev.open.remove(0);
-                    out.push(emit(dev, &w, spec.size_ms, false, Trigger::Limit));
-                    self.counters.windows_closed += 1;
-                    insert_sorted(&mut dev.closed, w);
-                    forced = true;
+        let dev = match self.devices.get_mut(device_id) {
+            Some(dev) => dev,
+            None => {
+                if self.devices.len() >= self.limits.max_devices {
+                    self.counters.limit_hits[Limit::Devices as usize] += 1;
+                    return Outcome::DeviceLimit;
                 }
-                let i = insert_sorted(&mut dev.open, Window { start, stats: Vec::with_capacity(dev.signals.len()) });
-                (&mut dev.open[i], Outcome::Accepted)
-            }
-            Slot::NewClosed => {
-                let i = insert_sorted(&mut dev.closed, Window { start, stats: Vec::with_capacity(dev.signals.len()) });
-                (&mut dev.closed[i], Outcome::Updated)
+                let dev = Device {
+                    id: Arc::from(device_id),
+                    max_ts: i64::MIN,
+                    last_seen_ms: now_ms,
+                    signals: Vec::new(),
+                    open: Vec::new(),
+                    closed: Vec::new(),
+                };
+                self.devices.entry(Box::from(device_id)).or_insert(dev)
             }
         };
-
-        for (hint, (name, v)) in values.into_iter().enumerate() {
-            let idx = match signal_index(&dev.signals, name, hint) {
-                Some(i) => i,
-                None if dev.signals.len() >= self.limits.max_signals_per_device => {
-                    self.counters.values_dropped_signal_limit += 1;
-                    self.counters.limit_hits[Limit::SignalsPerDevice as usize] += 1;
-                    continue;
+        let mut cx = Cx { spec: &self.spec, limits: &self.limits, cleaning: &mut self.cleaning, counters: &mut self.counters, out };
+        match record_in(dev, &mut cx, ts_ms, values, now_ms) {
+            Ok(outcome) => outcome,
+            Err(values) => {
+                self.counters.late += 1;
+                let r = Reading { device_id: device_id.to_owned(), ts_ms, values };
+                if !self.late.push(r) {
+                    self.hit(Limit::LateStore);
                 }
-                None => {
-                    dev.signals.push(Signal { name: Arc::from(name), rule: self.cleaning.rule_for(name) });
-                    dev.signals.len() - 1
-                }
-            };
-            if let Some(rule) = dev.signals[idx].rule {
-                if !self.cleaning.check(rule, v) {
-                    continue;
-                }
-            }
-            if window.stats.len() <= idx {
-                window.stats.resize_with(idx + 1, SignalStats::default);
-            }
-            window.stats[idx].push(v, ts_ms, start);
-        }
-
-        match slot {
-            Slot::Open(_) | Slot::NewOpen => self.counters.accepted += 1,
-            Slot::Closed(i) => {
-                let w = &dev.closed[i];
-                out.push(emit(dev, w, spec.size_ms, true, Trigger::Late));
-                self.counters.updates += 1;
-                self.counters.windows_updated += 1;
-            }
-            Slot::NewClosed => {
-                if let Some(w) = dev.closed.iter().find(|w| w.start == start) {
-                    out.push(emit(dev, w, spec.size_ms, false, Trigger::Late));
-                }
-                self.counters.updates += 1;
-                self.counters.windows_closed += 1;
+                Outcome::Late
             }
         }
-        if forced {
-            self.counters.limit_hits[Limit::OpenWindowsPerDevice as usize] += 1;
-        }
-
-        // Advance the watermark and close what it passed.
-        if ts_ms > dev.max_ts {
-            dev.max_ts = ts_ms;
-            let wm = dev.watermark(&spec);
-            while dev.open.first().is_some_and(|w| w.start.saturating_add(spec.size_ms) <= wm) {
-                let w = dev.open.remove(0);
-                out.push(emit(dev, &w, spec.size_ms, false, Trigger::Watermark));
-                self.counters.windows_closed += 1;
-                insert_sorted(&mut dev.closed, w);
-            }
-            dev.closed.retain(|w| w.start.saturating_add(spec.size_ms).saturating_add(spec.allowed_lateness_ms) > wm);
-        }
-        let keep = self.limits.max_open_windows_per_device.max(1);
-        if dev.closed.len() > keep {
-            let excess = dev.closed.len() - keep;
-            dev.closed.drain(..excess);
-        }
-        outcome
-    }
-
-    fn late<'v>(&mut self, device_id: &str, ts_ms: i64, values: impl IntoIterator<Item = (&'v str, f64)>) -> Outcome {
-        self.counters.late += 1;
-        let r = Reading {
-            device_id: device_id.to_owned(),
-            ts_ms,
-            values: values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-        };
-        if !self.late.push(r) {
-            self.hit(Limit::LateStore);
-        }
-        Outcome::Late
     }
 
     /// Closes the open windows of devices silent for `idle_timeout`, drops
@@ -498,6 +389,154 @@ impl Engine {
             + signals * (size_of::<Signal>() + name)
             + windows * (size_of::<Window>() + signals * size_of::<SignalStats>())
     }
+}
+
+/// The engine's parts a device's update needs beside the device itself.
+struct Cx<'a> {
+    spec: &'a WindowSpec,
+    limits: &'a StateLimits,
+    cleaning: &'a mut Cleaning,
+    counters: &'a mut EngineCounters,
+    out: &'a mut Vec<ClosedWindow>,
+}
+
+/// Adds a reading to `dev`. `Err` carries the values of a late reading
+/// back for the late store.
+fn record_in<'v>(
+    dev: &mut Device,
+    cx: &mut Cx<'_>,
+    ts_ms: i64,
+    values: impl IntoIterator<Item = (&'v str, f64)>,
+    now_ms: i64,
+) -> Result<Outcome, Vec<(String, f64)>> {
+    let spec = *cx.spec;
+    let start = ts_ms.div_euclid(spec.size_ms) * spec.size_ms;
+    let end = start.saturating_add(spec.size_ms);
+    dev.last_seen_ms = now_ms;
+    let wm = dev.watermark(&spec);
+
+    // Where does the reading go?
+    enum Slot {
+        Open(usize),
+        Closed(usize),
+        NewOpen,
+        NewClosed,
+    }
+    let slot = if let Some(i) = dev.open.iter().position(|w| w.start == start) {
+        Slot::Open(i)
+    } else if let Some(i) = dev.closed.iter().position(|w| w.start == start) {
+        if wm < end.saturating_add(spec.allowed_lateness_ms) {
+            Slot::Closed(i)
+        } else {
+            return Err(values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+        }
+    } else if dev.max_ts != i64::MIN && end <= wm {
+        if wm < end.saturating_add(spec.allowed_lateness_ms) {
+            Slot::NewClosed
+        } else {
+            return Err(values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+        }
+    } else {
+        Slot::NewOpen
+    };
+
+    let window = match slot {
+        Slot::Open(i) => &mut dev.open[i],
+        Slot::Closed(i) => &mut dev.closed[i],
+        Slot::NewOpen => {
+            if dev.open.len() >= cx.limits.max_open_windows_per_device.max(1) {
+                // Close the oldest early rather than refuse data.
+                let w = dev.open.remove(0);
+                cx.out.push(emit(dev, &w, spec.size_ms, false, Trigger::Limit));
+                cx.counters.windows_closed += 1;
+                cx.counters.limit_hits[Limit::OpenWindowsPerDevice as usize] += 1;
+                insert_sorted(&mut dev.closed, w);
+            }
+            let i = insert_sorted(&mut dev.open, Window { start, stats: Vec::with_capacity(dev.signals.len()) });
+            &mut dev.open[i]
+        }
+        Slot::NewClosed => {
+            let i = insert_sorted(&mut dev.closed, Window { start, stats: Vec::with_capacity(dev.signals.len()) });
+            &mut dev.closed[i]
+        }
+    };
+
+    // A name repeated within one reading counts once, with its first value.
+    let mut seen_low: u64 = 0;
+    let mut seen_high: Vec<usize> = Vec::new();
+    for (hint, (name, v)) in values.into_iter().enumerate() {
+        let idx = match signal_index(&dev.signals, name, hint) {
+            Some(i) => i,
+            None if dev.signals.len() >= cx.limits.max_signals_per_device => {
+                cx.counters.values_dropped_signal_limit += 1;
+                cx.counters.limit_hits[Limit::SignalsPerDevice as usize] += 1;
+                continue;
+            }
+            None => {
+                dev.signals.push(Signal { name: Arc::from(name), rule: cx.cleaning.rule_for(name) });
+                dev.signals.len() - 1
+            }
+        };
+        if idx < 64 {
+            if seen_low & (1 << idx) != 0 {
+                continue;
+            }
+            seen_low |= 1 << idx;
+        } else if seen_high.contains(&idx) {
+            continue;
+        } else {
+            seen_high.push(idx);
+        }
+        if let Some(rule) = dev.signals[idx].rule {
+            if !cx.cleaning.check(rule, v) {
+                continue;
+            }
+        }
+        if window.stats.len() <= idx {
+            window.stats.resize_with(idx + 1, SignalStats::default);
+        }
+        window.stats[idx].push(v, ts_ms, start);
+    }
+
+    let outcome = match slot {
+        Slot::Open(_) | Slot::NewOpen => {
+            cx.counters.accepted += 1;
+            Outcome::Accepted
+        }
+        Slot::Closed(i) => {
+            cx.out.push(emit(dev, &dev.closed[i], spec.size_ms, true, Trigger::Late));
+            cx.counters.updates += 1;
+            cx.counters.windows_updated += 1;
+            Outcome::Updated
+        }
+        Slot::NewClosed => {
+            if let Some(w) = dev.closed.iter().find(|w| w.start == start) {
+                cx.out.push(emit(dev, w, spec.size_ms, false, Trigger::Late));
+            }
+            cx.counters.updates += 1;
+            cx.counters.windows_closed += 1;
+            Outcome::Updated
+        }
+    };
+
+    // Advance the watermark and close what it passed.
+    if ts_ms > dev.max_ts {
+        dev.max_ts = ts_ms;
+        let wm = dev.watermark(&spec);
+        while dev.open.first().is_some_and(|w| w.start.saturating_add(spec.size_ms) <= wm) {
+            let w = dev.open.remove(0);
+            cx.out.push(emit(dev, &w, spec.size_ms, false, Trigger::Watermark));
+            cx.counters.windows_closed += 1;
+            insert_sorted(&mut dev.closed, w);
+        }
+        dev.closed.retain(|w| w.start.saturating_add(spec.size_ms).saturating_add(spec.allowed_lateness_ms) > wm);
+    }
+    let keep = cx.limits.max_open_windows_per_device.max(1);
+    if dev.closed.len() > keep {
+        let excess = dev.closed.len() - keep;
+        dev.closed.drain(..excess);
+    }
+    Ok(outcome)
 }
 
 fn insert_sorted(v: &mut Vec<Window>, w: Window) -> usize {
@@ -716,6 +755,24 @@ mod tests {
         assert_eq!(out[0].feature("a.count"), Some(2.0));
         assert_eq!(e.counters().values_dropped_signal_limit, 2);
         assert_eq!(e.counters().limit_hits[Limit::SignalsPerDevice as usize], 2);
+    }
+
+    #[test]
+    fn a_name_repeated_in_one_reading_counts_once_with_its_first_value() {
+        let limits = StateLimits { max_signals_per_device: 200, ..Default::default() };
+        let mut e = Engine::new(spec(0, 0), limits, Cleaning::default());
+        let mut out = Vec::new();
+        e.record("d", 0, [("a", 1.0), ("b", 5.0), ("a", 2.0)], 0, &mut out);
+        // Beyond 64 signals too.
+        let many: Vec<String> = (0..100).map(|i| format!("s{i}")).collect();
+        let mut vals: Vec<(&str, f64)> = many.iter().map(|n| (n.as_str(), 1.0)).collect();
+        vals.push(("s99", 7.0));
+        e.record("d", 1, vals, 0, &mut out);
+        e.flush(&mut out);
+        assert_eq!(out[0].feature("a.count"), Some(1.0));
+        assert_eq!(out[0].feature("a.mean"), Some(1.0));
+        assert_eq!(out[0].feature("s99.count"), Some(1.0));
+        assert_eq!(out[0].feature("s99.max"), Some(1.0));
     }
 
     #[test]

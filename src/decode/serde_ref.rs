@@ -1,17 +1,7 @@
-//! JSON payload → readings (SPEC 1).
-//!
-//! One pass of serde_json over the payload with hand-written visitors:
-//! names borrow from the payload where they hold no escapes, a reading's
-//! problems are recorded as a [`Reason`] instead of aborting the parse, so
-//! one bad reading in a batch never loses the good ones. Only a payload
-//! that is not JSON at all (or too large) is refused as a whole.
-//!
-//! Producers written in Python emit bare `NaN` / `Infinity` for missing
-//! float values; that is not JSON, but refusing the whole batch for it
-//! would lose every good reading in it. When the first parse fails and the
-//! payload holds such a token outside a string, the tokens are replaced by
-//! marker strings and the payload parsed once more, so the affected
-//! readings are refused as `non_finite` and the rest kept.
+//! Test oracle: the first decoder faultline had, built on serde_json's
+//! visitors. The hand-written reader in `mod.rs` must agree with it on
+//! every payload both read (see `tests::agrees_with_the_serde_oracle`).
+#![allow(dead_code)]
 
 use std::borrow::Cow;
 use std::fmt;
@@ -19,6 +9,23 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::reading::{valid_name, ReadingRef, Reason};
+
+pub(super) type Owned = Result<(String, i64, Vec<(String, f64)>), Reason>;
+
+/// Decodes `payload` into owned readings with serde_json.
+pub(super) fn decode_ref(payload: &[u8], fallback: Option<&str>, now_ms: i64, limits: &super::DecodeLimits) -> Result<Vec<Owned>, Reason> {
+    let limits = DecodeLimits {
+        max_payload_bytes: limits.max_payload_bytes,
+        max_signals_per_reading: limits.max_signals_per_reading,
+        max_future_ms: limits.max_future_ms,
+        max_name_bytes: limits.max_name_bytes,
+    };
+    let d = decode(payload, fallback, now_ms, &limits)?;
+    Ok(d.iter()
+        .map(|r| r.map(|r| (r.device_id.to_owned(), r.ts_ms, r.signals().map(|(k, v)| (k.to_owned(), v)).collect())))
+        .collect())
+}
+
 
 /// Limits applied while decoding (config `[ingest]`).
 #[derive(Debug, Clone)]
@@ -109,42 +116,94 @@ pub fn decode<'p>(
     now_ms: i64,
     limits: &DecodeLimits,
 ) -> Result<Decoded<'p>, Reason> {
-    if payload.len() > limits.max_payload_bytes {
-        return Err(Reason::TooLarge);
-    }
-    let fallback_ok = fallback_device.filter(|d| valid_name(d, limits.max_name_bytes));
-    let mut out = match parse(payload, limits) {
-        Ok(d) => d,
-        Err(first) => {
-            let Some(fixed) = replace_bare_non_finite(payload) else {
-                return Err(first);
-            };
-            let d = parse(&fixed, limits)?.into_owned();
-            d
-        }
-    };
-    // Resolve what needs the source's device id and the clock.
-    for item in &mut out.items {
-        if let Item::Ok { device, ts_ms, .. } = item {
-            let reason = if device.is_none() && fallback_ok.is_none() {
-                Some(if fallback_device.is_some() { Reason::BadDeviceId } else { Reason::MissingDevice })
-            } else if *ts_ms > now_ms.saturating_add(limits.max_future_ms) {
-                Some(Reason::FutureTime)
-            } else {
-                None
-            };
-            if let Some(r) = reason {
-                *item = Item::Err(r);
-            }
-        }
-    }
-    out.fallback_device = fallback_ok;
-    Ok(out)
+    Decoder::new(limits.clone()).decode(payload, fallback_device, now_ms)
 }
 
-fn parse<'p>(payload: &'p [u8], limits: &DecodeLimits) -> Result<Decoded<'p>, Reason> {
-    let mut out = Decoded { items: Vec::new(), values: Vec::new(), fallback_device: None };
-    let mut de = serde_json::Deserializer::from_slice(payload);
+/// Turns an emptied `Vec` of one lifetime into one of another, keeping its
+/// allocation (the standard library collects a `vec::IntoIter` in place
+/// when the element layouts match).
+fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
+}
+
+/// A decoder that keeps its buffers from one payload to the next, so the
+/// steady state allocates nothing but escaped names.
+#[derive(Debug)]
+pub struct Decoder {
+    limits: DecodeLimits,
+    items: Vec<Item<'static>>,
+    values: Vec<(Cow<'static, str>, f64)>,
+}
+
+impl Decoder {
+    pub fn new(limits: DecodeLimits) -> Self {
+        Decoder { limits, items: Vec::new(), values: Vec::new() }
+    }
+
+    pub fn limits(&self) -> &DecodeLimits {
+        &self.limits
+    }
+
+    /// Hands a finished payload's buffers back for the next one.
+    pub fn recycle(&mut self, d: Decoded<'_>) {
+        self.items = recycle(d.items);
+        self.values = recycle(d.values);
+    }
+
+    /// See [`decode`].
+    pub fn decode<'p>(
+        &mut self,
+        payload: &'p [u8],
+        fallback_device: Option<&'p str>,
+        now_ms: i64,
+    ) -> Result<Decoded<'p>, Reason> {
+        let limits = &self.limits;
+        if payload.len() > limits.max_payload_bytes {
+            return Err(Reason::TooLarge);
+        }
+        // One UTF-8 check for the whole payload is much cheaper than
+        // serde_json's check of every string it meets.
+        let text = std::str::from_utf8(payload).map_err(|_| Reason::MalformedJson)?;
+        let fallback_ok = fallback_device.filter(|d| valid_name(d, limits.max_name_bytes));
+        let buffers = Decoded {
+            items: recycle(std::mem::take(&mut self.items)),
+            values: recycle(std::mem::take(&mut self.values)),
+            fallback_device: None,
+        };
+        let mut out = match parse(text, buffers, limits) {
+            Ok(d) => d,
+            Err(first) => {
+                let Some(fixed) = replace_bare_non_finite(text) else {
+                    return Err(first);
+                };
+                let empty = Decoded { items: Vec::new(), values: Vec::new(), fallback_device: None };
+                let d = parse(&fixed, empty, limits)?.into_owned();
+                d
+            }
+        };
+        // Resolve what needs the source's device id and the clock.
+        for item in &mut out.items {
+            if let Item::Ok { device, ts_ms, .. } = item {
+                let reason = if device.is_none() && fallback_ok.is_none() {
+                    Some(if fallback_device.is_some() { Reason::BadDeviceId } else { Reason::MissingDevice })
+                } else if *ts_ms > now_ms.saturating_add(limits.max_future_ms) {
+                    Some(Reason::FutureTime)
+                } else {
+                    None
+                };
+                if let Some(r) = reason {
+                    *item = Item::Err(r);
+                }
+            }
+        }
+        out.fallback_device = fallback_ok;
+        Ok(out)
+    }
+}
+
+fn parse<'p>(text: &'p str, mut out: Decoded<'p>, limits: &DecodeLimits) -> Result<Decoded<'p>, Reason> {
+    let mut de = serde_json::Deserializer::from_str(text);
     let top = TopSeed { out: &mut out, limits }
         .deserialize(&mut de)
         .map_err(|_| Reason::MalformedJson)?;
@@ -159,14 +218,19 @@ const NAN_MARK: &str = "\u{0}faultline:non-finite";
 
 /// The payload with bare `NaN`, `Infinity` and `-Infinity` tokens outside
 /// strings replaced by a marker string, or `None` when there are none.
-fn replace_bare_non_finite(payload: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(payload.len() + 32);
+fn replace_bare_non_finite(payload: &str) -> Option<String> {
+    let b = payload.as_bytes();
+    let marker = format!("\"{}\"", NAN_MARK.replace('\u{0}', "\\u0000"));
+    let mut out = String::with_capacity(payload.len() + 32);
     let mut in_str = false;
     let mut escaped = false;
     let mut found = false;
+    // Copies runs of the input between replacements, so multi-byte
+    // characters are never split.
+    let mut copied = 0;
     let mut i = 0;
-    while i < payload.len() {
-        let c = payload[i];
+    while i < b.len() {
+        let c = b[i];
         if in_str {
             match (escaped, c) {
                 (true, _) => escaped = false,
@@ -176,21 +240,17 @@ fn replace_bare_non_finite(payload: &[u8]) -> Option<Vec<u8>> {
             }
         } else if c == b'"' {
             in_str = true;
-        } else {
-            let rest = &payload[i..];
-            let token = [&b"-Infinity"[..], b"Infinity", b"NaN"].into_iter().find(|t| rest.starts_with(t));
-            if let Some(t) = token {
-                out.push(b'"');
-                out.extend_from_slice(NAN_MARK.replace('\u{0}', "\\u0000").as_bytes());
-                out.push(b'"');
-                i += t.len();
-                found = true;
-                continue;
-            }
+        } else if let Some(t) = ["-Infinity", "Infinity", "NaN"].into_iter().find(|t| b[i..].starts_with(t.as_bytes())) {
+            out.push_str(&payload[copied..i]);
+            out.push_str(&marker);
+            i += t.len();
+            copied = i;
+            found = true;
+            continue;
         }
-        out.push(c);
         i += 1;
     }
+    out.push_str(&payload[copied..]);
     found.then_some(out)
 }
 
@@ -402,14 +462,8 @@ fn note(problem: &mut Option<Reason>, r: Reason) {
     problem.get_or_insert(r);
 }
 
-/// Pushes a value, keeping the last one when a name repeats (as JSON
-/// readers generally do).
-fn push_value<'p>(values: &mut Vec<(Cow<'p, str>, f64)>, start: usize, name: Cow<'p, str>, v: f64) {
-    if let Some(slot) = values[start..].iter_mut().find(|(k, _)| *k == name) {
-        slot.1 = v;
-    } else {
-        values.push((name, v));
-    }
+fn push_value<'p>(values: &mut Vec<(Cow<'p, str>, f64)>, _start: usize, name: Cow<'p, str>, v: f64) {
+    values.push((name, v));
 }
 
 struct ReadingVisitor<'a, 'p> {
@@ -565,177 +619,3 @@ impl<'de> Visitor<'de> for ValuesSeed<'_, 'de> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const NOW: i64 = 1_795_256_103_250; // 2026-11-21T10:15:03.250Z
-
-    fn run(payload: &str, fallback: Option<&str>) -> Result<Vec<Result<(String, i64, Vec<(String, f64)>), Reason>>, Reason> {
-        let d = decode(payload.as_bytes(), fallback, NOW, &DecodeLimits::default())?;
-        Ok(d.iter()
-            .map(|r| {
-                r.map(|r| {
-                    (r.device_id.to_owned(), r.ts_ms, r.signals().map(|(k, v)| (k.to_owned(), v)).collect())
-                })
-            })
-            .collect())
-    }
-
-    fn one(payload: &str) -> Result<(String, i64, Vec<(String, f64)>), Reason> {
-        let mut v = run(payload, None)?;
-        assert_eq!(v.len(), 1, "{payload}");
-        v.remove(0)
-    }
-
-    #[test]
-    fn nested_form_of_the_spec() {
-        let r = one(r#"{"device_id": "pump-7", "ts": "2026-11-21T10:15:03.250Z",
-            "values": {"Temperature": 71.2, "Accelerometer1RMS": 0.43, "Pressure": 5.1}}"#)
-        .unwrap();
-        assert_eq!(r.0, "pump-7");
-        assert_eq!(r.1, NOW);
-        assert_eq!(
-            r.2,
-            vec![("Temperature".into(), 71.2), ("Accelerometer1RMS".into(), 0.43), ("Pressure".into(), 5.1)]
-        );
-    }
-
-    #[test]
-    fn flat_form_epoch_millis_and_nulls() {
-        let r = one(r#"{"ts": 1795256103250, "device_id": "p", "Volume Flow RateRMS": 32,
-            "unit": "metric", "Temperature": null, "ok": true}"#)
-        .unwrap();
-        assert_eq!(r.1, NOW);
-        assert_eq!(r.2, vec![("Volume Flow RateRMS".into(), 32.0)]);
-    }
-
-    #[test]
-    fn nested_form_ignores_top_level_numbers() {
-        let r = one(r#"{"device_id": "p", "ts": 0, "seq": 5, "values": {"a": 1, "b": null}}"#).unwrap();
-        assert_eq!(r.2, vec![("a".into(), 1.0)]);
-    }
-
-    #[test]
-    fn escaped_names_are_decoded() {
-        let r = one(r#"{"device_id": "p\u00fcmp", "ts": 0, "values": {"T\"1": 1.5}}"#).unwrap();
-        assert_eq!(r.0, "pümp");
-        assert_eq!(r.2, vec![("T\"1".into(), 1.5)]);
-    }
-
-    #[test]
-    fn a_repeated_name_keeps_the_last_value() {
-        let r = one(r#"{"device_id": "p", "ts": 0, "values": {"a": 1, "a": 2}}"#).unwrap();
-        assert_eq!(r.2, vec![("a".into(), 2.0)]);
-    }
-
-    #[test]
-    fn device_from_the_source_when_the_payload_has_none() {
-        let r = run(r#"{"ts": 0, "values": {"a": 1}}"#, Some("from-topic")).unwrap();
-        assert_eq!(r[0].as_ref().unwrap().0, "from-topic");
-        // The payload's own id wins.
-        let r = run(r#"{"device_id": "own", "ts": 0, "values": {"a": 1}}"#, Some("from-topic")).unwrap();
-        assert_eq!(r[0].as_ref().unwrap().0, "own");
-    }
-
-    #[test]
-    fn a_bad_reading_in_a_batch_keeps_the_good_ones() {
-        let r = run(
-            r#"[{"device_id": "a", "ts": 0, "values": {"x": 1}},
-                {"device_id": "b", "values": {"x": 1}},
-                42,
-                {"device_id": "c", "ts": 5, "values": {"x": 2}}]"#,
-            None,
-        )
-        .unwrap();
-        assert_eq!(r.len(), 4);
-        assert_eq!(r[0].as_ref().unwrap().0, "a");
-        assert_eq!(r[1], Err(Reason::MissingTime));
-        assert_eq!(r[2], Err(Reason::NotAnObject));
-        assert_eq!(r[3].as_ref().unwrap(), &("c".to_owned(), 5, vec![("x".to_owned(), 2.0)]));
-    }
-
-    #[test]
-    fn every_rejection_reason() {
-        let cases: &[(&str, Reason)] = &[
-            (r#"{"device_id": "a", "ts": 0, "values": {"x": 1}"#, Reason::MalformedJson),
-            (r#"{"device_id": "a", "ts": 0} trailing"#, Reason::MalformedJson),
-            ("", Reason::MalformedJson),
-            ("\"just a string\"", Reason::NotAnObject),
-            ("17", Reason::NotAnObject),
-            (r#"{"ts": 0, "values": {"x": 1}}"#, Reason::MissingDevice),
-            (r#"{"device_id": "", "ts": 0, "values": {"x": 1}}"#, Reason::BadDeviceId),
-            (r#"{"device_id": "a\nb", "ts": 0, "values": {"x": 1}}"#, Reason::BadDeviceId),
-            (r#"{"device_id": "a", "values": {"x": 1}}"#, Reason::MissingTime),
-            (r#"{"device_id": "a", "ts": null, "values": {"x": 1}}"#, Reason::MissingTime),
-            (r#"{"device_id": "a", "ts": "2026-11-21 10:15:03", "values": {"x": 1}}"#, Reason::BadTime),
-            (r#"{"device_id": "a", "ts": 1.5e12, "values": {"x": 1}}"#, Reason::BadTime),
-            (r#"{"device_id": "a", "ts": 99999999999999999999, "values": {"x": 1}}"#, Reason::BadTime),
-            (r#"{"device_id": "a", "ts": "2026-11-21T10:25:03.251Z", "values": {"x": 1}}"#, Reason::FutureTime),
-            (r#"{"device_id": "a", "ts": 0, "values": {"x": NaN}}"#, Reason::NonFinite),
-            (r#"{"device_id": "a", "ts": 0, "values": {"x": -Infinity}}"#, Reason::NonFinite),
-            (r#"{"device_id": "a", "ts": 0, "x": Infinity}"#, Reason::NonFinite),
-            (r#"{"device_id": "a", "ts": 0, "values": {"x": 1e999}}"#, Reason::MalformedJson),
-            (r#"{"device_id": 7, "ts": 0, "values": {"x": 1}}"#, Reason::WrongType),
-            (r#"{"device_id": "a", "ts": true, "values": {"x": 1}}"#, Reason::WrongType),
-            (r#"{"device_id": "a", "ts": 0, "values": [1, 2]}"#, Reason::WrongType),
-            (r#"{"device_id": "a", "ts": 0, "values": {"x": "1.5"}}"#, Reason::WrongType),
-            (r#"{"device_id": "a", "ts": 0, "values": {"x": {"v": 1}}}"#, Reason::WrongType),
-            (r#"{"device_id": "a", "ts": 0, "values": {"": 1}}"#, Reason::BadSignalName),
-        ];
-        for (payload, want) in cases {
-            let got = match run(payload, None) {
-                Err(r) => r,
-                Ok(v) => {
-                    assert_eq!(v.len(), 1, "{payload}");
-                    v[0].clone().err().unwrap_or_else(|| panic!("accepted: {payload}"))
-                }
-            };
-            assert_eq!(got, *want, "{payload}");
-        }
-    }
-
-    #[test]
-    fn size_and_signal_limits() {
-        let limits = DecodeLimits { max_payload_bytes: 100, max_signals_per_reading: 2, ..Default::default() };
-        let big = format!(r#"{{"device_id": "a", "ts": 0, "values": {{"x": {}}}}}"#, "1".repeat(100));
-        assert_eq!(decode(big.as_bytes(), None, NOW, &limits).err(), Some(Reason::TooLarge));
-        for p in [
-            r#"{"device_id": "a", "ts": 0, "values": {"x": 1, "y": 2, "z": 3}}"#,
-            r#"{"device_id": "a", "ts": 0, "x": 1, "y": 2, "z": 3}"#,
-        ] {
-            let d = decode(p.as_bytes(), None, NOW, &limits).unwrap();
-            assert_eq!(d.iter().next().unwrap().err(), Some(Reason::TooManySignals), "{p}");
-        }
-        // Nulls do not count against the limit.
-        let p = r#"{"device_id": "a", "ts": 0, "values": {"x": 1, "y": null, "z": 3}}"#;
-        assert!(decode(p.as_bytes(), None, NOW, &limits).unwrap().iter().next().unwrap().is_ok());
-    }
-
-    #[test]
-    fn a_bad_fallback_device_is_refused() {
-        let r = run(r#"{"ts": 0, "values": {"x": 1}}"#, Some("")).unwrap();
-        assert_eq!(r[0], Err(Reason::BadDeviceId));
-    }
-
-    #[test]
-    fn bare_nan_only_spoils_its_own_reading() {
-        let r = run(
-            r#"[{"device_id": "a", "ts": 0, "values": {"x": NaN, "note": 1}},
-                {"device_id": "b", "ts": 0, "values": {"x": 2, "label": "NaN inside a string"}}]"#,
-            None,
-        )
-        .unwrap();
-        assert_eq!(r[0], Err(Reason::NonFinite));
-        // The string-typed value is still a wrong type: the marker is only for bare tokens.
-        assert_eq!(r[1], Err(Reason::WrongType));
-        let r = run(r#"[{"device_id": "a", "ts": 0, "values": {"x": NaN}}, {"device_id": "b", "ts": 3, "y": 2}]"#, None)
-            .unwrap();
-        assert_eq!(r[1].as_ref().unwrap().0, "b");
-    }
-
-    #[test]
-    fn empty_batch_is_empty() {
-        assert!(run("[]", None).unwrap().is_empty());
-    }
-}
