@@ -57,3 +57,24 @@ fn skab_valve1_features_match_the_numpy_reference() {
     }
     eprintln!("worst relative difference: {worst:e}");
 }
+
+/// The committed fixture is what the reference script computes: run when
+/// `FAULTLINE_PYTHON` names a Python with numpy (`.ci/run` sets it up).
+#[test]
+fn the_reference_script_reproduces_the_fixture() {
+    let (Some(python), Some(data)) = (std::env::var_os("FAULTLINE_PYTHON"), shared_data()) else {
+        eprintln!("SKIPPED: set FAULTLINE_PYTHON to a Python with numpy (see .ci/run), and keep ../shared/data");
+        return;
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(python)
+        .arg(root.join("tests/reference/features_ref.py"))
+        .arg(data.join("skab/valve1/1.csv"))
+        .args(["--window-seconds", "60", "--time-column", "datetime", "--delimiter", ";"])
+        .args(["--device", "skab-valve1-1", "--label-column", "anomaly"])
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let fixture = std::fs::read(root.join("tests/fixtures/skab-valve1-1.features-1m.csv")).expect("fixture");
+    assert!(out.stdout == fixture, "tests/fixtures/skab-valve1-1.features-1m.csv is not what the reference script computes");
+}
