@@ -25,8 +25,8 @@ const LABEL_SIGNAL: &str = "\u{1}label";
 pub enum FeaturesError {
     #[error(transparent)]
     Input(#[from] FileError),
-    #[error("{path}: {source}")]
-    Output { path: String, source: std::io::Error },
+    #[error("{name}: {source}")]
+    Output { name: String, source: std::io::Error },
 }
 
 /// What the run did, for the summary line.
@@ -42,13 +42,15 @@ pub struct Summary {
     pub cleaned_values: u64,
 }
 
-/// Computes the features of `input` into `output` (a path, or `-` for stdout).
+/// Computes the features of `input` into `output`; `output_name` names it
+/// in errors.
 pub fn run(
     input: &Path,
     csv: &CsvOptions,
     spec: WindowSpec,
     cleaning: Cleaning,
     output: &mut dyn Write,
+    output_name: &str,
 ) -> Result<Summary, FeaturesError> {
     let mut reader = CsvReader::open(input, csv)?;
     let signals: Vec<String> = reader.signals().to_vec();
@@ -83,7 +85,7 @@ pub fn run(
     summary.late_rows = engine.counters().late;
     summary.cleaned_values = engine.cleaning().dropped().map(|(_, _, n)| n).sum();
     write(output, &signals, csv.label_column.as_deref(), windows.values())
-        .map_err(|source| FeaturesError::Output { path: "output".into(), source })?;
+        .map_err(|source| FeaturesError::Output { name: output_name.to_owned(), source })?;
     Ok(summary)
 }
 

@@ -13,7 +13,11 @@ use faultline::config::Config;
 use faultline::sources::file::{CsvOptions, DeviceFrom};
 
 #[derive(Parser)]
-#[command(name = "faultline", version, about = "Predictive maintenance for factory hosts: event-time windows over sensor streams, ONNX fault models, alerts.")]
+#[command(
+    name = "faultline",
+    version,
+    about = "Predictive maintenance for factory hosts: event-time windows over sensor streams, ONNX fault models, alerts."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -176,7 +180,10 @@ fn features(a: FeaturesArgs) -> Result<(), Failure> {
             .max_out_of_orderness
             .or(config.as_ref().map(|c| c.window.max_out_of_orderness))
             .unwrap_or_default()),
-        allowed_lateness_ms: ms(a.allowed_lateness.or(config.as_ref().map(|c| c.window.allowed_lateness)).unwrap_or_default()),
+        allowed_lateness_ms: ms(a
+            .allowed_lateness
+            .or(config.as_ref().map(|c| c.window.allowed_lateness))
+            .unwrap_or_default()),
         idle_timeout_ms: i64::MAX,
     };
     let cleaning = config.as_ref().map(|c| c.cleaning.cleaning()).unwrap_or_default();
@@ -197,15 +204,16 @@ fn features(a: FeaturesArgs) -> Result<(), Failure> {
     let summary = if a.output.as_os_str() == "-" {
         let stdout = std::io::stdout();
         let mut lock = stdout.lock();
-        faultline::features::run(&a.input, &csv, spec, cleaning, &mut lock)
+        faultline::features::run(&a.input, &csv, spec, cleaning, &mut lock, "standard output")
     } else {
         // Write beside the target and rename, so a failed run leaves no half file.
         let tmp = a.output.with_extension("partial");
         let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         let mut buf = std::io::BufWriter::new(file);
-        let r = faultline::features::run(&a.input, &csv, spec, cleaning, &mut buf);
+        let name = a.output.display().to_string();
+        let r = faultline::features::run(&a.input, &csv, spec, cleaning, &mut buf, &name);
         let r = r.and_then(|s| {
-            buf.flush().map_err(|source| faultline::features::FeaturesError::Output { path: tmp.display().to_string(), source })?;
+            buf.flush().map_err(|source| faultline::features::FeaturesError::Output { name, source })?;
             Ok(s)
         });
         match r {

@@ -68,3 +68,109 @@ pub fn publish_pipeline(p: &Pipeline) {
     gauge!(LATE_STORE_SIZE).set(e.late_store().len() as f64);
     gauge!(QUARANTINE_SIZE).set(p.quarantine().len() as f64);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    use super::*;
+    use crate::clean::{Cleaning, Rule};
+    use crate::decode::DecodeLimits;
+    use crate::window::{Engine, StateLimits, WindowSpec};
+
+    /// Captures the last value of every series, keyed `name{label=value,...}`.
+    #[derive(Default, Clone)]
+    struct Capture(Arc<Mutex<BTreeMap<String, f64>>>);
+
+    struct Series(String, Capture);
+
+    impl Capture {
+        fn set(&self, k: &str, v: f64) {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(k.to_owned(), v);
+        }
+        fn get(&self, k: &str) -> Option<f64> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).get(k).copied()
+        }
+    }
+
+    impl CounterFn for Series {
+        fn increment(&self, _: u64) {}
+        fn absolute(&self, v: u64) {
+            self.1.set(&self.0, v as f64);
+        }
+    }
+
+    impl GaugeFn for Series {
+        fn increment(&self, _: f64) {}
+        fn decrement(&self, _: f64) {}
+        fn set(&self, v: f64) {
+            self.1.set(&self.0, v);
+        }
+    }
+
+    fn series(key: &Key) -> String {
+        let labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+        format!("{}{{{}}}", key.name(), labels.join(","))
+    }
+
+    impl Recorder for Capture {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(Arc::new(Series(series(key), self.clone())))
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::from_arc(Arc::new(Series(series(key), self.clone())))
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn publishes_every_pipeline_counter_under_its_name_and_labels() {
+        let spec = WindowSpec {
+            size_ms: 60_000,
+            max_out_of_orderness_ms: 0,
+            allowed_lateness_ms: 0,
+            idle_timeout_ms: 600_000,
+        };
+        let limits = StateLimits { max_devices: 1, ..Default::default() };
+        let cleaning = Cleaning::new(vec![Rule { signal: "t".into(), min: None, max: Some(100.0) }]);
+        let mut p = Pipeline::new(DecodeLimits::default(), Engine::new(spec, limits, cleaning), 10);
+        let src = p.source("mqtt");
+        let mut out = Vec::new();
+        for payload in [
+            r#"{"device_id":"a","ts":0,"t":50}"#,
+            r#"{"device_id":"a","ts":1,"t":500}"#,
+            r#"{"device_id":"b","ts":0,"t":1}"#,
+            r#"{"device_id":"a","ts":60000,"t":1}"#,
+            r#"{"device_id":"a","ts":5,"t":1}"#,
+            "garbage",
+        ] {
+            p.ingest(src, payload.as_bytes(), None, 100_000, &mut out);
+        }
+        let c = Capture::default();
+        metrics::with_local_recorder(&c, || publish_pipeline(&p));
+        assert_eq!(c.get("faultline_readings_total{source=mqtt}"), Some(4.0));
+        assert_eq!(c.get("faultline_payloads_total{source=mqtt}"), Some(6.0));
+        assert_eq!(c.get("faultline_readings_rejected_total{reason=malformed_json}"), Some(1.0));
+        assert_eq!(c.get("faultline_readings_rejected_total{reason=device_limit}"), Some(1.0));
+        assert_eq!(c.get("faultline_readings_rejected_total{reason=bad_time}"), Some(0.0), "every reason is published");
+        assert_eq!(c.get("faultline_readings_late_total{}"), Some(1.0));
+        assert_eq!(c.get("faultline_windows_closed_total{}"), Some(1.0));
+        assert_eq!(c.get("faultline_limit_hits_total{limit=devices}"), Some(1.0));
+        assert_eq!(c.get("faultline_limit_hits_total{limit=late_store}"), Some(0.0));
+        assert_eq!(c.get("faultline_values_dropped_total{signal=t,reason=above_max}"), Some(1.0));
+        assert_eq!(c.get("faultline_devices{}"), Some(1.0));
+        assert_eq!(c.get("faultline_open_windows{}"), Some(1.0));
+        assert_eq!(c.get("faultline_late_store_size{}"), Some(1.0));
+        assert_eq!(c.get("faultline_quarantine_size{}"), Some(2.0));
+    }
+}

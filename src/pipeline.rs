@@ -252,7 +252,12 @@ mod tests {
     use crate::window::{StateLimits, WindowSpec};
 
     fn pipeline(quarantine: usize, max_devices: usize) -> Pipeline {
-        let spec = WindowSpec { size_ms: 60_000, max_out_of_orderness_ms: 0, allowed_lateness_ms: 0, idle_timeout_ms: 600_000 };
+        let spec = WindowSpec {
+            size_ms: 60_000,
+            max_out_of_orderness_ms: 0,
+            allowed_lateness_ms: 0,
+            idle_timeout_ms: 600_000,
+        };
         let limits = StateLimits { max_devices, ..Default::default() };
         Pipeline::new(DecodeLimits::default(), Engine::new(spec, limits, Cleaning::default()), quarantine)
     }

@@ -23,7 +23,8 @@ fn check_config_accepts_a_good_file_and_lists_every_problem_of_a_bad_one() {
     let o = faultline(&["check-config", "--config", &good]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 
-    let bad = write(&dir, "bad.toml", "[window]\nsize = \"5 parsecs\"\ncolour = \"red\"\n[[source]]\ntype = \"mqtt\"\n");
+    let bad =
+        write(&dir, "bad.toml", "[window]\nsize = \"5 parsecs\"\ncolour = \"red\"\n[[source]]\ntype = \"mqtt\"\n");
     let o = faultline(&["check-config", "--config", &bad]);
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);

@@ -76,5 +76,8 @@ fn the_reference_script_reproduces_the_fixture() {
         .expect("python runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let fixture = std::fs::read(root.join("tests/fixtures/skab-valve1-1.features-1m.csv")).expect("fixture");
-    assert!(out.stdout == fixture, "tests/fixtures/skab-valve1-1.features-1m.csv is not what the reference script computes");
+    assert!(
+        out.stdout == fixture,
+        "tests/fixtures/skab-valve1-1.features-1m.csv is not what the reference script computes"
+    );
 }

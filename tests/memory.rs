@@ -82,10 +82,8 @@ fn heap_per_device_and_under_a_flood_of_new_ids() {
     let ids: Vec<String> = (0..DEVICES).map(|i| format!("pump-{i:05}")).collect();
     // 5 s after a window boundary: the watermark has not passed it, so the
     // previous window is still open; 20 s after, it has closed and is kept.
-    let payloads: Vec<String> = [t0 - 10_000, t0 + 20_000]
-        .iter()
-        .flat_map(|&ts| ids.iter().map(move |id| reading(id, ts)))
-        .collect();
+    let payloads: Vec<String> =
+        [t0 - 10_000, t0 + 20_000].iter().flat_map(|&ts| ids.iter().map(move |id| reading(id, ts))).collect();
     let now = t0 + 60_000;
     let mut out = Vec::new();
     let before = live();

@@ -325,8 +325,9 @@ impl Config {
 
     /// Reads, parses and validates the file at `path`.
     pub fn from_file(path: &std::path::Path) -> Result<Config, Vec<Problem>> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| vec![Problem { key: String::new(), message: format!("cannot read {}: {e}", path.display()) }])?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![Problem { key: String::new(), message: format!("cannot read {}: {e}", path.display()) }]
+        })?;
         Config::from_toml(&text)
     }
 
@@ -407,7 +408,10 @@ topic = "alert-signals"
         assert_eq!(m.device_from_topic.as_deref(), Some("sensors/{device_id}/telemetry"));
         assert_eq!(c.cleaning.signals["Temperature"], SignalRange { min: Some(0.0), max: Some(100.0) });
         assert_eq!(c.alerts.threshold, Some(0.8));
-        assert_eq!(c.sinks, vec![SinkConfig::Kafka(KafkaSink { brokers: "127.0.0.1:9092".into(), topic: "alert-signals".into() })]);
+        assert_eq!(
+            c.sinks,
+            vec![SinkConfig::Kafka(KafkaSink { brokers: "127.0.0.1:9092".into(), topic: "alert-signals".into() })]
+        );
         assert_eq!(c.limits, LimitsConfig::default());
     }
 

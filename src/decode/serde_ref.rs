@@ -13,7 +13,12 @@ use crate::reading::{valid_name, ReadingRef, Reason};
 pub(super) type Owned = Result<(String, i64, Vec<(String, f64)>), Reason>;
 
 /// Decodes `payload` into owned readings with serde_json.
-pub(super) fn decode_ref(payload: &[u8], fallback: Option<&str>, now_ms: i64, limits: &super::DecodeLimits) -> Result<Vec<Owned>, Reason> {
+pub(super) fn decode_ref(
+    payload: &[u8],
+    fallback: Option<&str>,
+    now_ms: i64,
+    limits: &super::DecodeLimits,
+) -> Result<Vec<Owned>, Reason> {
     let limits = DecodeLimits {
         max_payload_bytes: limits.max_payload_bytes,
         max_signals_per_reading: limits.max_signals_per_reading,
@@ -25,7 +30,6 @@ pub(super) fn decode_ref(payload: &[u8], fallback: Option<&str>, now_ms: i64, li
         .map(|r| r.map(|r| (r.device_id.to_owned(), r.ts_ms, r.signals().map(|(k, v)| (k.to_owned(), v)).collect())))
         .collect())
 }
-
 
 /// Limits applied while decoding (config `[ingest]`).
 #[derive(Debug, Clone)]
@@ -95,9 +99,7 @@ impl<'p> Decoded<'p> {
                 .items
                 .into_iter()
                 .map(|i| match i {
-                    Item::Ok { device, ts_ms, start, end } => {
-                        Item::Ok { device: device.map(own), ts_ms, start, end }
-                    }
+                    Item::Ok { device, ts_ms, start, end } => Item::Ok { device: device.map(own), ts_ms, start, end },
                     Item::Err(r) => Item::Err(r),
                 })
                 .collect(),
@@ -204,9 +206,7 @@ impl Decoder {
 
 fn parse<'p>(text: &'p str, mut out: Decoded<'p>, limits: &DecodeLimits) -> Result<Decoded<'p>, Reason> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let top = TopSeed { out: &mut out, limits }
-        .deserialize(&mut de)
-        .map_err(|_| Reason::MalformedJson)?;
+    let top = TopSeed { out: &mut out, limits }.deserialize(&mut de).map_err(|_| Reason::MalformedJson)?;
     de.end().map_err(|_| Reason::MalformedJson)?;
     if let Some(r) = top {
         return Err(r);
@@ -240,7 +240,8 @@ fn replace_bare_non_finite(payload: &str) -> Option<String> {
             }
         } else if c == b'"' {
             in_str = true;
-        } else if let Some(t) = ["-Infinity", "Infinity", "NaN"].into_iter().find(|t| b[i..].starts_with(t.as_bytes())) {
+        } else if let Some(t) = ["-Infinity", "Infinity", "NaN"].into_iter().find(|t| b[i..].starts_with(t.as_bytes()))
+        {
             out.push_str(&payload[copied..i]);
             out.push_str(&marker);
             i += t.len();
@@ -379,9 +380,7 @@ impl<'de> Visitor<'de> for TopSeed<'_, 'de> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
-        while let Some(item) =
-            s.next_element_seed(ElementSeed { values: &mut self.out.values, limits: self.limits })?
-        {
+        while let Some(item) = s.next_element_seed(ElementSeed { values: &mut self.out.values, limits: self.limits })? {
             self.out.items.push(item);
         }
         Ok(None)
@@ -618,4 +617,3 @@ impl<'de> Visitor<'de> for ValuesSeed<'_, 'de> {
         Ok(())
     }
 }
-

@@ -156,7 +156,10 @@ fn every_rejection_reason() {
     // Every reason but the window engine's own is reachable from a payload.
     let seen: std::collections::BTreeSet<Reason> = cases.iter().map(|c| c.1).collect();
     for r in Reason::ALL {
-        assert!(seen.contains(r) || matches!(r, Reason::TooLarge | Reason::TooManySignals | Reason::DeviceLimit), "{r}");
+        assert!(
+            seen.contains(r) || matches!(r, Reason::TooLarge | Reason::TooManySignals | Reason::DeviceLimit),
+            "{r}"
+        );
     }
 }
 
@@ -195,8 +198,25 @@ fn bare_nan_only_spoils_its_own_reading() {
 #[test]
 fn garbage_is_malformed_never_a_panic() {
     for p in [
-        "{é NaN}", "NaNé", "[\"é\", NaN, é]", "\u{fffd}Infinity", "{\"a\": -Infinity", "-", "-I", "[", "{", "{\"",
-        "{\"a\"", "{\"a\":", "[1,", "\"\\u12", "\"\\ud83d\\u", "tru", "[1 2]", "{\"a\" 1}", "{1: 2}",
+        "{é NaN}",
+        "NaNé",
+        "[\"é\", NaN, é]",
+        "\u{fffd}Infinity",
+        "{\"a\": -Infinity",
+        "-",
+        "-I",
+        "[",
+        "{",
+        "{\"",
+        "{\"a\"",
+        "{\"a\":",
+        "[1,",
+        "\"\\u12",
+        "\"\\ud83d\\u",
+        "tru",
+        "[1 2]",
+        "{\"a\" 1}",
+        "{1: 2}",
     ] {
         assert_eq!(run(p, None).err(), Some(Reason::MalformedJson), "{p}");
     }
@@ -391,7 +411,10 @@ fn arb_payload() -> impl Strategy<Value = String> {
             .prop_map(|v| format!("[{}]", v.join(", "))),
         1 => arb_value(),
     ];
-    let edits = prop::collection::vec((any::<prop::sample::Index>(), 0u8..3, prop::sample::select(&b"{}[]\",:\\ 0-eE.nNIu"[..])), 0..3);
+    let edits = prop::collection::vec(
+        (any::<prop::sample::Index>(), 0u8..3, prop::sample::select(&b"{}[]\",:\\ 0-eE.nNIu"[..])),
+        0..3,
+    );
     (base, edits).prop_map(|(text, edits)| {
         let mut b = text.into_bytes();
         for (at, kind, c) in edits {

@@ -72,7 +72,8 @@ pub enum Limit {
 }
 
 impl Limit {
-    pub const ALL: [Limit; 4] = [Limit::Devices, Limit::SignalsPerDevice, Limit::OpenWindowsPerDevice, Limit::LateStore];
+    pub const ALL: [Limit; 4] =
+        [Limit::Devices, Limit::SignalsPerDevice, Limit::OpenWindowsPerDevice, Limit::LateStore];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -179,7 +180,6 @@ impl Device {
     fn watermark(&self, spec: &WindowSpec) -> i64 {
         self.max_ts.saturating_sub(spec.max_out_of_orderness_ms)
     }
-
 }
 
 /// Index of `name` among a device's signals. Readings list signals in the
@@ -246,6 +246,8 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(spec: WindowSpec, limits: StateLimits, cleaning: Cleaning) -> Self {
+        // Config validation refuses an empty window; the engine does not rely on it.
+        let spec = WindowSpec { size_ms: spec.size_ms.max(1), ..spec };
         Engine {
             spec,
             limits,
@@ -318,7 +320,13 @@ impl Engine {
                 self.devices.entry(Box::from(device_id)).or_insert(dev)
             }
         };
-        let mut cx = Cx { spec: &self.spec, limits: &self.limits, cleaning: &mut self.cleaning, counters: &mut self.counters, out };
+        let mut cx = Cx {
+            spec: &self.spec,
+            limits: &self.limits,
+            cleaning: &mut self.cleaning,
+            counters: &mut self.counters,
+            out,
+        };
         match record_in(dev, &mut cx, ts_ms, values, now_ms) {
             Ok(outcome) => outcome,
             Err(values) => {
@@ -362,7 +370,8 @@ impl Engine {
         }
         self.counters.windows_closed += closed;
         let before = self.devices.len();
-        self.devices.retain(|_, d| !(d.open.is_empty() && d.closed.is_empty() && now_ms.saturating_sub(d.last_seen_ms) >= ttl));
+        self.devices
+            .retain(|_, d| !(d.open.is_empty() && d.closed.is_empty() && now_ms.saturating_sub(d.last_seen_ms) >= ttl));
         self.counters.devices_forgotten += (before - self.devices.len()) as u64;
     }
 
@@ -376,18 +385,6 @@ impl Engine {
                 insert_sorted(&mut dev.closed, w);
             }
         }
-    }
-
-    /// Bytes of heap and inline state per device with `signals` signals
-    /// and `windows` windows (open + kept), for the README's sizing table.
-    pub fn bytes_per_device(signals: usize, windows: usize, id_len: usize) -> usize {
-        use std::mem::size_of;
-        let name = 16 + 24; // Arc header + a typical short name
-        size_of::<Device>()
-            + 2 * id_len + 16 // Box<str> key and Arc<str> id
-            + size_of::<Box<str>>() + 8 // hash table slot and control byte, roughly
-            + signals * (size_of::<Signal>() + name)
-            + windows * (size_of::<Window>() + signals * size_of::<SignalStats>())
     }
 }
 
@@ -572,7 +569,12 @@ mod tests {
     const MIN: i64 = 60 * S;
 
     fn spec(ooo: i64, lateness: i64) -> WindowSpec {
-        WindowSpec { size_ms: MIN, max_out_of_orderness_ms: ooo, allowed_lateness_ms: lateness, idle_timeout_ms: 10 * MIN }
+        WindowSpec {
+            size_ms: MIN,
+            max_out_of_orderness_ms: ooo,
+            allowed_lateness_ms: lateness,
+            idle_timeout_ms: 10 * MIN,
+        }
     }
 
     fn engine(spec: WindowSpec) -> Engine {

@@ -131,7 +131,21 @@ impl SignalStats {
         };
         let crest = if rms == 0.0 { 0.0 } else { self.min.abs().max(self.max.abs()) / rms };
         let slope = if self.first_ts == self.last_ts || self.t_m2 <= 0.0 { 0.0 } else { self.xt_c / self.t_m2 };
-        [n, mean, std, self.min, self.max, rms, self.max - self.min, skew, kurtosis, crest, slope, self.first, self.last]
+        [
+            n,
+            mean,
+            std,
+            self.min,
+            self.max,
+            rms,
+            self.max - self.min,
+            skew,
+            kurtosis,
+            crest,
+            slope,
+            self.first,
+            self.last,
+        ]
     }
 }
 
@@ -225,7 +239,10 @@ mod tests {
         let single = stream(&[(5, 3.0)], 0);
         assert_eq!(single, [1.0, 3.0, 0.0, 3.0, 3.0, 3.0, 0.0, 0.0, 0.0, 1.0, 0.0, 3.0, 3.0]);
         let constant = stream(&[(0, 1e6 + 0.1), (1000, 1e6 + 0.1), (2000, 1e6 + 0.1)], 0);
-        assert_eq!(&constant[2..], &[0.0, 1e6 + 0.1, 1e6 + 0.1, 1e6 + 0.1, 0.0, 0.0, 0.0, 1.0, 0.0, 1e6 + 0.1, 1e6 + 0.1]);
+        assert_eq!(
+            &constant[2..],
+            &[0.0, 1e6 + 0.1, 1e6 + 0.1, 1e6 + 0.1, 0.0, 0.0, 0.0, 1.0, 0.0, 1e6 + 0.1, 1e6 + 0.1]
+        );
         let zeros = stream(&[(0, 0.0), (10, 0.0)], 0);
         assert_eq!(zeros[5], 0.0);
         assert_eq!(zeros[9], 0.0, "crest is 0 when rms is 0");
@@ -240,7 +257,8 @@ mod tests {
     #[test]
     fn large_offset_small_noise_keeps_its_variance() {
         // 1e6 + noise of 1e-3: naive sum-of-squares variance loses every digit here.
-        let pts: Vec<(i64, f64)> = (0..1000).map(|i| (i * 100, 1e6 + 1e-3 * ((i * 7919 % 1000) as f64 / 1000.0 - 0.5))).collect();
+        let pts: Vec<(i64, f64)> =
+            (0..1000).map(|i| (i * 100, 1e6 + 1e-3 * ((i * 7919 % 1000) as f64 / 1000.0 - 0.5))).collect();
         let got = stream(&pts, 0);
         let noise: Vec<(i64, f64)> = pts.iter().map(|&(t, x)| (t, x - 1e6)).collect();
         let want = reference::stats(&noise, 0);
