@@ -157,25 +157,35 @@ impl Decoder {
             Ok(Some(r)) => return Err(r),
             Err(Malformed) => return Err(Reason::MalformedJson),
         }
-        let fallback_ok = fallback_device.filter(|d| valid_name(d, limits.max_name_bytes));
-        // Resolve what needs the source's device id and the clock.
-        for item in &mut out.items {
-            if let Item::Ok { device, ts_ms, .. } = item {
-                let reason = if device.is_none() && fallback_ok.is_none() {
-                    Some(if fallback_device.is_some() { Reason::BadDeviceId } else { Reason::MissingDevice })
-                } else if *ts_ms > now_ms.saturating_add(limits.max_future_ms) {
-                    Some(Reason::FutureTime)
-                } else {
-                    None
-                };
-                if let Some(r) = reason {
-                    *item = Item::Err(r);
-                }
+        Ok(resolve(out, fallback_device, now_ms, limits))
+    }
+}
+
+/// Settles what needs more than the payload: the source's device id for
+/// readings without one, and the clock for `future_time`.
+fn resolve<'p>(
+    mut out: Decoded<'p>,
+    fallback_device: Option<&'p str>,
+    now_ms: i64,
+    limits: &DecodeLimits,
+) -> Decoded<'p> {
+    let fallback_ok = fallback_device.filter(|d| valid_name(d, limits.max_name_bytes));
+    for item in &mut out.items {
+        if let Item::Ok { device, ts_ms, .. } = item {
+            let reason = if device.is_none() && fallback_ok.is_none() {
+                Some(if fallback_device.is_some() { Reason::BadDeviceId } else { Reason::MissingDevice })
+            } else if *ts_ms > now_ms.saturating_add(limits.max_future_ms) {
+                Some(Reason::FutureTime)
+            } else {
+                None
+            };
+            if let Some(r) = reason {
+                *item = Item::Err(r);
             }
         }
-        out.fallback_device = fallback_ok;
-        Ok(out)
     }
+    out.fallback_device = fallback_ok;
+    out
 }
 
 /// The payload is not JSON.

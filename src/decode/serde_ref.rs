@@ -1,14 +1,16 @@
 //! Test oracle: the first decoder faultline had, built on serde_json's
 //! visitors. The hand-written reader in `mod.rs` must agree with it on
 //! every payload both read (see `tests::agrees_with_the_serde_oracle`).
-#![allow(dead_code)]
+//! Only the parsing is independent; both share the `Decoded` buffers and
+//! [`super::resolve`].
 
 use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::reading::{valid_name, ReadingRef, Reason};
+use super::{resolve, DecodeLimits, Decoded, Item};
+use crate::reading::{valid_name, Reason};
 
 pub(super) type Owned = Result<(String, i64, Vec<(String, f64)>), Reason>;
 
@@ -17,194 +19,32 @@ pub(super) fn decode_ref(
     payload: &[u8],
     fallback: Option<&str>,
     now_ms: i64,
-    limits: &super::DecodeLimits,
-) -> Result<Vec<Owned>, Reason> {
-    let limits = DecodeLimits {
-        max_payload_bytes: limits.max_payload_bytes,
-        max_signals_per_reading: limits.max_signals_per_reading,
-        max_future_ms: limits.max_future_ms,
-        max_name_bytes: limits.max_name_bytes,
-    };
-    let d = decode(payload, fallback, now_ms, &limits)?;
-    Ok(d.iter()
-        .map(|r| r.map(|r| (r.device_id.to_owned(), r.ts_ms, r.signals().map(|(k, v)| (k.to_owned(), v)).collect())))
-        .collect())
-}
-
-/// Limits applied while decoding (config `[ingest]`).
-#[derive(Debug, Clone)]
-pub struct DecodeLimits {
-    pub max_payload_bytes: usize,
-    pub max_signals_per_reading: usize,
-    /// A reading whose time is more than this ahead of the wall clock is
-    /// refused: one bad clock must not close every window of its device.
-    pub max_future_ms: i64,
-    pub max_name_bytes: usize,
-}
-
-impl Default for DecodeLimits {
-    fn default() -> Self {
-        DecodeLimits {
-            max_payload_bytes: 1 << 20,
-            max_signals_per_reading: 256,
-            max_future_ms: 5 * 60 * 1000,
-            max_name_bytes: 256,
-        }
-    }
-}
-
-#[derive(Debug)]
-enum Item<'p> {
-    Ok { device: Option<Cow<'p, str>>, ts_ms: i64, start: usize, end: usize },
-    Err(Reason),
-}
-
-/// The readings of one payload, in payload order, each decoded or refused.
-#[derive(Debug)]
-pub struct Decoded<'p> {
-    items: Vec<Item<'p>>,
-    values: Vec<(Cow<'p, str>, f64)>,
-    fallback_device: Option<&'p str>,
-}
-
-impl<'p> Decoded<'p> {
-    /// Number of readings in the payload (1 unless it is a batch).
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// Each reading in payload order: decoded, or the reason it was refused.
-    pub fn iter(&self) -> impl Iterator<Item = Result<ReadingRef<'_>, Reason>> + '_ {
-        self.items.iter().map(move |item| match item {
-            Item::Err(r) => Err(*r),
-            Item::Ok { device, ts_ms, start, end } => {
-                let device_id = match device {
-                    Some(d) => d.as_ref(),
-                    // Checked in `decode`: Ok items without a device exist only with a fallback.
-                    None => self.fallback_device.unwrap_or_default(),
-                };
-                Ok(ReadingRef { device_id, ts_ms: *ts_ms, values: &self.values[*start..*end] })
-            }
-        })
-    }
-
-    fn into_owned(self) -> Decoded<'static> {
-        let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
-        Decoded {
-            items: self
-                .items
-                .into_iter()
-                .map(|i| match i {
-                    Item::Ok { device, ts_ms, start, end } => Item::Ok { device: device.map(own), ts_ms, start, end },
-                    Item::Err(r) => Item::Err(r),
-                })
-                .collect(),
-            values: self.values.into_iter().map(|(k, v)| (own(k), v)).collect(),
-            fallback_device: None,
-        }
-    }
-}
-
-/// Decodes one payload. `fallback_device` is the device id the source
-/// supplies (MQTT topic, Kafka key), used when a reading has none.
-/// `Err` means the whole payload was refused.
-pub fn decode<'p>(
-    payload: &'p [u8],
-    fallback_device: Option<&'p str>,
-    now_ms: i64,
     limits: &DecodeLimits,
-) -> Result<Decoded<'p>, Reason> {
-    Decoder::new(limits.clone()).decode(payload, fallback_device, now_ms)
-}
-
-/// Turns an emptied `Vec` of one lifetime into one of another, keeping its
-/// allocation (the standard library collects a `vec::IntoIter` in place
-/// when the element layouts match).
-fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
-    v.clear();
-    v.into_iter().filter_map(|_| None).collect()
-}
-
-/// A decoder that keeps its buffers from one payload to the next, so the
-/// steady state allocates nothing but escaped names.
-#[derive(Debug)]
-pub struct Decoder {
-    limits: DecodeLimits,
-    items: Vec<Item<'static>>,
-    values: Vec<(Cow<'static, str>, f64)>,
-}
-
-impl Decoder {
-    pub fn new(limits: DecodeLimits) -> Self {
-        Decoder { limits, items: Vec::new(), values: Vec::new() }
+) -> Result<Vec<Owned>, Reason> {
+    if payload.len() > limits.max_payload_bytes {
+        return Err(Reason::TooLarge);
     }
-
-    pub fn limits(&self) -> &DecodeLimits {
-        &self.limits
-    }
-
-    /// Hands a finished payload's buffers back for the next one.
-    pub fn recycle(&mut self, d: Decoded<'_>) {
-        self.items = recycle(d.items);
-        self.values = recycle(d.values);
-    }
-
-    /// See [`decode`].
-    pub fn decode<'p>(
-        &mut self,
-        payload: &'p [u8],
-        fallback_device: Option<&'p str>,
-        now_ms: i64,
-    ) -> Result<Decoded<'p>, Reason> {
-        let limits = &self.limits;
-        if payload.len() > limits.max_payload_bytes {
-            return Err(Reason::TooLarge);
+    let text = std::str::from_utf8(payload).map_err(|_| Reason::MalformedJson)?;
+    let owned = |d: &Decoded<'_>| -> Vec<Owned> {
+        d.iter()
+            .map(|r| {
+                r.map(|r| (r.device_id.to_owned(), r.ts_ms, r.signals().map(|(k, v)| (k.to_owned(), v)).collect()))
+            })
+            .collect()
+    };
+    match parse(text, limits) {
+        Ok(d) => Ok(owned(&resolve(d, fallback, now_ms, limits))),
+        Err(first) => {
+            // Bare NaN / Infinity: mark them as strings the visitors recognise, parse again.
+            let fixed = replace_bare_non_finite(text).ok_or(first)?;
+            let d = parse(&fixed, limits)?;
+            Ok(owned(&resolve(d, fallback, now_ms, limits)))
         }
-        // One UTF-8 check for the whole payload is much cheaper than
-        // serde_json's check of every string it meets.
-        let text = std::str::from_utf8(payload).map_err(|_| Reason::MalformedJson)?;
-        let fallback_ok = fallback_device.filter(|d| valid_name(d, limits.max_name_bytes));
-        let buffers = Decoded {
-            items: recycle(std::mem::take(&mut self.items)),
-            values: recycle(std::mem::take(&mut self.values)),
-            fallback_device: None,
-        };
-        let mut out = match parse(text, buffers, limits) {
-            Ok(d) => d,
-            Err(first) => {
-                let Some(fixed) = replace_bare_non_finite(text) else {
-                    return Err(first);
-                };
-                let empty = Decoded { items: Vec::new(), values: Vec::new(), fallback_device: None };
-                let d = parse(&fixed, empty, limits)?.into_owned();
-                d
-            }
-        };
-        // Resolve what needs the source's device id and the clock.
-        for item in &mut out.items {
-            if let Item::Ok { device, ts_ms, .. } = item {
-                let reason = if device.is_none() && fallback_ok.is_none() {
-                    Some(if fallback_device.is_some() { Reason::BadDeviceId } else { Reason::MissingDevice })
-                } else if *ts_ms > now_ms.saturating_add(limits.max_future_ms) {
-                    Some(Reason::FutureTime)
-                } else {
-                    None
-                };
-                if let Some(r) = reason {
-                    *item = Item::Err(r);
-                }
-            }
-        }
-        out.fallback_device = fallback_ok;
-        Ok(out)
     }
 }
 
-fn parse<'p>(text: &'p str, mut out: Decoded<'p>, limits: &DecodeLimits) -> Result<Decoded<'p>, Reason> {
+fn parse<'p>(text: &'p str, limits: &DecodeLimits) -> Result<Decoded<'p>, Reason> {
+    let mut out = Decoded { items: Vec::new(), values: Vec::new(), fallback_device: None };
     let mut de = serde_json::Deserializer::from_str(text);
     let top = TopSeed { out: &mut out, limits }.deserialize(&mut de).map_err(|_| Reason::MalformedJson)?;
     de.end().map_err(|_| Reason::MalformedJson)?;
