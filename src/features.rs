@@ -25,7 +25,7 @@ const LABEL_SIGNAL: &str = "\u{1}label";
 pub enum FeaturesError {
     #[error(transparent)]
     Input(#[from] FileError),
-    #[error("{name}: {source}")]
+    #[error("cannot write {name}")]
     Output { name: String, source: std::io::Error },
 }
 

@@ -30,11 +30,14 @@ pub struct CsvOptions {
     pub label_column: Option<String>,
 }
 
+/// What can go wrong reading a data file. Messages leave out their
+/// `source`: the command line prints the whole chain, so the cause appears
+/// once, after the context.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Open { path: PathBuf, source: std::io::Error },
-    #[error("{path}: line {line}: {source}")]
+    #[error("{path}: line {line}")]
     Csv { path: PathBuf, line: u64, source: csv::Error },
     #[error("{path}: no column {column:?} (columns: {available})")]
     MissingColumn { path: PathBuf, column: String, available: String },

@@ -288,10 +288,6 @@ impl Engine {
         self.devices.get(device_id).filter(|d| d.max_ts != i64::MIN).map(|d| d.watermark(&self.spec))
     }
 
-    fn hit(&mut self, l: Limit) {
-        self.counters.limit_hits[l as usize] += 1;
-    }
-
     /// Adds one reading (already decoded and valid) at processing time
     /// `now_ms`; windows it closes or updates are appended to `out`.
     pub fn record<'v>(
@@ -333,7 +329,7 @@ impl Engine {
                 self.counters.late += 1;
                 let r = Reading { device_id: device_id.to_owned(), ts_ms, values };
                 if !self.late.push(r) {
-                    self.hit(Limit::LateStore);
+                    self.counters.limit_hits[Limit::LateStore as usize] += 1;
                 }
                 Outcome::Late
             }
