@@ -22,6 +22,7 @@ pub mod config;
 pub mod decode;
 pub mod features;
 pub mod metrics;
+pub mod model;
 pub mod pipeline;
 pub mod reading;
 pub mod sources;
