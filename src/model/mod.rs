@@ -1,10 +1,10 @@
 //! Models (SPEC 3): packages, the tract runtime with faultline's own ONNX-ML
 //! operators, and scoring closed windows.
 //!
-//! - [`package`]: `model.toml`.
-//! - [`trees`]: compiled tree ensembles (pure Rust, no tract types).
-//! - `onnx_ops`: the tract operators built on them, plus `Scaler` and `ZipMap`.
-//! - [`runtime`]: [`Model`], a loaded and checked package.
+//! - [`package`] — `model.toml`.
+//! - [`trees`] — compiled tree ensembles (pure Rust, no tract types).
+//! - `onnx_ops` — the tract operators built on them, plus `Scaler` and `ZipMap`.
+//! - [`runtime`] — [`Model`], a loaded and checked package.
 
 mod onnx_ops;
 pub mod package;

@@ -125,25 +125,66 @@ pub enum TreeError {
 const LEAF: u32 = 1 << 31;
 const NAN_A: u32 = 1 << 31;
 
-/// A normalised split: go to `a` when `x <= threshold`, or when `x` is NaN
-/// and the `NAN_A` bit of `feature` is set; otherwise to `b`. Children with
-/// the `LEAF` bit are leaf indices.
+/// A normalised split: take `child[1]` when `x <= threshold`, or when `x`
+/// is NaN and the `NAN_A` bit of `feature` is set; otherwise `child[0]`.
+/// Leaves are nodes too, pointing at themselves, so a walk runs exactly its
+/// tree's depth with no leaf test, and every step is branch-free.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[repr(C)]
 struct Node {
     threshold: f32,
     feature: u32,
-    a: u32,
-    b: u32,
+    child: [u32; 2],
 }
+
+#[derive(Debug, Clone, PartialEq)]
+struct Fast {
+    nodes: Vec<Node>,
+    /// Leaf index of each leaf node (unused for splits).
+    leaf_of: Vec<u32>,
+    roots: Vec<u32>,
+    /// Splits on the longest path of each tree.
+    depth: Vec<u32>,
+    /// Splits on the shortest path of each tree: no walk ends sooner.
+    min_depth: Vec<u32>,
+}
+
+impl Fast {
+    #[inline(always)]
+    fn step(&self, r: u32, x: &[f32]) -> u32 {
+        let n = &self.nodes[r as usize];
+        let v = x[(n.feature & !NAN_A) as usize];
+        let go = (v <= n.threshold) | ((n.feature & NAN_A != 0) & v.is_nan());
+        n.child[usize::from(go)]
+    }
+
+    /// One row's walk: branch-free down to the shallowest leaf, then with a
+    /// leaf test, so a lone row does not pay for the tree's deepest path.
+    #[inline]
+    fn leaf(&self, tree: usize, x: &[f32]) -> usize {
+        let mut r = self.roots[tree];
+        for _ in 0..self.min_depth[tree] {
+            r = self.step(r, x);
+        }
+        while self.leaf_of[r as usize] == u32::MAX {
+            r = self.step(r, x);
+        }
+        self.leaf_of[r as usize] as usize
+    }
+}
+
+/// Rows walked through a tree together: independent walks overlap in the
+/// processor instead of each waiting on its own chain of loads.
+const BLOCK: usize = 8;
 
 /// A split the fast form cannot express, for the general loop.
 #[derive(Debug, Clone, PartialEq)]
 struct General {
     feature: u32,
     mode: Mode,
-    /// In f32, as onnxruntime compares float inputs with float thresholds.
-    threshold: f32,
+    /// Compared in f64: exact for f32 inputs, and the same as onnxruntime
+    /// for float thresholds (exact in f64) and for double ones.
+    threshold: f64,
     nan_true: bool,
     if_true: u32,
     if_false: u32,
@@ -151,7 +192,7 @@ struct General {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Walk {
-    Fast(Vec<Node>),
+    Fast(Fast),
     General(Vec<General>),
 }
 
@@ -159,7 +200,7 @@ enum Walk {
 #[derive(Clone, PartialEq)]
 pub struct Ensemble {
     walk: Walk,
-    /// Root reference of each tree.
+    /// Root reference of each tree (for the general walk: leaves carry the `LEAF` bit).
     roots: Vec<u32>,
     /// Leaf `i`'s contributions are `weights[leaf_start[i]..leaf_start[i + 1]]`.
     leaf_start: Vec<u32>,
@@ -181,7 +222,7 @@ pub struct Ensemble {
 impl fmt::Debug for Ensemble {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (kind, nodes) = match &self.walk {
-            Walk::Fast(n) => ("fast", n.len()),
+            Walk::Fast(f) => ("fast", f.nodes.len()),
             Walk::General(n) => ("general", n.len()),
         };
         write!(
@@ -262,12 +303,19 @@ impl Ensemble {
         let mut reference = vec![u32::MAX; spec.nodes.len()];
         let mut roots = Vec::with_capacity(spec.roots.len());
         let mut n_features = 0;
+        let mut depths = Vec::with_capacity(spec.roots.len());
+        let mut min_depths = Vec::with_capacity(spec.roots.len());
         for (tree, &root) in spec.roots.iter().enumerate() {
             if root >= spec.nodes.len() {
                 return Err(TreeError::BadChild { node: root, child: root });
             }
-            let mut stack = vec![root];
-            while let Some(i) = stack.pop() {
+            let (mut depth, mut min_depth) = (0u32, u32::MAX);
+            let mut stack = vec![(root, 0u32)];
+            while let Some((i, d)) = stack.pop() {
+                depth = depth.max(d);
+                if matches!(spec.nodes[i], SpecNode::Leaf(_)) {
+                    min_depth = min_depth.min(d);
+                }
                 if reference[i] != u32::MAX {
                     return Err(TreeError::NotATree { tree });
                 }
@@ -296,32 +344,47 @@ impl Ensemble {
                         reference[i] = interior.len() as u32;
                         interior.push(i);
                         // Pushed last is walked next: the true side follows its parent.
-                        stack.push(*if_false);
-                        stack.push(*if_true);
+                        stack.push((*if_false, d + 1));
+                        stack.push((*if_true, d + 1));
                     }
                 }
             }
             roots.push(reference[root]);
+            depths.push(depth);
+            min_depths.push(min_depth.min(depth));
         }
         if n_features > (NAN_A - 1) as usize {
             return Err(TreeError::TooLarge { max: (NAN_A - 1) as usize });
         }
 
         let walk = if fast {
-            Walk::Fast(
-                interior
-                    .iter()
-                    .map(|&i| match &spec.nodes[i] {
-                        SpecNode::Branch { feature, mode, threshold, nan_true, if_true, if_false } => {
-                            let (c, true_is_a, nan_a) = normalise(*mode, *threshold, *nan_true).unwrap_or_default();
-                            let (t, f) = (reference[*if_true], reference[*if_false]);
-                            let (a, b) = if true_is_a { (t, f) } else { (f, t) };
-                            Node { threshold: c, feature: *feature as u32 | if nan_a { NAN_A } else { 0 }, a, b }
-                        }
-                        SpecNode::Leaf(_) => Node { threshold: 0.0, feature: 0, a: LEAF, b: LEAF },
-                    })
-                    .collect(),
-            )
+            // Leaf k becomes node interior.len() + k.
+            let fast_ref = |r: u32| if r & LEAF != 0 { interior.len() as u32 + (r & !LEAF) } else { r };
+            let mut nodes: Vec<Node> = interior
+                .iter()
+                .map(|&i| match &spec.nodes[i] {
+                    SpecNode::Branch { feature, mode, threshold, nan_true, if_true, if_false } => {
+                        let (c, true_is_a, nan_a) = normalise(*mode, *threshold, *nan_true).unwrap_or_default();
+                        let (t, f) = (fast_ref(reference[*if_true]), fast_ref(reference[*if_false]));
+                        let child = if true_is_a { [f, t] } else { [t, f] };
+                        Node { threshold: c, feature: *feature as u32 | if nan_a { NAN_A } else { 0 }, child }
+                    }
+                    SpecNode::Leaf(_) => Node { threshold: 0.0, feature: 0, child: [0, 0] },
+                })
+                .collect();
+            let mut leaf_of = vec![u32::MAX; interior.len()];
+            for k in 0..leaves.len() {
+                let me = (interior.len() + k) as u32;
+                nodes.push(Node { threshold: f32::INFINITY, feature: 0, child: [me, me] });
+                leaf_of.push(k as u32);
+            }
+            Walk::Fast(Fast {
+                nodes,
+                leaf_of,
+                roots: roots.iter().map(|&r| fast_ref(r)).collect(),
+                depth: depths,
+                min_depth: min_depths,
+            })
         } else {
             Walk::General(
                 interior
@@ -330,7 +393,7 @@ impl Ensemble {
                         SpecNode::Branch { feature, mode, threshold, nan_true, if_true, if_false } => General {
                             feature: *feature as u32,
                             mode: *mode,
-                            threshold: *threshold as f32,
+                            threshold: *threshold,
                             nan_true: *nan_true,
                             if_true: reference[*if_true],
                             if_false: reference[*if_false],
@@ -412,31 +475,24 @@ impl Ensemble {
         self.roots.len()
     }
 
-    /// The leaf a row reaches in the tree starting at `root`.
+    /// The leaf a row reaches in tree `tree`.
     #[inline]
-    fn leaf(&self, root: u32, x: &[f32]) -> usize {
-        let mut r = root;
+    fn leaf(&self, tree: usize, x: &[f32]) -> usize {
+        let mut r = self.roots[tree];
         match &self.walk {
-            Walk::Fast(nodes) => {
-                while r & LEAF == 0 {
-                    let n = &nodes[r as usize];
-                    let v = x[(n.feature & !NAN_A) as usize];
-                    let go_a = v <= n.threshold || (n.feature & NAN_A != 0 && v.is_nan());
-                    r = if go_a { n.a } else { n.b };
-                }
-            }
+            Walk::Fast(f) => return f.leaf(tree, x),
             Walk::General(nodes) => {
                 while r & LEAF == 0 {
                     let n = &nodes[r as usize];
                     let v = x[n.feature as usize];
-                    let t = n.threshold;
+                    let (w, t) = (f64::from(v), n.threshold);
                     let hit = match n.mode {
-                        Mode::Leq => v <= t,
-                        Mode::Lt => v < t,
-                        Mode::Gte => v >= t,
-                        Mode::Gt => v > t,
-                        Mode::Eq => v == t,
-                        Mode::Neq => v != t,
+                        Mode::Leq => w <= t,
+                        Mode::Lt => w < t,
+                        Mode::Gte => w >= t,
+                        Mode::Gt => w > t,
+                        Mode::Eq => w == t,
+                        Mode::Neq => w != t,
                         Mode::Member(s) => self.member_sets[s].contains(&v),
                     };
                     r = if hit || (n.nan_true && v.is_nan()) { n.if_true } else { n.if_false };
@@ -454,8 +510,8 @@ impl Ensemble {
         has.fill(false);
         if let Some(values) = &self.scalar_leaves {
             let mut s = 0f32;
-            for &root in &self.roots {
-                s += values[self.leaf(root, x)];
+            for tree in 0..self.roots.len() {
+                s += values[self.leaf(tree, x)];
             }
             scores.fill(0.0);
             scores[0] = f64::from(s);
@@ -470,8 +526,8 @@ impl Ensemble {
             big.resize(scores.len(), 0f32);
             &mut big
         };
-        for &root in &self.roots {
-            let leaf = self.leaf(root, x);
+        for tree in 0..self.roots.len() {
+            let leaf = self.leaf(tree, x);
             let range = self.leaf_start[leaf] as usize..self.leaf_start[leaf + 1] as usize;
             for &(t, w) in &self.weights[range] {
                 let (t, s) = (t as usize, &mut acc[t as usize]);
@@ -498,18 +554,49 @@ impl Ensemble {
         if width == 0 {
             return;
         }
-        for (i, x) in rows.chunks_exact(width).enumerate() {
-            self.accumulate(x, &mut scores, &mut has);
+        let mut finish = |i: usize, scores: &mut [f64], has: &[bool]| {
             let o = &mut out[i * n..(i + 1) * n];
             let label = if self.labels.is_some() {
-                self.finish_classifier(&mut scores, &has, o)
+                self.finish_classifier(scores, has, o)
             } else {
-                self.finish_regressor(&mut scores, &has, o);
+                self.finish_regressor(scores, has, o);
                 0
             };
             if let Some(l) = labels_out.as_deref_mut() {
                 l[i] = label;
             }
+        };
+        let n_rows = rows.len() / width;
+        if let (Walk::Fast(fast), Some(values), true) = (&self.walk, &self.scalar_leaves, n_rows > 1) {
+            // The common case (binary classifiers, single regressors): rows in
+            // blocks, each tree walked for the whole block at once.
+            let rows: Vec<&[f32]> = rows.chunks_exact(width).collect();
+            for (b, block) in rows.chunks(BLOCK).enumerate() {
+                let mut acc = [0f32; BLOCK];
+                for tree in 0..fast.roots.len() {
+                    let mut r = [fast.roots[tree]; BLOCK];
+                    for _ in 0..fast.depth[tree] {
+                        for (rj, x) in r.iter_mut().zip(block) {
+                            *rj = fast.step(*rj, x);
+                        }
+                    }
+                    for (a, rj) in acc.iter_mut().zip(&r[..block.len()]) {
+                        *a += values[fast.leaf_of[*rj as usize] as usize];
+                    }
+                }
+                for (j, a) in acc[..block.len()].iter().enumerate() {
+                    scores.fill(0.0);
+                    has.fill(false);
+                    scores[0] = f64::from(*a);
+                    has[0] = true;
+                    finish(b * BLOCK + j, &mut scores, &has);
+                }
+            }
+            return;
+        }
+        for (i, x) in rows.chunks_exact(width).enumerate() {
+            self.accumulate(x, &mut scores, &mut has);
+            finish(i, &mut scores, &has);
         }
     }
 
@@ -646,6 +733,239 @@ fn transform(t: PostTransform, s: &mut [f64]) {
                 }
             }
             s.iter_mut().for_each(|v| *v /= sum);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn leaf(w: f64) -> SpecNode {
+        SpecNode::Leaf(vec![(0, w)])
+    }
+
+    fn branch(feature: usize, mode: Mode, threshold: f64, nan_true: bool, if_true: usize, if_false: usize) -> SpecNode {
+        SpecNode::Branch { feature, mode, threshold, nan_true, if_true, if_false }
+    }
+
+    fn regressor(nodes: Vec<SpecNode>, roots: Vec<usize>) -> Spec {
+        Spec {
+            nodes,
+            roots,
+            n_targets: 1,
+            base_values: vec![],
+            aggregate: Aggregate::Sum,
+            post_transform: PostTransform::None,
+            member_sets: vec![vec![1.0, 3.0]],
+            labels: None,
+        }
+    }
+
+    fn eval1(spec: &Spec, x: &[f32]) -> f32 {
+        let e = Ensemble::compile(spec).unwrap();
+        let mut out = vec![0f32; e.n_targets()];
+        e.eval(x, x.len(), &mut out, None);
+        out[0]
+    }
+
+    /// onnxruntime's rule, written out plainly: compare in f64 (exact for
+    /// f32 inputs), NaN to the true side only when tracked.
+    fn reference(spec: &Spec, x: &[f32]) -> f64 {
+        let mut total = 0.0;
+        for &root in &spec.roots {
+            let mut i = root;
+            loop {
+                match &spec.nodes[i] {
+                    SpecNode::Leaf(w) => {
+                        total += w.iter().map(|p| p.1).sum::<f64>();
+                        break;
+                    }
+                    SpecNode::Branch { feature, mode, threshold, nan_true, if_true, if_false } => {
+                        let (v, t) = (f64::from(x[*feature]), *threshold);
+                        let hit = match mode {
+                            Mode::Leq => v <= t,
+                            Mode::Lt => v < t,
+                            Mode::Gte => v >= t,
+                            Mode::Gt => v > t,
+                            Mode::Eq => v == t,
+                            Mode::Neq => v != t,
+                            Mode::Member(s) => spec.member_sets[*s].iter().any(|m| *m as f32 as f64 == v),
+                        };
+                        i = if hit || (*nan_true && v.is_nan()) { *if_true } else { *if_false };
+                    }
+                }
+            }
+        }
+        total
+    }
+
+    #[test]
+    fn every_mode_on_its_boundary() {
+        let x = |v: f32| [v];
+        for (mode, t, below, at, above) in [
+            (Mode::Leq, 1.0, 10.0, 10.0, 20.0),
+            (Mode::Lt, 1.0, 10.0, 20.0, 20.0),
+            (Mode::Gte, 1.0, 20.0, 10.0, 10.0),
+            (Mode::Gt, 1.0, 20.0, 20.0, 10.0),
+            (Mode::Eq, 1.0, 20.0, 10.0, 20.0),
+            (Mode::Neq, 1.0, 10.0, 20.0, 10.0),
+        ] {
+            let spec = regressor(vec![branch(0, mode, t, false, 1, 2), leaf(10.0), leaf(20.0)], vec![0]);
+            assert_eq!(eval1(&spec, &x(0.5)), below, "{mode:?} below");
+            assert_eq!(eval1(&spec, &x(1.0)), at, "{mode:?} at");
+            assert_eq!(eval1(&spec, &x(1.5)), above, "{mode:?} above");
+        }
+        let member = regressor(vec![branch(0, Mode::Member(0), 0.0, false, 1, 2), leaf(10.0), leaf(20.0)], vec![0]);
+        assert_eq!((eval1(&member, &x(3.0)), eval1(&member, &x(2.0))), (10.0, 20.0));
+    }
+
+    #[test]
+    fn missing_values_follow_their_flag_in_every_mode() {
+        for mode in [Mode::Leq, Mode::Lt, Mode::Gte, Mode::Gt, Mode::Eq] {
+            for nan_true in [false, true] {
+                let spec = regressor(vec![branch(0, mode, 1.0, nan_true, 1, 2), leaf(10.0), leaf(20.0)], vec![0]);
+                assert_eq!(eval1(&spec, &[f32::NAN]), if nan_true { 10.0 } else { 20.0 }, "{mode:?} {nan_true}");
+            }
+        }
+        // NaN != t is true whatever the flag says.
+        let spec = regressor(vec![branch(0, Mode::Neq, 1.0, false, 1, 2), leaf(10.0), leaf(20.0)], vec![0]);
+        assert_eq!(eval1(&spec, &[f32::NAN]), 10.0);
+    }
+
+    #[test]
+    fn double_thresholds_compare_as_doubles() {
+        // 0.1 is not an f32: 0.1f32 > 0.1f64, so x = 0.1f32 is above the split.
+        let spec = regressor(vec![branch(0, Mode::Leq, 0.1, false, 1, 2), leaf(10.0), leaf(20.0)], vec![0]);
+        assert_eq!(eval1(&spec, &[0.1f32]), 20.0);
+        let spec = regressor(vec![branch(0, Mode::Lt, f64::INFINITY, false, 1, 2), leaf(10.0), leaf(20.0)], vec![0]);
+        assert_eq!((eval1(&spec, &[f32::MAX]), eval1(&spec, &[f32::INFINITY])), (10.0, 20.0));
+        let spec =
+            regressor(vec![branch(0, Mode::Gte, f64::NEG_INFINITY, false, 1, 2), leaf(10.0), leaf(20.0)], vec![0]);
+        assert_eq!((eval1(&spec, &[f32::NEG_INFINITY]), eval1(&spec, &[f32::NAN])), (10.0, 20.0));
+    }
+
+    #[test]
+    fn binary_classifiers_form_their_columns_as_onnxruntime() {
+        let labels = Some(Labels::Int(vec![0, 1]));
+        // Random forest: positive leaf weights voting for one column.
+        let rf = Spec {
+            labels: labels.clone(),
+            n_targets: 2,
+            ..regressor(vec![branch(0, Mode::Leq, 0.0, false, 1, 2), leaf(0.25), leaf(0.75)], vec![0])
+        };
+        let e = Ensemble::compile(&rf).unwrap();
+        let mut out = [0f32; 4];
+        let mut labels_out = [9usize; 2];
+        e.eval(&[-1.0, 1.0], 1, &mut out, Some(&mut labels_out));
+        assert_eq!(out, [0.75, 0.25, 0.25, 0.75]);
+        assert_eq!(labels_out, [0, 1]);
+        // Boosting: a logit with a base value, logistic transform.
+        let gb = Spec {
+            base_values: vec![0.5],
+            post_transform: PostTransform::Logistic,
+            ..Spec {
+                n_targets: 2,
+                labels,
+                ..regressor(vec![branch(0, Mode::Leq, 0.0, false, 1, 2), leaf(-2.0), leaf(1.0)], vec![0])
+            }
+        };
+        let e = Ensemble::compile(&gb).unwrap();
+        e.eval(&[-1.0, 1.0], 1, &mut out, Some(&mut labels_out));
+        let p = |v: f64| (1.0 / (1.0 + (-v).exp())) as f32;
+        assert_eq!(out, [p(1.5), p(-1.5), p(-1.5), p(1.5)]);
+        assert_eq!(labels_out, [0, 1], "labels follow the probabilities, not inverted");
+    }
+
+    #[test]
+    fn malformed_ensembles_are_refused() {
+        let bad = |nodes, roots| Ensemble::compile(&regressor(nodes, roots)).unwrap_err();
+        assert_eq!(bad(vec![], vec![]), TreeError::Empty);
+        assert_eq!(
+            bad(vec![branch(0, Mode::Leq, 0.0, false, 1, 7), leaf(1.0)], vec![0]),
+            TreeError::BadChild { node: 0, child: 7 }
+        );
+        assert_eq!(
+            bad(vec![branch(0, Mode::Leq, 0.0, false, 0, 1), leaf(1.0)], vec![0]),
+            TreeError::NotATree { tree: 0 }
+        );
+        assert_eq!(
+            bad(vec![branch(0, Mode::Member(5), 0.0, false, 1, 2), leaf(1.0), leaf(2.0)], vec![0]),
+            TreeError::BadSet { node: 0, set: 5 }
+        );
+        assert_eq!(
+            bad(vec![SpecNode::Leaf(vec![(3, 1.0)])], vec![0]),
+            TreeError::BadTarget { node: 0, target: 3, n: 1 }
+        );
+        let spec = Spec { base_values: vec![1.0, 2.0], ..regressor(vec![leaf(1.0)], vec![0]) };
+        assert_eq!(Ensemble::compile(&spec).unwrap_err(), TreeError::BadBase { got: 2, n: 1 });
+    }
+
+    /// A random tree over `features` inputs, as nodes appended to `nodes`.
+    fn random_tree(nodes: &mut Vec<SpecNode>, rng: &mut u64, depth: u32, features: usize) -> usize {
+        let mut next = || {
+            *rng ^= *rng << 13;
+            *rng ^= *rng >> 7;
+            *rng ^= *rng << 17;
+            *rng
+        };
+        const GRID: [f64; 9] = [-2.0, -1.0, -0.5, 0.0, 0.1, 0.5, 1.0, 2.0, f64::INFINITY];
+        if depth == 0 || next() % 5 == 0 {
+            nodes.push(leaf((next() % 17) as f64 - 8.0));
+            return nodes.len() - 1;
+        }
+        let mode = match next() % 8 {
+            0 | 1 => Mode::Leq,
+            2 => Mode::Lt,
+            3 => Mode::Gte,
+            4 => Mode::Gt,
+            5 => Mode::Eq,
+            6 => Mode::Neq,
+            _ => Mode::Member(0),
+        };
+        let (feature, threshold, nan_true) =
+            ((next() as usize) % features, GRID[(next() % 9) as usize], next() % 2 == 0);
+        let i = nodes.len();
+        nodes.push(leaf(0.0));
+        let t = random_tree(nodes, rng, depth - 1, features);
+        let f = random_tree(nodes, rng, depth - 1, features);
+        nodes[i] = branch(feature, mode, threshold, nan_true, t, f);
+        i
+    }
+
+    proptest! {
+        #[test]
+        fn compiled_walk_equals_the_plain_rule(
+            seed in any::<u64>(),
+            trees in 1usize..6,
+            fast_only in any::<bool>(),
+            rows in prop::collection::vec(prop::collection::vec(
+                prop_oneof![Just(f32::NAN), Just(0.1f32), Just(-0.0f32), Just(f32::INFINITY), Just(f32::NEG_INFINITY),
+                            (-5i32..=5).prop_map(|v| v as f32 / 2.0)], 4), 1..20),
+        ) {
+            let mut rng = seed | 1;
+            let mut nodes = Vec::new();
+            let roots: Vec<usize> = (0..trees).map(|_| random_tree(&mut nodes, &mut rng, 5, 4)).collect();
+            if fast_only {
+                // Only splits the fast walk takes, to exercise it rather than the general one.
+                for n in &mut nodes {
+                    if let SpecNode::Branch { mode, .. } = n {
+                        if matches!(mode, Mode::Eq | Mode::Neq | Mode::Member(_)) {
+                            *mode = Mode::Gte;
+                        }
+                    }
+                }
+            }
+            let spec = regressor(nodes, roots);
+            let e = Ensemble::compile(&spec).unwrap();
+            let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+            let mut out = vec![0f32; rows.len()];
+            e.eval(&flat, 4, &mut out, None);
+            for (row, got) in rows.iter().zip(&out) {
+                // Small integer leaves: the f32 sums are exact.
+                prop_assert_eq!(f64::from(*got), reference(&spec, row), "row {:?} {:?}", row, e);
+            }
         }
     }
 }
