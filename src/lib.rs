@@ -28,3 +28,16 @@ pub mod reading;
 pub mod sources;
 pub mod time;
 pub mod window;
+
+/// An error and its causes as one line, `outer: inner: innermost`, for
+/// messages that are not printed through the command line's error chain.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}

@@ -42,10 +42,32 @@ enum Command {
     },
     /// Compute window features offline from a CSV, with the daemon's own code.
     Features(Box<FeaturesArgs>),
+    /// Check or use a model package.
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Publish a data set as sensor readings over MQTT or Kafka.
     Replay {
         #[arg(long)]
         input: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Load a package with tract; print its inputs, outputs and a test inference.
+    Check {
+        /// Package directory (model.toml + model.onnx).
+        dir: PathBuf,
+    },
+    /// Score a features CSV (as `faultline features` writes it) exactly as the daemon would.
+    Score {
+        /// Package directory (model.toml + model.onnx).
+        dir: PathBuf,
+        #[arg(long, value_name = "FEATURES.csv")]
+        input: PathBuf,
+        /// Output CSV (`-` for standard output): device_id,window_start,window_end,probability.
+        #[arg(long, value_name = "CSV")]
+        output: PathBuf,
     },
 }
 
@@ -141,6 +163,8 @@ fn dispatch(cmd: Command) -> Result<(), Failure> {
     match cmd {
         Command::CheckConfig { config } => check_config(&config),
         Command::Features(args) => features(*args),
+        Command::Model(ModelCommand::Check { dir }) => model_check(&dir),
+        Command::Model(ModelCommand::Score { dir, input, output }) => model_score(&dir, &input, &output),
         Command::Run { .. } => Err(not_yet("run", "the daemon (issue 4)")),
         Command::Demo { .. } => Err(not_yet("demo", "the dashboard and demo (issue 5)")),
         Command::Replay { .. } => Err(not_yet("replay", "the MQTT and Kafka tools (issue 4)")),
@@ -161,6 +185,43 @@ fn load_config(path: &Path) -> Result<Config, Failure> {
 fn check_config(path: &Path) -> Result<(), Failure> {
     load_config(path)?;
     println!("{}: ok", path.display());
+    Ok(())
+}
+
+fn model_check(dir: &Path) -> Result<(), Failure> {
+    let m = faultline::model::Model::load(dir).map_err(|e| Failure { code: 1, error: e.into() })?;
+    let p = &m.package;
+    let (columns, column) = m.output_columns();
+    let features: Vec<&str> = p.features.iter().map(|f| f.name.as_str()).collect();
+    println!("package    {} version {} ({})", p.name, p.version, dir.display());
+    println!("input      {:?} float32 [batch, {}]", p.input, m.width());
+    println!("features   {}", features.join(", "));
+    println!("output     {:?} [batch, {columns}], column {column}, {:?}", p.output, p.kind);
+    match p.threshold {
+        Some(t) => println!("threshold  {t}"),
+        None => println!("threshold  (none; set alerts.threshold in the config)"),
+    }
+    if let Some(t) = &p.training {
+        let keys: Vec<&str> = t.keys().map(String::as_str).collect();
+        println!("training   {}", keys.join(", "));
+    }
+    let score = m.test_score().map_err(|e| Failure { code: 1, error: e.into() })?;
+    println!("test       {score} (from {})", m.test_row_source());
+    Ok(())
+}
+
+fn model_score(dir: &Path, input: &Path, output: &Path) -> Result<(), Failure> {
+    let m = faultline::model::Model::load(dir).map_err(|e| Failure { code: 1, error: e.into() })?;
+    let n = if output.as_os_str() == "-" {
+        let stdout = std::io::stdout();
+        faultline::model::score::score_csv(&m, input, &mut stdout.lock())
+    } else {
+        let file = std::fs::File::create(output).with_context(|| format!("cannot create {}", output.display()))?;
+        let mut buf = std::io::BufWriter::new(file);
+        faultline::model::score::score_csv(&m, input, &mut buf).and_then(|n| Ok(buf.flush().map(|()| n)?))
+    }
+    .context("model score")?;
+    eprintln!("faultline model score: {n} rows scored by {} version {}", m.package.name, m.package.version);
     Ok(())
 }
 

@@ -72,3 +72,27 @@ fn every_kind_matches_onnxruntime() {
         eprintln!("{kind:5} {n} rows, worst relative difference {worst:e}");
     }
 }
+
+#[test]
+fn the_label_output_and_a_regressor_are_not_probabilities() {
+    let Some(dir) = matrix() else {
+        eprintln!("SKIPPED: no model matrix");
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let copy = |kind: &str, edit: &dyn Fn(String) -> String| {
+        let to = tmp.path().join(kind);
+        std::fs::create_dir_all(&to).expect("dir");
+        std::fs::copy(dir.join(kind).join("model.onnx"), to.join("model.onnx")).expect("copy");
+        let toml = std::fs::read_to_string(dir.join(kind).join("model.toml")).expect("toml");
+        std::fs::write(to.join("model.toml"), edit(toml)).expect("write");
+        match Model::load(&to) {
+            Ok(_) => panic!("{kind} accepted"),
+            Err(e) => faultline::error_chain(&e),
+        }
+    };
+    let e = copy("rf", &|t| t.replace("name = \"output_probability\"", "name = \"output_label\""));
+    assert!(e.contains("not numbers (is it the label output?"), "{e}");
+    let e = copy("gbr", &|t| t.replace("kind = \"value\"", ""));
+    assert!(e.contains("is not a probability"), "{e}");
+}

@@ -165,7 +165,12 @@ fn check_model_dir(dir: &Path, p: &mut Vec<Problem>) {
     for f in ["model.toml", "model.onnx"] {
         if !dir.join(f).is_file() {
             problem(p, "model.path", format!("{} has no {f}", dir.display()));
+            return;
         }
+    }
+    // The daemon would refuse it at start: say so now, with the reason.
+    if let Err(e) = crate::model::Model::load(dir) {
+        problem(p, "model.path", format!("the package is refused: {}", crate::error_chain(&e)));
     }
 }
 

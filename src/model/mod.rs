@@ -9,6 +9,7 @@
 mod onnx_ops;
 pub mod package;
 pub mod runtime;
+pub mod score;
 pub mod trees;
 
 pub use package::{OutputKind, Package};

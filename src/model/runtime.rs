@@ -162,6 +162,21 @@ impl Model {
         Ok(m)
     }
 
+    /// What the test row is made of, for `faultline model check`.
+    pub fn test_row_source(&self) -> &'static str {
+        let has_reference = self.package.training.as_ref().and_then(|t| t.get("reference")).is_some();
+        if has_reference {
+            "the training reference means"
+        } else {
+            "the fill values, 0 elsewhere"
+        }
+    }
+
+    /// The model's score for the test row.
+    pub fn test_score(&self) -> Result<f32, ModelError> {
+        Ok(self.run(&self.test_row(), 1)?.first().copied().unwrap_or(f32::NAN))
+    }
+
     /// A test row: the training reference means where the package has them, else the fills, else 0.
     fn test_row(&self) -> Vec<f32> {
         let reference = self.package.training.as_ref().and_then(|t| t.get("reference")).and_then(|r| r.as_table());
@@ -253,10 +268,22 @@ impl Model {
     /// `faultline features`, so training and serving agree.
     pub fn assemble(&self, w: &ClosedWindow, out: &mut Vec<f32>) {
         let unseen = SignalStats::default().finish();
+        let start = out.len();
         for f in &self.package.features {
             let stats = w.signals.iter().find(|(s, _)| **s == *f.signal).map_or(&unseen, |(_, v)| v);
-            let v = stats[f.stat] as f32;
-            out.push(if v.is_nan() { f.fill } else { v });
+            out.push(stats[f.stat] as f32);
+        }
+        self.fill(&mut out[start..]);
+    }
+
+    /// Replaces NaN features by the package's fill values, row by row.
+    pub fn fill(&self, rows: &mut [f32]) {
+        for row in rows.chunks_exact_mut(self.width) {
+            for (v, f) in row.iter_mut().zip(&self.package.features) {
+                if v.is_nan() {
+                    *v = f.fill;
+                }
+            }
         }
     }
 
