@@ -6,6 +6,8 @@
 //! sources → decode → clean → window (per device) → features → model → alerts → store/sinks
 //! ```
 //!
+//! - [`model`]: model packages and the tract runtime (SPEC 3).
+//! - [`alerts`]: the alert policy (SPEC 4).
 //! - [`reading`]: `Reading`, the one type every source produces, and the rejection reasons.
 //! - [`decode`]: JSON payloads (SPEC 1) → readings.
 //! - [`clean`]: per-signal range rules.
@@ -17,6 +19,7 @@
 //! - [`metrics`]: every metric name in one place.
 //! - [`time`]: RFC 3339 / epoch-millisecond event times.
 
+pub mod alerts;
 pub mod clean;
 pub mod config;
 pub mod decode;

@@ -175,6 +175,9 @@ pub struct AlertsConfig {
     /// Fault probability at or above which a window counts as bad; default:
     /// the model package's `[alert] threshold`.
     pub threshold: Option<f64>,
+    /// Optional lower band: windows at or above it open an alert of
+    /// severity warning; at or above `threshold` it is critical.
+    pub warning: Option<f64>,
     /// Consecutive bad windows before an alert opens (default 1).
     pub raise_after: u32,
     /// Consecutive good windows before an alert clears (default 2).
@@ -256,7 +259,7 @@ impl Default for LimitsConfig {
 
 impl Default for AlertsConfig {
     fn default() -> Self {
-        AlertsConfig { threshold: None, raise_after: 1, clear_after: 2, hysteresis: 0.1 }
+        AlertsConfig { threshold: None, warning: None, raise_after: 1, clear_after: 2, hysteresis: 0.1 }
     }
 }
 

@@ -84,6 +84,13 @@ pub(super) fn validate(c: &Config, failed: &[String], p: &mut Vec<Problem>) {
                 problem(p, "alerts.threshold", "must be between 0 and 1");
             }
         }
+        if let Some(w) = a.warning {
+            if !(0.0..=1.0).contains(&w) {
+                problem(p, "alerts.warning", "must be between 0 and 1");
+            } else if a.threshold.is_some_and(|t| w > t) {
+                problem(p, "alerts.warning", "must not be above alerts.threshold");
+            }
+        }
         if !(0.0..1.0).contains(&a.hysteresis) {
             problem(p, "alerts.hysteresis", "must be at least 0 and below 1");
         }

@@ -1,0 +1,410 @@
+//! Alerts (SPEC 4): when a device's scored windows open, escalate, clear
+//! or acknowledge an alert. Pure logic, no I/O: the daemon feeds it window
+//! results and stores what it returns.
+//!
+//! - A window is *bad* at or above the lowest band (`alerts.warning` if set,
+//!   else `alerts.threshold`); `raise_after` consecutive bad windows open an
+//!   alert, with the severity of the band reached (critical at or above the
+//!   threshold). A worse window raises the severity in place.
+//! - A window is *good* below the lowest band minus `hysteresis`;
+//!   `clear_after` consecutive good windows clear the alert. Windows between
+//!   the two break both streaks, so a score hovering at the threshold does
+//!   not flap.
+//! - At most one alert per device is not cleared. Acknowledging keeps it
+//!   open until it clears.
+//! - Streaks are counted over the device's last windows in window order,
+//!   so a late update that changes a window's score counts as if it had
+//!   come in time; what was already emitted stays emitted.
+//! - A device silent past `idle_timeout` gets an alert "device silent"
+//!   (warning), cleared when it reports again.
+//! - `alert_id` = `<device>/<start of the window that opened it>`: the
+//!   same alert after a restart or a redelivery is recognisably the same.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Alert status (SPEC 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Open,
+    Acknowledged,
+    Cleared,
+}
+
+/// Severity, in rising order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// What raised an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// The ONNX model's fault probability.
+    Model,
+    /// The device stopped reporting.
+    Silence,
+}
+
+/// One alert record: every change of an alert is a new record with the same `alert_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub alert_id: String,
+    pub device_id: String,
+    pub status: Status,
+    pub severity: Severity,
+    pub origin: Origin,
+    /// The probability of the window behind this record.
+    pub fault_probability: f64,
+    /// The band's level the alert's severity stands for.
+    pub threshold: f64,
+    /// The window that opened the alert (epoch ms).
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    pub model: String,
+    pub model_version: String,
+    pub message: String,
+    /// When the alert opened (processing time, epoch ms).
+    pub raised_at_ms: i64,
+    /// When this record was made.
+    pub updated_at_ms: i64,
+    pub acknowledged_by: Option<String>,
+    pub comment: Option<String>,
+    /// The feature values of the window behind this record.
+    pub features: Vec<(String, f64)>,
+}
+
+impl Alert {
+    /// The record as SPEC 4's JSON (RFC 3339 times; our extra fields alongside).
+    pub fn to_json(&self) -> serde_json::Value {
+        use crate::time::format_rfc3339 as t;
+        let features: serde_json::Map<String, serde_json::Value> = self
+            .features
+            .iter()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+            .collect();
+        serde_json::json!({
+            "alert_id": self.alert_id,
+            "device_id": self.device_id,
+            "status": self.status,
+            "severity": self.severity,
+            "origin": self.origin,
+            "fault_probability": if self.fault_probability.is_finite() { serde_json::json!(self.fault_probability) } else { serde_json::Value::Null },
+            "threshold": self.threshold,
+            "window_start": t(self.window_start_ms),
+            "window_end": t(self.window_end_ms),
+            "model": self.model,
+            "model_version": self.model_version,
+            "message": self.message,
+            "raised_at": t(self.raised_at_ms),
+            "updated_at": t(self.updated_at_ms),
+            "acknowledged_by": self.acknowledged_by,
+            "comment": self.comment,
+            "features": features,
+        })
+    }
+}
+
+/// `[alerts]` as the policy uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PolicyConfig {
+    /// Critical band, and the raise level when there is no warning band.
+    pub threshold: f64,
+    /// Optional lower band: at or above it a window is bad, severity warning.
+    pub warning: Option<f64>,
+    pub raise_after: u32,
+    pub clear_after: u32,
+    pub hysteresis: f64,
+}
+
+impl PolicyConfig {
+    fn raise_level(&self) -> f64 {
+        self.warning.map_or(self.threshold, |w| w.min(self.threshold))
+    }
+
+    fn severity(&self, p: f64) -> Severity {
+        if p >= self.threshold {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        }
+    }
+
+    fn level_of(&self, s: Severity) -> f64 {
+        match s {
+            Severity::Critical => self.threshold,
+            Severity::Warning => self.raise_level(),
+        }
+    }
+}
+
+/// A scored window, as the policy sees it.
+#[derive(Debug, Clone)]
+pub struct WindowScore<'a> {
+    pub device_id: &'a str,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub probability: f64,
+    pub model: &'a str,
+    pub model_version: &'a str,
+    pub features: &'a [(String, f64)],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Scored {
+    start_ms: i64,
+    end_ms: i64,
+    p: f64,
+}
+
+/// A device's alert state; serialisable so the daemon can keep it in sled.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceState {
+    /// The last windows by start, at most `max(raise_after, clear_after)`.
+    recent: Vec<Scored>,
+    /// The alert that is not cleared, if any.
+    current: Option<Alert>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AckError {
+    #[error("no alert {0:?} is open")]
+    NotOpen(String),
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyCounters {
+    /// Records emitted by severity (open or escalated), `[warning, critical]`.
+    pub raised: [u64; 2],
+    pub cleared: u64,
+    pub acknowledged: u64,
+    /// Windows with a NaN score (not evaluated).
+    pub unscored: u64,
+    /// Late results for windows older than the streaks look at.
+    pub stale: u64,
+}
+
+/// The alert state of every device.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    cfg: PolicyConfig,
+    devices: HashMap<String, DeviceState>,
+    counters: PolicyCounters,
+}
+
+impl Policy {
+    pub fn new(cfg: PolicyConfig) -> Self {
+        Policy { cfg, devices: HashMap::new(), counters: PolicyCounters::default() }
+    }
+
+    /// New thresholds (config reload, new model); open alerts stay.
+    pub fn set_config(&mut self, cfg: PolicyConfig) {
+        self.cfg = cfg;
+    }
+
+    pub fn config(&self) -> &PolicyConfig {
+        &self.cfg
+    }
+
+    pub fn counters(&self) -> &PolicyCounters {
+        &self.counters
+    }
+
+    fn keep(&self) -> usize {
+        self.cfg.raise_after.max(self.cfg.clear_after).max(1) as usize
+    }
+
+    /// Takes one scored window (new, or an update of an earlier one) at
+    /// processing time `now_ms`; returns the records it causes.
+    pub fn observe(&mut self, w: &WindowScore<'_>, now_ms: i64) -> Vec<Alert> {
+        let mut out = Vec::new();
+        if !w.probability.is_finite() {
+            self.counters.unscored += 1;
+            return out;
+        }
+        let cfg = self.cfg;
+        let keep = self.keep();
+        let st = self.devices.entry(w.device_id.to_owned()).or_default();
+
+        // A device that reports is not silent.
+        if let Some(a) = st.current.as_mut().filter(|a| a.origin == Origin::Silence) {
+            a.status = Status::Cleared;
+            a.updated_at_ms = now_ms;
+            a.message = "device reporting again".into();
+            out.push(a.clone());
+            st.current = None;
+            self.counters.cleared += 1;
+        }
+
+        let scored = Scored { start_ms: w.start_ms, end_ms: w.end_ms, p: w.probability };
+        match st.recent.binary_search_by_key(&w.start_ms, |s| s.start_ms) {
+            Ok(i) => st.recent[i] = scored,
+            Err(0) if st.recent.len() >= keep => {
+                self.counters.stale += 1;
+                return out;
+            }
+            Err(i) => st.recent.insert(i, scored),
+        }
+        if st.recent.len() > keep {
+            let excess = st.recent.len() - keep;
+            st.recent.drain(..excess);
+        }
+        let latest = *st.recent.last().unwrap_or(&scored);
+        let bad = |s: &Scored| s.p >= cfg.raise_level();
+        let good = |s: &Scored| s.p < cfg.raise_level() - cfg.hysteresis;
+        let bad_run = st.recent.iter().rev().take_while(|s| bad(s)).count();
+        let good_run = st.recent.iter().rev().take_while(|s| good(s)).count();
+
+        match st.current.as_mut() {
+            None if bad_run >= cfg.raise_after as usize => {
+                let severity = cfg.severity(latest.p);
+                let a = Alert {
+                    alert_id: format!("{}/{}", w.device_id, crate::time::format_rfc3339(latest.start_ms)),
+                    device_id: w.device_id.to_owned(),
+                    status: Status::Open,
+                    severity,
+                    origin: Origin::Model,
+                    fault_probability: latest.p,
+                    threshold: cfg.level_of(severity),
+                    window_start_ms: latest.start_ms,
+                    window_end_ms: latest.end_ms,
+                    model: w.model.to_owned(),
+                    model_version: w.model_version.to_owned(),
+                    message: message(severity),
+                    raised_at_ms: now_ms,
+                    updated_at_ms: now_ms,
+                    acknowledged_by: None,
+                    comment: None,
+                    features: w.features.to_vec(),
+                };
+                self.counters.raised[severity as usize] += 1;
+                out.push(a.clone());
+                st.current = Some(a);
+            }
+            Some(a) if good_run >= cfg.clear_after as usize => {
+                a.status = Status::Cleared;
+                a.fault_probability = latest.p;
+                a.updated_at_ms = now_ms;
+                a.message = "Cleared: the machine is back to normal".into();
+                a.features = w.features.to_vec();
+                out.push(a.clone());
+                st.current = None;
+                self.counters.cleared += 1;
+            }
+            Some(a) if bad(&latest) && cfg.severity(latest.p) > a.severity => {
+                a.severity = cfg.severity(latest.p);
+                a.threshold = cfg.level_of(a.severity);
+                a.fault_probability = latest.p;
+                a.updated_at_ms = now_ms;
+                a.message = message(a.severity);
+                a.features = w.features.to_vec();
+                self.counters.raised[a.severity as usize] += 1;
+                out.push(a.clone());
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// The device has been silent since `since_ms` (the end of its last
+    /// window): opens a "device silent" alert unless one is open already.
+    pub fn silent(&mut self, device_id: &str, since_ms: i64, now_ms: i64, model: &str, version: &str) -> Option<Alert> {
+        let st = self.devices.entry(device_id.to_owned()).or_default();
+        if st.current.is_some() {
+            return None;
+        }
+        let a = Alert {
+            alert_id: format!("{device_id}/{}", crate::time::format_rfc3339(since_ms)),
+            device_id: device_id.to_owned(),
+            status: Status::Open,
+            severity: Severity::Warning,
+            origin: Origin::Silence,
+            fault_probability: f64::NAN,
+            threshold: self.cfg.raise_level(),
+            window_start_ms: since_ms,
+            window_end_ms: since_ms,
+            model: model.to_owned(),
+            model_version: version.to_owned(),
+            message: "device silent".into(),
+            raised_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            acknowledged_by: None,
+            comment: None,
+            features: Vec::new(),
+        };
+        self.counters.raised[Severity::Warning as usize] += 1;
+        st.current = Some(a.clone());
+        Some(a)
+    }
+
+    /// Acknowledges the open alert `alert_id`; it stays until it clears.
+    /// Acknowledging an acknowledged alert again records the new note.
+    pub fn acknowledge(
+        &mut self,
+        alert_id: &str,
+        by: &str,
+        comment: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Alert, AckError> {
+        let a = self
+            .devices
+            .values_mut()
+            .filter_map(|d| d.current.as_mut())
+            .find(|a| a.alert_id == alert_id)
+            .ok_or_else(|| AckError::NotOpen(alert_id.to_owned()))?;
+        a.status = Status::Acknowledged;
+        a.acknowledged_by = Some(by.to_owned());
+        a.comment = comment.map(str::to_owned);
+        a.updated_at_ms = now_ms;
+        self.counters.acknowledged += 1;
+        Ok(a.clone())
+    }
+
+    /// Alerts not cleared.
+    pub fn open_alerts(&self) -> impl Iterator<Item = &Alert> {
+        self.devices.values().filter_map(|d| d.current.as_ref())
+    }
+
+    /// A device's state, to persist it.
+    pub fn device_state(&self, device_id: &str) -> Option<&DeviceState> {
+        self.devices.get(device_id)
+    }
+
+    /// Restores a device's persisted state.
+    pub fn restore(&mut self, device_id: &str, state: DeviceState) {
+        self.devices.insert(device_id.to_owned(), state);
+    }
+
+    /// Drops the state of a device with no alert open (the engine forgot it).
+    pub fn forget(&mut self, device_id: &str) {
+        if self.devices.get(device_id).is_some_and(|d| d.current.is_none()) {
+            self.devices.remove(device_id);
+        }
+    }
+}
+
+fn message(s: Severity) -> String {
+    match s {
+        Severity::Critical => "High risk of failure".into(),
+        Severity::Warning => "Elevated risk of failure".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

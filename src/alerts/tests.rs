@@ -1,0 +1,212 @@
+use super::*;
+
+const MIN: i64 = 60_000;
+
+fn cfg(raise_after: u32, clear_after: u32) -> PolicyConfig {
+    PolicyConfig { threshold: 0.8, warning: None, raise_after, clear_after, hysteresis: 0.1 }
+}
+
+/// Feeds window `i` (1-minute windows) with probability `p` for device "pump-7".
+fn feed(policy: &mut Policy, i: i64, p: f64) -> Vec<Alert> {
+    let features = vec![("Temperature.std".to_owned(), 1.2)];
+    let w = WindowScore {
+        device_id: "pump-7",
+        start_ms: i * MIN,
+        end_ms: (i + 1) * MIN,
+        probability: p,
+        model: "pump-fault",
+        model_version: "3",
+        features: &features,
+    };
+    policy.observe(&w, (i + 1) * MIN + 500)
+}
+
+fn statuses(records: &[Alert]) -> Vec<(Status, Severity)> {
+    records.iter().map(|a| (a.status, a.severity)).collect()
+}
+
+#[test]
+fn one_bad_window_opens_and_two_good_ones_clear() {
+    let mut p = Policy::new(cfg(1, 2));
+    assert!(feed(&mut p, 0, 0.2).is_empty());
+    let opened = feed(&mut p, 1, 0.93);
+    assert_eq!(statuses(&opened), [(Status::Open, Severity::Critical)]);
+    let a = &opened[0];
+    assert_eq!(a.alert_id, "pump-7/1970-01-01T00:01:00Z");
+    assert_eq!((a.window_start_ms, a.window_end_ms, a.raised_at_ms), (MIN, 2 * MIN, 2 * MIN + 500));
+    assert_eq!((a.fault_probability, a.threshold, a.message.as_str()), (0.93, 0.8, "High risk of failure"));
+    assert_eq!(p.open_alerts().count(), 1);
+    assert!(feed(&mut p, 2, 0.85).is_empty(), "still bad: nothing new");
+    assert!(feed(&mut p, 3, 0.1).is_empty(), "one good window is not enough");
+    let cleared = feed(&mut p, 4, 0.1);
+    assert_eq!(statuses(&cleared), [(Status::Cleared, Severity::Critical)]);
+    assert_eq!(cleared[0].alert_id, a.alert_id, "same alert, new record");
+    assert_eq!(p.open_alerts().count(), 0);
+    // A new episode is a new alert.
+    let again = feed(&mut p, 5, 0.9);
+    assert_eq!(again[0].alert_id, "pump-7/1970-01-01T00:05:00Z");
+    assert_eq!(p.counters().raised, [0, 2]);
+    assert_eq!(p.counters().cleared, 1);
+}
+
+#[test]
+fn raise_after_needs_consecutive_bad_windows() {
+    let mut p = Policy::new(cfg(3, 2));
+    for (i, prob) in [0.9, 0.9, 0.5, 0.9, 0.9].into_iter().enumerate() {
+        assert!(feed(&mut p, i as i64, prob).is_empty(), "window {i}");
+    }
+    let opened = feed(&mut p, 5, 0.81);
+    assert_eq!(statuses(&opened), [(Status::Open, Severity::Critical)]);
+    assert_eq!(opened[0].window_start_ms, 5 * MIN, "the window that opened it");
+}
+
+#[test]
+fn a_score_hovering_at_the_threshold_does_not_flap() {
+    let mut p = Policy::new(cfg(1, 2));
+    let mut records = Vec::new();
+    for i in 0..200 {
+        records.extend(feed(&mut p, i, if i % 2 == 0 { 0.81 } else { 0.79 }));
+    }
+    assert_eq!(statuses(&records), [(Status::Open, Severity::Critical)], "0.79 is inside the hysteresis: no clear");
+    // Dipping below the clear level once at a time never clears with clear_after = 2.
+    let mut p = Policy::new(cfg(1, 2));
+    let mut records = Vec::new();
+    for i in 0..200 {
+        records.extend(feed(&mut p, i, if i % 2 == 0 { 0.85 } else { 0.65 }));
+    }
+    assert_eq!(records.len(), 1);
+}
+
+#[test]
+fn severity_bands_and_escalation_in_place() {
+    let mut p = Policy::new(PolicyConfig { warning: Some(0.5), ..cfg(1, 2) });
+    let opened = feed(&mut p, 0, 0.6);
+    assert_eq!(statuses(&opened), [(Status::Open, Severity::Warning)]);
+    assert_eq!((opened[0].threshold, opened[0].message.as_str()), (0.5, "Elevated risk of failure"));
+    assert!(feed(&mut p, 1, 0.7).is_empty());
+    let worse = feed(&mut p, 2, 0.9);
+    assert_eq!(statuses(&worse), [(Status::Open, Severity::Critical)]);
+    assert_eq!(worse[0].alert_id, opened[0].alert_id, "raised in place");
+    assert_eq!((worse[0].threshold, worse[0].fault_probability), (0.8, 0.9));
+    assert!(feed(&mut p, 3, 0.95).is_empty(), "already critical");
+    assert!(feed(&mut p, 4, 0.6).is_empty(), "severity does not fall back while open");
+    // Clearing is relative to the lowest band: below 0.5 - 0.1.
+    assert!(feed(&mut p, 5, 0.45).is_empty() && feed(&mut p, 6, 0.45).is_empty());
+    feed(&mut p, 7, 0.3);
+    assert_eq!(statuses(&feed(&mut p, 8, 0.3)), [(Status::Cleared, Severity::Critical)]);
+    assert_eq!(p.counters().raised, [1, 1]);
+}
+
+#[test]
+fn acknowledged_alerts_stay_until_they_clear() {
+    let mut p = Policy::new(cfg(1, 1));
+    let id = feed(&mut p, 0, 0.9)[0].alert_id.clone();
+    let acked = p.acknowledge(&id, "maria", Some("bearing ordered"), 99).unwrap();
+    assert_eq!(acked.status, Status::Acknowledged);
+    assert_eq!((acked.acknowledged_by.as_deref(), acked.comment.as_deref()), (Some("maria"), Some("bearing ordered")));
+    assert_eq!(p.open_alerts().next().map(|a| a.status), Some(Status::Acknowledged));
+    assert!(feed(&mut p, 1, 0.95).is_empty(), "still bad, still acknowledged");
+    let cleared = feed(&mut p, 2, 0.1);
+    assert_eq!(cleared[0].status, Status::Cleared);
+    assert_eq!(cleared[0].acknowledged_by.as_deref(), Some("maria"));
+    assert_eq!(p.acknowledge(&id, "maria", None, 100), Err(AckError::NotOpen(id.clone())));
+    assert_eq!(p.acknowledge("pump-7/nope", "x", None, 100), Err(AckError::NotOpen("pump-7/nope".into())));
+}
+
+#[test]
+fn late_updates_count_in_window_order() {
+    let mut p = Policy::new(cfg(2, 2));
+    assert!(feed(&mut p, 0, 0.9).is_empty());
+    assert!(feed(&mut p, 1, 0.2).is_empty());
+    assert!(feed(&mut p, 2, 0.9).is_empty());
+    // Window 1 is updated by late readings: now windows 1 and 2 are a bad streak.
+    let opened = feed(&mut p, 1, 0.85);
+    assert_eq!(statuses(&opened), [(Status::Open, Severity::Critical)]);
+    assert_eq!(opened[0].window_start_ms, 2 * MIN, "the newest window of the streak");
+    // An update of a window older than the streaks look at changes nothing.
+    feed(&mut p, 3, 0.9);
+    feed(&mut p, 4, 0.9);
+    assert!(feed(&mut p, 0, 0.1).is_empty());
+    assert_eq!(p.counters().stale, 1);
+    // An update that turns the newest window good counts toward clearing.
+    feed(&mut p, 5, 0.1);
+    assert_eq!(statuses(&feed(&mut p, 4, 0.1)), [(Status::Cleared, Severity::Critical)]);
+}
+
+#[test]
+fn unscored_windows_are_counted_not_judged() {
+    let mut p = Policy::new(cfg(1, 1));
+    assert!(feed(&mut p, 0, f64::NAN).is_empty());
+    assert_eq!(p.counters().unscored, 1);
+    assert_eq!(p.open_alerts().count(), 0);
+}
+
+#[test]
+fn silent_devices_get_an_alert_that_clears_when_they_report() {
+    let mut p = Policy::new(cfg(1, 2));
+    feed(&mut p, 0, 0.1);
+    let a = p.silent("pump-7", MIN, 20 * MIN, "pump-fault", "3").unwrap();
+    assert_eq!(
+        (a.status, a.severity, a.origin, a.message.as_str()),
+        (Status::Open, Severity::Warning, Origin::Silence, "device silent")
+    );
+    assert_eq!(a.alert_id, "pump-7/1970-01-01T00:01:00Z");
+    assert!(a.to_json()["fault_probability"].is_null());
+    assert!(p.silent("pump-7", MIN, 21 * MIN, "pump-fault", "3").is_none(), "one alert at a time");
+    // It comes back with a bad window: the silence clears and a fault alert opens.
+    let records = feed(&mut p, 30, 0.9);
+    assert_eq!(
+        records.iter().map(|a| (a.origin, a.status)).collect::<Vec<_>>(),
+        [(Origin::Silence, Status::Cleared), (Origin::Model, Status::Open)]
+    );
+    // A device with an open fault alert that falls silent keeps that alert.
+    assert!(p.silent("pump-7", 31 * MIN, 50 * MIN, "pump-fault", "3").is_none());
+}
+
+#[test]
+fn state_survives_a_restart() {
+    let mut p = Policy::new(cfg(2, 2));
+    feed(&mut p, 0, 0.9);
+    let saved = serde_json::to_string(p.device_state("pump-7").unwrap()).unwrap();
+    let mut restarted = Policy::new(cfg(2, 2));
+    restarted.restore("pump-7", serde_json::from_str(&saved).unwrap());
+    let opened = feed(&mut restarted, 1, 0.9);
+    assert_eq!(statuses(&opened), [(Status::Open, Severity::Critical)], "the streak carried over");
+    // The alert itself survives too, with its id.
+    let saved = serde_json::to_string(restarted.device_state("pump-7").unwrap()).unwrap();
+    let mut again = Policy::new(cfg(2, 2));
+    again.restore("pump-7", serde_json::from_str(&saved).unwrap());
+    assert_eq!(again.open_alerts().next().map(|a| a.alert_id.as_str()), Some(opened[0].alert_id.as_str()));
+    feed(&mut again, 2, 0.1);
+    assert_eq!(feed(&mut again, 3, 0.1)[0].alert_id, opened[0].alert_id);
+}
+
+#[test]
+fn json_has_the_spec_fields() {
+    let mut p = Policy::new(cfg(1, 1));
+    let a = feed(&mut p, 10, 0.93).remove(0);
+    let j = a.to_json();
+    for key in [
+        "alert_id",
+        "device_id",
+        "status",
+        "severity",
+        "fault_probability",
+        "threshold",
+        "window_start",
+        "window_end",
+        "model",
+        "model_version",
+        "message",
+        "raised_at",
+        "features",
+    ] {
+        assert!(j.get(key).is_some(), "{key} missing in {j}");
+    }
+    assert_eq!(j["status"], "open");
+    assert_eq!(j["severity"], "critical");
+    assert_eq!(j["window_start"], "1970-01-01T00:10:00Z");
+    assert_eq!(j["window_end"], "1970-01-01T00:11:00Z");
+    assert_eq!(j["raised_at"], "1970-01-01T00:11:00.500Z");
+    assert_eq!(j["features"]["Temperature.std"], 1.2);
+}
