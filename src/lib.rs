@@ -8,6 +8,7 @@
 //!
 //! - [`model`]: model packages and the tract runtime (SPEC 3).
 //! - [`alerts`]: the alert policy (SPEC 4).
+//! - [`scoring`]: closed windows → model scores → alert records.
 //! - [`reading`]: `Reading`, the one type every source produces, and the rejection reasons.
 //! - [`decode`]: JSON payloads (SPEC 1) → readings.
 //! - [`clean`]: per-signal range rules.
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod reading;
+pub mod scoring;
 pub mod sources;
 pub mod time;
 pub mod window;

@@ -154,7 +154,7 @@ impl PolicyConfig {
 }
 
 /// A scored window, as the policy sees it.
-#[derive(Debug, Clone)]
+#[derive(Clone, Copy)]
 pub struct WindowScore<'a> {
     pub device_id: &'a str,
     pub start_ms: i64,
@@ -162,7 +162,8 @@ pub struct WindowScore<'a> {
     pub probability: f64,
     pub model: &'a str,
     pub model_version: &'a str,
-    pub features: &'a [(String, f64)],
+    /// The window's feature values, asked for only when a record is made.
+    pub features: &'a dyn Fn() -> Vec<(String, f64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -291,7 +292,7 @@ impl Policy {
                     updated_at_ms: now_ms,
                     acknowledged_by: None,
                     comment: None,
-                    features: w.features.to_vec(),
+                    features: (w.features)(),
                 };
                 self.counters.raised[severity as usize] += 1;
                 out.push(a.clone());
@@ -302,7 +303,7 @@ impl Policy {
                 a.fault_probability = latest.p;
                 a.updated_at_ms = now_ms;
                 a.message = "Cleared: the machine is back to normal".into();
-                a.features = w.features.to_vec();
+                a.features = (w.features)();
                 out.push(a.clone());
                 st.current = None;
                 self.counters.cleared += 1;
@@ -313,7 +314,7 @@ impl Policy {
                 a.fault_probability = latest.p;
                 a.updated_at_ms = now_ms;
                 a.message = message(a.severity);
-                a.features = w.features.to_vec();
+                a.features = (w.features)();
                 self.counters.raised[a.severity as usize] += 1;
                 out.push(a.clone());
             }

@@ -8,7 +8,7 @@ fn cfg(raise_after: u32, clear_after: u32) -> PolicyConfig {
 
 /// Feeds window `i` (1-minute windows) with probability `p` for device "pump-7".
 fn feed(policy: &mut Policy, i: i64, p: f64) -> Vec<Alert> {
-    let features = vec![("Temperature.std".to_owned(), 1.2)];
+    let features = || vec![("Temperature.std".to_owned(), 1.2)];
     let w = WindowScore {
         device_id: "pump-7",
         start_ms: i * MIN,

@@ -74,7 +74,27 @@ pub(super) fn validate(c: &Config, failed: &[String], p: &mut Vec<Problem>) {
     }
     if ok("model") {
         if let Some(m) = &c.model {
-            check_model_dir(&m.path, p);
+            if let Some(model) = check_model_dir(&m.path, p) {
+                // Features of another window length are other features: the
+                // scores would be meaningless without any error.
+                if let Some(w) = model.package.training_window().filter(|w| ok("window") && *w != c.window.size) {
+                    problem(
+                        p,
+                        "window.size",
+                        format!(
+                            "{} but the model was trained on {} windows; set window.size = {:?}",
+                            humantime::format_duration(c.window.size),
+                            humantime::format_duration(w),
+                            humantime::format_duration(w).to_string()
+                        ),
+                    );
+                }
+                if ok("alerts") {
+                    if let Err(e) = crate::scoring::policy_config(&c.alerts, model.package.threshold) {
+                        problem(p, "alerts.threshold", e);
+                    }
+                }
+            }
         }
     }
     if ok("alerts") {
@@ -164,21 +184,21 @@ pub(super) fn validate(c: &Config, failed: &[String], p: &mut Vec<Problem>) {
     }
 }
 
-fn check_model_dir(dir: &Path, p: &mut Vec<Problem>) {
+fn check_model_dir(dir: &Path, p: &mut Vec<Problem>) -> Option<crate::model::Model> {
     if !dir.is_dir() {
         problem(p, "model.path", format!("{} is not a directory", dir.display()));
-        return;
+        return None;
     }
     for f in ["model.toml", "model.onnx"] {
         if !dir.join(f).is_file() {
             problem(p, "model.path", format!("{} has no {f}", dir.display()));
-            return;
+            return None;
         }
     }
     // The daemon would refuse it at start: say so now, with the reason.
-    if let Err(e) = crate::model::Model::load(dir) {
-        problem(p, "model.path", format!("the package is refused: {}", crate::error_chain(&e)));
-    }
+    crate::model::Model::load(dir)
+        .map_err(|e| problem(p, "model.path", format!("the package is refused: {}", crate::error_chain(&e))))
+        .ok()
 }
 
 fn check_host_port(hp: &str) -> Result<(), String> {

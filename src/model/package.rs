@@ -93,6 +93,14 @@ pub struct Package {
     pub training: Option<toml::Table>,
 }
 
+impl Package {
+    /// The window size the model was trained on (`[training] window`), if stated.
+    pub fn training_window(&self) -> Option<std::time::Duration> {
+        let w = self.training.as_ref()?.get("window")?.as_str()?;
+        humantime::parse_duration(w).ok()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
     #[error("{path}")]
