@@ -6,11 +6,13 @@
 //! - `onnx_ops` — the tract operators built on them, plus `Scaler` and `ZipMap`.
 //! - [`runtime`] — [`Model`], a loaded and checked package.
 
+pub mod handle;
 mod onnx_ops;
 pub mod package;
 pub mod runtime;
 pub mod score;
 pub mod trees;
 
+pub use handle::{ModelHandle, Reload};
 pub use package::{OutputKind, Package};
 pub use runtime::{Model, ModelError};

@@ -1,0 +1,121 @@
+//! The running model, swapped without a restart.
+//!
+//! [`ModelHandle::reload_if_changed`] looks at the package's files (their
+//! contents, not their times, so a copy that keeps the mtime is seen too);
+//! when they changed it loads and checks the new package and, only if it
+//! is valid, swaps the `Arc` the scoring stage reads between batches. A bad
+//! package is refused and the running model stays; the refusal is reported
+//! once per content, not at every look. The version that was replaced is
+//! kept for [`ModelHandle::rollback`].
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::{Model, ModelError};
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    /// The files are as they were.
+    Unchanged,
+    /// A new package is running; `(name, version)` before and after.
+    Swapped { from: (String, String), to: (String, String) },
+    /// The files changed but the package is refused; the running one stays.
+    Refused(String),
+    /// Refused before, and still the same bad files.
+    StillRefused,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind: keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The package's content fingerprint; `None` when a file cannot be read.
+fn fingerprint(dir: &Path) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in ["model.toml", "model.onnx"] {
+        std::fs::read(dir.join(f)).ok()?.hash(&mut h);
+    }
+    Some(h.finish())
+}
+
+fn id(m: &Model) -> (String, String) {
+    (m.package.name.clone(), m.package.version.clone())
+}
+
+/// The current model, the previous one, and what the package directory held when last looked at.
+#[derive(Debug)]
+pub struct ModelHandle {
+    dir: PathBuf,
+    current: RwLock<Arc<Model>>,
+    previous: Mutex<Option<Arc<Model>>>,
+    /// (fingerprint last looked at, whether it was refused)
+    seen: Mutex<(Option<u64>, bool)>,
+}
+
+impl ModelHandle {
+    /// Loads the package in `dir`; an error here means there is no model to run.
+    pub fn load(dir: &Path) -> Result<ModelHandle, ModelError> {
+        let seen = fingerprint(dir);
+        let model = Model::load(dir)?;
+        Ok(ModelHandle {
+            dir: dir.to_owned(),
+            current: RwLock::new(Arc::new(model)),
+            previous: Mutex::new(None),
+            seen: Mutex::new((seen, false)),
+        })
+    }
+
+    /// The model to score the next batch with.
+    pub fn current(&self) -> Arc<Model> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The version a rollback would return to.
+    pub fn previous(&self) -> Option<Arc<Model>> {
+        lock(&self.previous).clone()
+    }
+
+    /// Loads the package again if its files changed since the last look.
+    pub fn reload_if_changed(&self) -> Reload {
+        let now = fingerprint(&self.dir);
+        let mut seen = lock(&self.seen);
+        if now == seen.0 {
+            return if seen.1 { Reload::StillRefused } else { Reload::Unchanged };
+        }
+        *seen = (now, false);
+        drop(seen);
+        let outcome = self.reload();
+        if matches!(outcome, Reload::Refused(_)) {
+            lock(&self.seen).1 = true;
+        }
+        outcome
+    }
+
+    /// Loads the package now (SIGHUP); a valid one replaces the running model.
+    pub fn reload(&self) -> Reload {
+        match Model::load(&self.dir) {
+            Err(e) => Reload::Refused(crate::error_chain(&e)),
+            Ok(m) => {
+                let new = Arc::new(m);
+                let old = std::mem::replace(&mut *self.current.write().unwrap_or_else(|e| e.into_inner()), new.clone());
+                let outcome = Reload::Swapped { from: id(&old), to: id(&new) };
+                *lock(&self.previous) = Some(old);
+                outcome
+            }
+        }
+    }
+
+    /// Returns to the previous model; the one it replaces becomes the
+    /// previous, so a second rollback undoes the first.
+    pub fn rollback(&self) -> Result<(String, String), String> {
+        let mut prev = lock(&self.previous);
+        let back = prev.take().ok_or("no previous model to roll back to")?;
+        let to = id(&back);
+        let replaced = std::mem::replace(&mut *self.current.write().unwrap_or_else(|e| e.into_inner()), back);
+        *prev = Some(replaced);
+        Ok(to)
+    }
+}
