@@ -6,9 +6,10 @@
 //! from one call site (about once a second, and before a scrape), so there
 //! is no label lookup per reading.
 
-use metrics::{counter, describe_counter, describe_gauge, gauge};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
 
 use crate::pipeline::Pipeline;
+use crate::scoring::Scorer;
 use crate::window::Limit;
 
 pub const READINGS_TOTAL: &str = "faultline_readings_total";
@@ -24,6 +25,11 @@ pub const DEVICES_FORGOTTEN_TOTAL: &str = "faultline_devices_forgotten_total";
 pub const OPEN_WINDOWS: &str = "faultline_open_windows";
 pub const LATE_STORE_SIZE: &str = "faultline_late_store_size";
 pub const QUARANTINE_SIZE: &str = "faultline_quarantine_size";
+pub const INFERENCE_SECONDS: &str = "faultline_inference_seconds";
+pub const ALERTS_TOTAL: &str = "faultline_alerts_total";
+pub const ALERTS_CLEARED_TOTAL: &str = "faultline_alerts_cleared_total";
+pub const WINDOWS_UNSCORED_TOTAL: &str = "faultline_windows_unscored_total";
+pub const MODEL_INFO: &str = "faultline_model_info";
 
 /// Registers help texts; call once after installing a recorder.
 pub fn describe() {
@@ -40,6 +46,11 @@ pub fn describe() {
     describe_gauge!(OPEN_WINDOWS, "Windows open over all devices.");
     describe_gauge!(LATE_STORE_SIZE, "Late readings held in the late store.");
     describe_gauge!(QUARANTINE_SIZE, "Refused payloads held in the quarantine.");
+    describe_histogram!(INFERENCE_SECONDS, Unit::Seconds, "Time of one tract run over a batch of closed windows.");
+    describe_counter!(ALERTS_TOTAL, "Alerts raised (opened or escalated), by severity.");
+    describe_counter!(ALERTS_CLEARED_TOTAL, "Alerts cleared.");
+    describe_counter!(WINDOWS_UNSCORED_TOTAL, "Windows whose score was NaN (missing features and no fill).");
+    describe_gauge!(MODEL_INFO, "The running model package: 1 for its name and version.");
 }
 
 /// Copies the pipeline's counters into the metrics registry.
@@ -67,6 +78,21 @@ pub fn publish_pipeline(p: &Pipeline) {
     gauge!(OPEN_WINDOWS).set(e.open_window_count() as f64);
     gauge!(LATE_STORE_SIZE).set(e.late_store().len() as f64);
     gauge!(QUARANTINE_SIZE).set(p.quarantine().len() as f64);
+}
+
+/// Copies the scoring stage's counters and the model's identity into the registry.
+pub fn publish_scoring(s: &Scorer) {
+    let c = s.policy().counters();
+    for sev in [crate::alerts::Severity::Warning, crate::alerts::Severity::Critical] {
+        counter!(ALERTS_TOTAL, "severity" => sev.as_str()).absolute(c.raised[sev as usize]);
+    }
+    counter!(ALERTS_CLEARED_TOTAL).absolute(c.cleared);
+    counter!(WINDOWS_UNSCORED_TOTAL).absolute(c.unscored);
+    for (name, version) in s.retired() {
+        gauge!(MODEL_INFO, "name" => name.to_string(), "version" => version.to_string()).set(0.0);
+    }
+    let p = &s.model().package;
+    gauge!(MODEL_INFO, "name" => p.name.clone(), "version" => p.version.clone()).set(1.0);
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::alerts::{Alert, Policy, PolicyConfig, WindowScore};
 use crate::config::AlertsConfig;
 use crate::model::{Model, ModelError, OutputKind};
-use crate::window::ClosedWindow;
+use crate::window::{ClosedWindow, Trigger};
 
 /// One window's score.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,12 +61,14 @@ pub struct Scorer {
     version: Arc<str>,
     policy: Policy,
     rows: Vec<f32>,
+    /// Models swapped out, newest last (a few), so their info series can go to 0.
+    retired: Vec<(Arc<str>, Arc<str>)>,
 }
 
 impl Scorer {
     pub fn new(model: Arc<Model>, policy: PolicyConfig) -> Self {
         let (name, version) = (Arc::from(model.package.name.as_str()), Arc::from(model.package.version.as_str()));
-        Scorer { model, name, version, policy: Policy::new(policy), rows: Vec::new() }
+        Scorer { model, name, version, policy: Policy::new(policy), rows: Vec::new(), retired: Vec::new() }
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -75,9 +77,21 @@ impl Scorer {
 
     /// Swaps the model between batches (hot reload, rollback).
     pub fn set_model(&mut self, model: Arc<Model>) {
+        if Arc::ptr_eq(&model, &self.model) {
+            return;
+        }
+        self.retired.push((self.name.clone(), self.version.clone()));
+        if self.retired.len() > 8 {
+            self.retired.remove(0);
+        }
         self.name = Arc::from(model.package.name.as_str());
         self.version = Arc::from(model.package.version.as_str());
         self.model = model;
+    }
+
+    /// Models this scorer ran before the current one (name, version).
+    pub fn retired(&self) -> &[(Arc<str>, Arc<str>)] {
+        &self.retired
     }
 
     pub fn policy(&self) -> &Policy {
@@ -100,7 +114,9 @@ impl Scorer {
         for w in windows {
             m.assemble(w, &mut self.rows);
         }
+        let started = std::time::Instant::now();
         let scores = m.run(&self.rows, windows.len())?;
+        metrics::histogram!(crate::metrics::INFERENCE_SECONDS).record(started.elapsed().as_secs_f64());
         let width = m.width();
         for (i, (w, score)) in windows.iter().zip(scores).enumerate() {
             batch.results.push(WindowResult {
@@ -128,6 +144,13 @@ impl Scorer {
                 features: &features,
             };
             batch.alerts.extend(self.policy.observe(&ws, now_ms).into_iter().map(|a| (i, a)));
+            // The engine closes a device's windows on processing time only
+            // when it stopped reporting: the machine may have died.
+            if w.trigger == Trigger::Idle {
+                if let Some(a) = self.policy.silent(&w.device_id, w.end_ms, now_ms, &self.name, &self.version) {
+                    batch.alerts.push((i, a));
+                }
+            }
         }
         Ok(batch)
     }
