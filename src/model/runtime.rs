@@ -296,3 +296,10 @@ impl Model {
         self.run(&rows, windows.len())
     }
 }
+
+// The daemon shares models across threads (sources, scoring, HTTP).
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<Model>();
+    shareable::<super::ModelHandle>();
+};
