@@ -5,9 +5,12 @@
 //! One test function only: the allocator counts the whole process, so the
 //! two measurements run one after the other, never in parallel threads.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
+use common::SKAB_SIGNALS;
 use faultline::clean::Cleaning;
 use faultline::decode::DecodeLimits;
 use faultline::pipeline::Pipeline;
@@ -44,17 +47,6 @@ fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
 }
 
-const SIGNALS: [&str; 8] = [
-    "Accelerometer1RMS",
-    "Accelerometer2RMS",
-    "Current",
-    "Pressure",
-    "Temperature",
-    "Thermocouple",
-    "Voltage",
-    "Volume Flow RateRMS",
-];
-
 fn pipeline(max_devices: usize) -> Pipeline {
     // The SPEC's defaults: 5-minute windows, 10 s out of order, 1 minute late.
     let spec = WindowSpec {
@@ -68,7 +60,7 @@ fn pipeline(max_devices: usize) -> Pipeline {
 }
 
 fn reading(device: &str, ts_ms: i64) -> String {
-    let values: Vec<String> = SIGNALS.iter().enumerate().map(|(i, s)| format!("\"{s}\":{}.5", i + 1)).collect();
+    let values: Vec<String> = SKAB_SIGNALS.iter().enumerate().map(|(i, s)| format!("\"{s}\":{}.5", i + 1)).collect();
     format!(r#"{{"device_id":"{device}","ts":{ts_ms},"values":{{{}}}}}"#, values.join(","))
 }
 

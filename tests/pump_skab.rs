@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::shared_data;
+use common::{shared_data, SKAB_SIGNALS};
 use faultline::alerts::Status;
 use faultline::clean::Cleaning;
 use faultline::config::AlertsConfig;
@@ -19,17 +19,6 @@ use faultline::scoring::{policy_config, Scorer};
 use faultline::sources::file::{CsvOptions, CsvReader, DeviceFrom};
 use faultline::time::format_rfc3339;
 use faultline::window::{Engine, StateLimits, WindowSpec};
-
-const SIGNALS: [&str; 8] = [
-    "Accelerometer1RMS",
-    "Accelerometer2RMS",
-    "Current",
-    "Pressure",
-    "Temperature",
-    "Thermocouple",
-    "Voltage",
-    "Volume Flow RateRMS",
-];
 
 /// The held-out runs in the training script's order.
 fn heldout(data: &Path) -> Vec<std::path::PathBuf> {
@@ -75,7 +64,7 @@ fn heldout_runs_give_the_reported_alerts() {
             time_column: Some("datetime".into()),
             device: DeviceFrom::Fixed(device.clone()),
             delimiter: b';',
-            signals: Some(SIGNALS.iter().map(|s| s.to_string()).collect()),
+            signals: Some(SKAB_SIGNALS.iter().map(|s| s.to_string()).collect()),
             label_column: None,
         };
         let mut reader = CsvReader::open(&path, &opts).expect("held-out run");

@@ -6,6 +6,18 @@ pub mod onnx;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// SKAB's eight sensor signals, in file order.
+pub const SKAB_SIGNALS: [&str; 8] = [
+    "Accelerometer1RMS",
+    "Accelerometer2RMS",
+    "Current",
+    "Pressure",
+    "Temperature",
+    "Thermocouple",
+    "Voltage",
+    "Volume Flow RateRMS",
+];
+
 /// Runs the `faultline` binary built for this test run.
 pub fn faultline(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_faultline"))
