@@ -219,6 +219,11 @@ def main():
         # 2. The model: all training runs, exported with skl2onnx's defaults.
         model = make_model(kind).fit(X, y)
         onx = to_onnx(model, X[:1])
+        # skl2onnx lists opsets in set order (random per process): sort them,
+        # so the same data gives the same bytes.
+        opsets = sorted(onx.opset_import, key=lambda o: o.domain)
+        del onx.opset_import[:]
+        onx.opset_import.extend(opsets)
         with open(os.path.join(args.out, "model.onnx"), "wb") as f:
             f.write(onx.SerializeToString())
         normal = X[~y]
