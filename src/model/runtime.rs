@@ -126,19 +126,15 @@ impl Model {
             ))
         })?;
         let fact = typed.output_fact(0).map_err(|e| onnx_err(format!("{e:#}")))?.clone();
-        let columns = match fact.shape.as_concrete() {
-            Some(_) | None => match fact.shape.dims() {
-                [_] => 1,
-                [_, c] => {
-                    c.to_usize().map_err(|_| check(format!("output {:?} has a symbolic width", package.output)))?
-                }
-                other => {
-                    return Err(check(format!(
-                        "output {:?} has shape {other:?}; expected [batch], [batch, 1] or [batch, k]",
-                        package.output
-                    )))
-                }
-            },
+        let columns = match fact.shape.dims() {
+            [_] => 1,
+            [_, c] => c.to_usize().map_err(|_| check(format!("output {:?} has a symbolic width", package.output)))?,
+            other => {
+                return Err(check(format!(
+                    "output {:?} has shape {other:?}; expected [batch], [batch, 1] or [batch, k]",
+                    package.output
+                )))
+            }
         };
         if !fact.datum_type.is_float() {
             return Err(check(format!(
