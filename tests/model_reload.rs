@@ -52,3 +52,31 @@ fn swap_refuse_and_roll_back() {
     let fresh = ModelHandle::load(&dir).expect("loads");
     assert_eq!(fresh.rollback(), Err("no previous model to roll back to".into()));
 }
+
+#[test]
+fn the_watcher_swaps_a_dropped_in_package_by_itself() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("pump");
+    package(&dir, &logistic(&[1.0, 0.0], 0.0, Some(2)), &toml("1"));
+    let h = std::sync::Arc::new(ModelHandle::load(&dir).expect("v1 loads"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let watcher = h.watch(std::time::Duration::from_millis(20), move |r| {
+        let _ = tx.send(r.clone());
+    });
+    let watcher = watcher.expect("thread starts");
+    std::fs::write(dir.join("model.onnx"), b"not yet").expect("write");
+    let refused = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the watcher reports");
+    assert!(matches!(refused, Reload::Refused(_)), "{refused:?}");
+    package(&dir, &logistic(&[-1.0, 0.0], 0.0, Some(2)), &toml("2"));
+    // The files land one after the other, each truncated then written, so the
+    // watcher may see half-written states: refused, or valid (new weights, old
+    // model.toml) and swapped in. Version 2 must win in the end.
+    while h.current().package.version != "2" {
+        rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the watcher reports");
+    }
+    watcher.stop();
+    // Stopped: further changes are not picked up.
+    package(&dir, &logistic(&[2.0, 0.0], 0.0, Some(2)), &toml("3"));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(h.current().package.version, "2");
+}

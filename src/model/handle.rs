@@ -119,3 +119,62 @@ impl ModelHandle {
         Ok(to)
     }
 }
+
+/// A running watcher; dropping it (or [`Watcher::stop`]) stops the thread.
+#[derive(Debug)]
+pub struct Watcher {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watcher {
+    /// Stops the thread and waits for it (at most one interval).
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl ModelHandle {
+    /// Looks at the package every `interval` on a thread of its own and
+    /// swaps in a changed, valid package; `on_change` hears of every swap
+    /// and refusal (the daemon logs it and updates its metrics).
+    pub fn watch(
+        self: &Arc<Self>,
+        interval: std::time::Duration,
+        on_change: impl Fn(&Reload) + Send + 'static,
+    ) -> std::io::Result<Watcher> {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (handle, flag) = (Arc::clone(self), Arc::clone(&stop));
+        let thread = std::thread::Builder::new().name("model-watch".into()).spawn(move || {
+            // Sleep in short steps so a stop is noticed quickly.
+            let step = interval.min(std::time::Duration::from_millis(100));
+            let mut waited = std::time::Duration::ZERO;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(step);
+                waited += step;
+                if waited < interval {
+                    continue;
+                }
+                waited = std::time::Duration::ZERO;
+                let r = handle.reload_if_changed();
+                if matches!(r, Reload::Swapped { .. } | Reload::Refused(_)) {
+                    on_change(&r);
+                }
+            }
+        })?;
+        Ok(Watcher { stop, thread: Some(thread) })
+    }
+}

@@ -13,6 +13,6 @@ pub mod runtime;
 pub mod score;
 pub mod trees;
 
-pub use handle::{ModelHandle, Reload};
+pub use handle::{ModelHandle, Reload, Watcher};
 pub use package::{OutputKind, Package};
 pub use runtime::{Model, ModelError};
