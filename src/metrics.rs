@@ -46,7 +46,7 @@ pub fn describe() {
     describe_gauge!(OPEN_WINDOWS, "Windows open over all devices.");
     describe_gauge!(LATE_STORE_SIZE, "Late readings held in the late store.");
     describe_gauge!(QUARANTINE_SIZE, "Refused payloads held in the quarantine.");
-    describe_histogram!(INFERENCE_SECONDS, Unit::Seconds, "Time of one tract run over a batch of closed windows.");
+    describe_histogram!(INFERENCE_SECONDS, Unit::Seconds, "Time to assemble the features of a batch of closed windows and run the model on it.");
     describe_counter!(ALERTS_TOTAL, "Alerts raised (opened or escalated), by severity.");
     describe_counter!(ALERTS_CLEARED_TOTAL, "Alerts cleared.");
     describe_counter!(WINDOWS_UNSCORED_TOTAL, "Windows whose score was NaN (missing features and no fill).");

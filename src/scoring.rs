@@ -110,12 +110,8 @@ impl Scorer {
             return Ok(batch);
         }
         let m = &self.model;
-        self.rows.clear();
-        for w in windows {
-            m.assemble(w, &mut self.rows);
-        }
         let started = std::time::Instant::now();
-        let scores = m.run(&self.rows, windows.len())?;
+        let scores = m.score_rows(windows, &mut self.rows)?;
         metrics::histogram!(crate::metrics::INFERENCE_SECONDS).record(started.elapsed().as_secs_f64());
         let width = m.width();
         for (i, (w, score)) in windows.iter().zip(scores).enumerate() {

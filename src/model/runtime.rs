@@ -285,11 +285,18 @@ impl Model {
 
     /// Scores windows in one batch.
     pub fn score(&self, windows: &[ClosedWindow]) -> Result<Vec<f32>, ModelError> {
-        let mut rows = Vec::with_capacity(windows.len() * self.width);
+        self.score_rows(windows, &mut Vec::new())
+    }
+
+    /// Scores windows in one batch, leaving their input rows in `rows`
+    /// (cleared first) for a caller that reports the feature values too.
+    pub fn score_rows(&self, windows: &[ClosedWindow], rows: &mut Vec<f32>) -> Result<Vec<f32>, ModelError> {
+        rows.clear();
+        rows.reserve(windows.len() * self.width);
         for w in windows {
-            self.assemble(w, &mut rows);
+            self.assemble(w, rows);
         }
-        self.run(&rows, windows.len())
+        self.run(rows, windows.len())
     }
 }
 

@@ -430,8 +430,7 @@ impl Ensemble {
             .then(|| {
                 leaf_start
                     .windows(2)
-                    .zip(&leaves)
-                    .map(|(r, _)| {
+                    .map(|r| {
                         let w = &weights[r[0] as usize..r[1] as usize];
                         (w.len() == 1 && w[0].0 == 0).then(|| w[0].1)
                     })
