@@ -167,6 +167,8 @@ struct Window {
 #[derive(Debug)]
 struct Device {
     id: Arc<str>,
+    /// Changed since the last [`Engine::take_changes`].
+    dirty: bool,
     max_ts: i64,
     last_seen_ms: i64,
     signals: Vec<Signal>,
@@ -242,6 +244,9 @@ pub struct Engine {
     devices: DeviceMap,
     late: LateStore,
     counters: EngineCounters,
+    /// Devices changed since the last [`Engine::take_changes`], and devices forgotten.
+    changed: Vec<Arc<str>>,
+    forgotten: Vec<Arc<str>>,
 }
 
 impl Engine {
@@ -255,6 +260,8 @@ impl Engine {
             devices: DeviceMap::default(),
             late: LateStore::new(limits.late_store),
             counters: EngineCounters::default(),
+            changed: Vec::new(),
+            forgotten: Vec::new(),
         }
     }
 
@@ -307,6 +314,7 @@ impl Engine {
                 }
                 let dev = Device {
                     id: Arc::from(device_id),
+                    dirty: false,
                     max_ts: i64::MIN,
                     last_seen_ms: now_ms,
                     signals: Vec::new(),
@@ -316,6 +324,10 @@ impl Engine {
                 self.devices.entry(Box::from(device_id)).or_insert(dev)
             }
         };
+        if !dev.dirty {
+            dev.dirty = true;
+            self.changed.push(dev.id.clone());
+        }
         let mut cx = Cx {
             spec: &self.spec,
             limits: &self.limits,
@@ -345,7 +357,13 @@ impl Engine {
         let mut closed = 0;
         for dev in self.devices.values_mut() {
             let silent = now_ms.saturating_sub(dev.last_seen_ms);
-            if silent >= spec.idle_timeout_ms && !dev.open.is_empty() {
+            let idle = silent >= spec.idle_timeout_ms && !dev.open.is_empty();
+            let expire = silent >= spec.idle_timeout_ms.saturating_add(spec.allowed_lateness_ms) && !dev.closed.is_empty();
+            if (idle || expire) && !dev.dirty {
+                dev.dirty = true;
+                self.changed.push(dev.id.clone());
+            }
+            if idle {
                 for w in std::mem::take(&mut dev.open) {
                     out.push(emit(dev, &w, spec.size_ms, false, Trigger::Idle));
                     closed += 1;
@@ -356,7 +374,7 @@ impl Engine {
             // the same grace in processing time, then move the watermark past
             // what was closed, so a straggler for an expired window is late
             // instead of opening the same window a second time.
-            if silent >= spec.idle_timeout_ms.saturating_add(spec.allowed_lateness_ms) {
+            if expire {
                 if let Some(last) = dev.closed.last() {
                     let wm = last.start.saturating_add(spec.size_ms).saturating_add(spec.allowed_lateness_ms);
                     dev.max_ts = dev.max_ts.max(wm.saturating_add(spec.max_out_of_orderness_ms));
@@ -366,9 +384,69 @@ impl Engine {
         }
         self.counters.windows_closed += closed;
         let before = self.devices.len();
-        self.devices
-            .retain(|_, d| !(d.open.is_empty() && d.closed.is_empty() && now_ms.saturating_sub(d.last_seen_ms) >= ttl));
+        let forgotten = &mut self.forgotten;
+        self.devices.retain(|_, d| {
+            let keep = !(d.open.is_empty() && d.closed.is_empty() && now_ms.saturating_sub(d.last_seen_ms) >= ttl);
+            if !keep {
+                forgotten.push(d.id.clone());
+            }
+            keep
+        });
         self.counters.devices_forgotten += (before - self.devices.len()) as u64;
+    }
+
+    /// What changed since the last call: snapshots of the devices whose
+    /// state changed and the ids of devices forgotten, for a checkpoint.
+    /// A device forgotten and seen again is in both lists: apply
+    /// `forgotten` first.
+    pub fn take_changes(&mut self) -> Changes {
+        let mut changes = Changes::default();
+        for id in std::mem::take(&mut self.changed) {
+            match self.devices.get_mut(&*id) {
+                Some(dev) => {
+                    dev.dirty = false;
+                    changes.updated.push(snapshot(dev));
+                }
+                None => {} // forgotten since: in `self.forgotten`
+            }
+        }
+        changes.forgotten.append(&mut self.forgotten);
+        changes
+    }
+
+    /// Every device's state (for a full checkpoint or a test).
+    pub fn snapshot_all(&self) -> Vec<DeviceSnapshot> {
+        self.devices.values().map(snapshot).collect()
+    }
+
+    /// Puts back a device from a checkpoint, replacing any state it had.
+    /// Devices past `max_devices` are refused (returns false).
+    pub fn restore(&mut self, s: DeviceSnapshot) -> bool {
+        if !self.devices.contains_key(s.id.as_str()) && self.devices.len() >= self.limits.max_devices {
+            self.counters.limit_hits[Limit::Devices as usize] += 1;
+            return false;
+        }
+        let signals = s
+            .signals
+            .into_iter()
+            .map(|name| Signal { rule: self.cleaning.rule_for(&name), name: Arc::from(name) })
+            .collect();
+        let window = |w: WindowSnapshot| Window { start: w.start, stats: w.stats };
+        let mut open: Vec<Window> = s.open.into_iter().map(window).collect();
+        let mut closed: Vec<Window> = s.closed.into_iter().map(window).collect();
+        open.sort_by_key(|w| w.start);
+        closed.sort_by_key(|w| w.start);
+        let dev = Device {
+            id: Arc::from(s.id.as_str()),
+            dirty: false,
+            max_ts: s.max_ts,
+            last_seen_ms: s.last_seen_ms,
+            signals,
+            open,
+            closed,
+        };
+        self.devices.insert(Box::from(s.id.as_str()), dev);
+        true
     }
 
     /// Closes every open window (end of an offline input).
@@ -381,6 +459,46 @@ impl Engine {
                 insert_sorted(&mut dev.closed, w);
             }
         }
+    }
+}
+
+/// One device's window state as a checkpoint stores it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceSnapshot {
+    pub id: String,
+    /// Largest event time seen (`i64::MIN`: none yet).
+    pub max_ts: i64,
+    /// Processing time of the last reading.
+    pub last_seen_ms: i64,
+    /// Signal names in first-seen order; window statistics are indexed alike.
+    pub signals: Vec<String>,
+    pub open: Vec<WindowSnapshot>,
+    pub closed: Vec<WindowSnapshot>,
+}
+
+/// One window of a [`DeviceSnapshot`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WindowSnapshot {
+    pub start: i64,
+    pub stats: Vec<SignalStats>,
+}
+
+/// What [`Engine::take_changes`] returns.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub updated: Vec<DeviceSnapshot>,
+    pub forgotten: Vec<Arc<str>>,
+}
+
+fn snapshot(dev: &Device) -> DeviceSnapshot {
+    let window = |w: &Window| WindowSnapshot { start: w.start, stats: w.stats.clone() };
+    DeviceSnapshot {
+        id: dev.id.to_string(),
+        max_ts: dev.max_ts,
+        last_seen_ms: dev.last_seen_ms,
+        signals: dev.signals.iter().map(|s| s.name.to_string()).collect(),
+        open: dev.open.iter().map(window).collect(),
+        closed: dev.closed.iter().map(window).collect(),
     }
 }
 
@@ -847,6 +965,47 @@ mod tests {
             items.sort_by_key(|i| i.0);
             items.into_iter().map(|(_, ts, x)| Arrival { ts, x }).collect()
         })
+    }
+
+    /// A restored engine continues exactly where the snapshot left off.
+    #[test]
+    fn a_restored_engine_continues_bit_for_bit() {
+        let sp = WindowSpec { size_ms: MIN, max_out_of_orderness_ms: 5 * S, allowed_lateness_ms: MIN, idle_timeout_ms: 10 * MIN };
+        let mut a = Engine::new(sp, StateLimits::default(), Cleaning::default());
+        let mut out_a = Vec::new();
+        let mut feed = |e: &mut Engine, from: i64, to: i64, out: &mut Vec<ClosedWindow>| {
+            for i in from..to {
+                let dev = if i % 3 == 0 { "p1" } else { "p2" };
+                let x = (i as f64 * 0.37).sin() * 10.0 + 1e6;
+                e.record(dev, i * 7 * S, [("a", x), ("b", -x)], i, out);
+            }
+        };
+        feed(&mut a, 0, 40, &mut out_a);
+        let changes = a.take_changes();
+        assert_eq!(changes.updated.len(), 2);
+        assert!(a.take_changes().updated.is_empty(), "nothing changed since");
+        let mut b = Engine::new(sp, StateLimits::default(), Cleaning::default());
+        for s in changes.updated {
+            assert!(b.restore(s));
+        }
+        let (mut rest_a, mut rest_b) = (Vec::new(), Vec::new());
+        feed(&mut a, 40, 90, &mut rest_a);
+        feed(&mut b, 40, 90, &mut rest_b);
+        a.flush(&mut rest_a);
+        b.flush(&mut rest_b);
+        assert!(!rest_a.is_empty());
+        let key = |w: &ClosedWindow| (w.device_id.clone(), w.start_ms, w.update);
+        rest_a.sort_by_key(key);
+        rest_b.sort_by_key(key);
+        assert_eq!(format!("{rest_a:?}"), format!("{rest_b:?}"));
+        // Only the devices that changed are in the next checkpoint; a forgotten one is named.
+        let mut c = Engine::new(sp, StateLimits { device_ttl_ms: 0, ..StateLimits::default() }, Cleaning::default());
+        c.record("gone", 0, [("a", 1.0)], 0, &mut Vec::new());
+        c.take_changes();
+        c.close_idle(20 * MIN, &mut Vec::new());
+        c.close_idle(40 * MIN, &mut Vec::new());
+        let ch = c.take_changes();
+        assert_eq!(ch.forgotten, vec![Arc::<str>::from("gone")]);
     }
 
     proptest! {

@@ -20,8 +20,9 @@ pub fn stat_index(name: &str) -> Option<usize> {
     STAT_NAMES.iter().position(|s| *s == name)
 }
 
-/// Running statistics of one signal in one window.
-#[derive(Debug, Clone, PartialEq)]
+/// Running statistics of one signal in one window. Serialisable as is, so
+/// a checkpoint restores a window bit for bit.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SignalStats {
     n: u64,
     /// Shift: the first value seen; the moments below are of `x - shift`.
