@@ -19,18 +19,24 @@
 //! - [`config`]: the TOML configuration (SPEC 6) and its validation.
 //! - [`metrics`]: every metric name in one place.
 //! - [`time`]: RFC 3339 / epoch-millisecond event times.
+//! - [`state`]: the sled database: checkpoints of window and alert state, source positions, the alert outbox.
+//! - [`daemon`]: `faultline run`: sources (MQTT, Kafka), the processing loop, checkpoints, the alert sink.
+//! - [`replay`]: `faultline replay`: a data set published as readings over MQTT or Kafka.
 
 pub mod alerts;
 pub mod clean;
 pub mod config;
+pub mod daemon;
 pub mod decode;
 pub mod features;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod reading;
+pub mod replay;
 pub mod scoring;
 pub mod sources;
+pub mod state;
 pub mod time;
 pub mod window;
 

@@ -46,10 +46,7 @@ enum Command {
     #[command(subcommand)]
     Model(ModelCommand),
     /// Publish a data set as sensor readings over MQTT or Kafka.
-    Replay {
-        #[arg(long)]
-        input: PathBuf,
-    },
+    Replay(Box<ReplayArgs>),
 }
 
 #[derive(Subcommand)]
@@ -82,6 +79,25 @@ struct FeaturesArgs {
     /// Window size, like "1m" or "5m" (default: window.size of --config).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     window: Option<std::time::Duration>,
+    #[command(flatten)]
+    csv: CsvArgs,
+    /// Label column; the output gets its maximum over each window.
+    #[arg(long, value_name = "C")]
+    label_column: Option<String>,
+    /// Take [window] and [cleaning] from this daemon configuration, so features match what it computes.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Out-of-orderness bound (default: 0s, or window.max_out_of_orderness of --config).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    max_out_of_orderness: Option<std::time::Duration>,
+    /// Allowed lateness (default: 0s, or window.allowed_lateness of --config).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    allowed_lateness: Option<std::time::Duration>,
+}
+
+/// How to read an input CSV: shared by `features` and `replay`.
+#[derive(clap::Args)]
+struct CsvArgs {
     /// Time column: RFC 3339 (no offset = UTC) or epoch milliseconds [default: the first column].
     #[arg(long, value_name = "C")]
     time_column: Option<String>,
@@ -97,18 +113,62 @@ struct FeaturesArgs {
     /// Signal columns, comma separated, in output order [default: every numeric column but time, device and label].
     #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
     signals: Option<Vec<String>>,
-    /// Label column; the output gets its maximum over each window.
-    #[arg(long, value_name = "C")]
-    label_column: Option<String>,
-    /// Take [window] and [cleaning] from this daemon configuration, so features match what it computes.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Out-of-orderness bound (default: 0s, or window.max_out_of_orderness of --config).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    max_out_of_orderness: Option<std::time::Duration>,
-    /// Allowed lateness (default: 0s, or window.allowed_lateness of --config).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    allowed_lateness: Option<std::time::Duration>,
+}
+
+impl CsvArgs {
+    fn options(self, input: &Path, label_column: Option<String>) -> CsvOptions {
+        let device = match (self.device, self.device_column) {
+            (_, Some(c)) => DeviceFrom::Column(c),
+            (Some(d), None) => DeviceFrom::Fixed(d),
+            (None, None) => DeviceFrom::Fixed(
+                input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "device".into()),
+            ),
+        };
+        CsvOptions {
+            time_column: self.time_column,
+            device,
+            delimiter: self.delimiter,
+            signals: self.signals,
+            label_column,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// Input: CSV (read with the options below) or JSON lines (`.jsonl`, one reading or batch per line).
+    #[arg(long, value_name = "CSV|JSONL")]
+    input: PathBuf,
+    #[command(flatten)]
+    csv: CsvArgs,
+    /// MQTT broker, mqtt://host:port (QoS 1).
+    #[arg(long, value_name = "URL", conflicts_with = "kafka", required_unless_present = "kafka")]
+    mqtt: Option<String>,
+    /// Kafka bootstrap brokers, host:port[,host:port].
+    #[arg(long, value_name = "BROKERS")]
+    kafka: Option<String>,
+    /// Topic; may contain {device_id}.
+    #[arg(long, value_name = "T")]
+    topic: String,
+    /// Pace: X times real time by the file's event times, or max.
+    #[arg(long, value_name = "X|max", default_value = "max", value_parser = parse_speed)]
+    speed: faultline::replay::Speed,
+    /// Readings per message (a JSON array when above 1).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    batch: usize,
+    /// Leave device_id out of the payloads: the topic ({device_id}) or the Kafka key carries it.
+    #[arg(long)]
+    omit_device_id: bool,
+    /// MQTT client id.
+    #[arg(long, value_name = "ID", default_value = "faultline-replay")]
+    client_id: String,
+    /// MQTT username (password from FAULTLINE_MQTT_PASSWORD).
+    #[arg(long, value_name = "NAME")]
+    username: Option<String>,
+}
+
+fn parse_speed(s: &str) -> Result<faultline::replay::Speed, String> {
+    s.parse()
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -165,9 +225,12 @@ fn dispatch(cmd: Command) -> Result<(), Failure> {
         Command::Features(args) => features(*args),
         Command::Model(ModelCommand::Check { dir }) => model_check(&dir),
         Command::Model(ModelCommand::Score { dir, input, output }) => model_score(&dir, &input, &output),
-        Command::Run { .. } => Err(not_yet("run", "the daemon (issue 4)")),
+        Command::Run { config } => {
+            let config = load_config(&config)?;
+            faultline::daemon::run(config).map_err(Failure::from)
+        }
         Command::Demo { .. } => Err(not_yet("demo", "the dashboard and demo (issue 5)")),
-        Command::Replay { .. } => Err(not_yet("replay", "the MQTT and Kafka tools (issue 4)")),
+        Command::Replay(args) => replay(*args),
     }
 }
 
@@ -248,20 +311,7 @@ fn features(a: FeaturesArgs) -> Result<(), Failure> {
         idle_timeout_ms: i64::MAX,
     };
     let cleaning = config.as_ref().map(|c| c.cleaning.cleaning()).unwrap_or_default();
-    let device = match (a.device, a.device_column) {
-        (_, Some(c)) => DeviceFrom::Column(c),
-        (Some(d), None) => DeviceFrom::Fixed(d),
-        (None, None) => DeviceFrom::Fixed(
-            a.input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "device".into()),
-        ),
-    };
-    let csv = CsvOptions {
-        time_column: a.time_column,
-        device,
-        delimiter: a.delimiter,
-        signals: a.signals,
-        label_column: a.label_column,
-    };
+    let csv = a.csv.options(&a.input, a.label_column);
     let summary = if a.output.as_os_str() == "-" {
         let stdout = std::io::stdout();
         let mut lock = stdout.lock();
@@ -292,6 +342,42 @@ fn features(a: FeaturesArgs) -> Result<(), Failure> {
     eprintln!(
         "faultline features: {} rows, {} windows, {} late rows left out, {} non-finite cells, {} values outside cleaning rules",
         summary.rows, summary.windows, summary.late_rows, summary.non_finite_cells, summary.cleaned_values
+    );
+    Ok(())
+}
+
+fn replay(a: ReplayArgs) -> Result<(), Failure> {
+    use faultline::replay::{Options, Target};
+    if a.batch == 0 {
+        return Err(usage("--batch must be at least 1"));
+    }
+    let target = match (a.mqtt, a.kafka) {
+        (Some(url), _) => {
+            if faultline::daemon::mqtt::host_port(&url).is_none() {
+                return Err(usage(format!("--mqtt {url:?}: write it like mqtt://127.0.0.1:1883")));
+            }
+            Target::Mqtt {
+                url,
+                client_id: a.client_id,
+                username: a.username,
+                password: std::env::var("FAULTLINE_MQTT_PASSWORD").ok(),
+            }
+        }
+        (None, Some(brokers)) => Target::Kafka { brokers },
+        (None, None) => return Err(usage("say where to publish: --mqtt URL or --kafka BROKERS")),
+    };
+    let csv = a.csv.options(&a.input, None);
+    let opts = Options { target, topic: a.topic, speed: a.speed, batch: a.batch, omit_device: a.omit_device_id };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("tokio")?;
+    let started = std::time::Instant::now();
+    let s = rt.block_on(faultline::replay::run(&a.input, &csv, &opts)).context("replay")?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "faultline replay: {} readings in {} messages, all confirmed, in {secs:.2} s ({:.0} readings/s)",
+        s.readings,
+        s.messages,
+        s.readings as f64 / secs.max(1e-9)
     );
     Ok(())
 }

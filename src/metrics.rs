@@ -30,6 +30,16 @@ pub const ALERTS_TOTAL: &str = "faultline_alerts_total";
 pub const ALERTS_CLEARED_TOTAL: &str = "faultline_alerts_cleared_total";
 pub const WINDOWS_UNSCORED_TOTAL: &str = "faultline_windows_unscored_total";
 pub const MODEL_INFO: &str = "faultline_model_info";
+pub const ALERT_OUTBOX_PENDING: &str = "faultline_alert_outbox_pending";
+pub const ALERT_OUTBOX_DROPPED_TOTAL: &str = "faultline_alert_outbox_dropped_total";
+pub const CHECKPOINTS_TOTAL: &str = "faultline_checkpoints_total";
+pub const CHECKPOINT_FAILURES_TOTAL: &str = "faultline_checkpoint_failures_total";
+pub const CHECKPOINT_SECONDS: &str = "faultline_checkpoint_seconds";
+pub const CHECKPOINT_BYTES: &str = "faultline_checkpoint_bytes";
+pub const SOURCE_CONNECTED: &str = "faultline_source_connected";
+pub const SOURCE_RECONNECTS_TOTAL: &str = "faultline_source_reconnects_total";
+pub const SOURCE_BACKLOG: &str = "faultline_source_backlog";
+pub const REDELIVERED_SKIPPED_TOTAL: &str = "faultline_redelivered_skipped_total";
 
 /// Registers help texts; call once after installing a recorder.
 pub fn describe() {
@@ -46,7 +56,11 @@ pub fn describe() {
     describe_gauge!(OPEN_WINDOWS, "Windows open over all devices.");
     describe_gauge!(LATE_STORE_SIZE, "Late readings held in the late store.");
     describe_gauge!(QUARANTINE_SIZE, "Refused payloads held in the quarantine.");
-    describe_histogram!(INFERENCE_SECONDS, Unit::Seconds, "Time to assemble the features of a batch of closed windows and run the model on it.");
+    describe_histogram!(
+        INFERENCE_SECONDS,
+        Unit::Seconds,
+        "Time to assemble the features of a batch of closed windows and run the model on it."
+    );
     describe_counter!(ALERTS_TOTAL, "Alerts raised (opened or escalated), by severity.");
     describe_counter!(ALERTS_CLEARED_TOTAL, "Alerts cleared.");
     describe_counter!(WINDOWS_UNSCORED_TOTAL, "Windows whose score was NaN (missing features and no fill).");
@@ -93,6 +107,11 @@ pub fn publish_scoring(s: &Scorer) {
     }
     let p = &s.model().package;
     gauge!(MODEL_INFO, "name" => p.name.clone(), "version" => p.version.clone()).set(1.0);
+}
+
+/// Alert records waiting for the alert topic.
+pub fn outbox_pending(n: u64) {
+    gauge!(ALERT_OUTBOX_PENDING).set(n as f64);
 }
 
 #[cfg(test)]

@@ -40,6 +40,12 @@ pub struct Config {
 pub struct StateConfig {
     /// Directory of the sled database (default `/var/lib/faultline`).
     pub dir: PathBuf,
+    /// How often window and alert state and source positions are written
+    /// (default `1s`). MQTT messages are acknowledged and Kafka offsets
+    /// committed only once a checkpoint covers them; a checkpoint is also
+    /// written early when input pauses with acknowledgements owed.
+    #[serde(with = "duration")]
+    pub checkpoint_interval: Duration,
 }
 
 /// `[http]`
@@ -99,6 +105,9 @@ pub struct LimitsConfig {
     /// A device silent this long with no windows left is forgotten (default `24h`).
     #[serde(with = "duration")]
     pub device_ttl: Duration,
+    /// Alert records waiting for the alert topic; past it the oldest are
+    /// dropped and counted (default 100000).
+    pub outbox: usize,
 }
 
 /// `[[source]]`, chosen by `type`.
@@ -123,6 +132,19 @@ pub struct MqttSource {
     /// MQTT client id; with the persistent session it names the session (default `faultline`).
     #[serde(default = "default_client_id")]
     pub client_id: String,
+    /// Credentials, when the broker asks for them.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// `mqtts://` only: PEM file of the CA(s) to trust instead of the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `mqtts://` only: PEM client certificate and key, for brokers that want one.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
 }
 
 /// `[[source]] type = "kafka"`
@@ -136,6 +158,10 @@ pub struct KafkaSource {
     /// Consumer group (default `faultline`).
     #[serde(default = "default_client_id")]
     pub group_id: String,
+    /// librdkafka properties passed through as they are, e.g.
+    /// `"security.protocol" = "SASL_SSL"`, `"sasl.mechanism" = "SCRAM-SHA-256"`.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
 }
 
 fn default_client_id() -> String {
@@ -201,6 +227,9 @@ pub struct KafkaSink {
     /// Alert topic (default `alert-signals`).
     #[serde(default = "default_alert_topic")]
     pub topic: String,
+    /// librdkafka properties passed through, as for a Kafka source.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
 }
 
 fn default_alert_topic() -> String {
@@ -211,7 +240,7 @@ fn default_alert_topic() -> String {
 
 impl Default for StateConfig {
     fn default() -> Self {
-        StateConfig { dir: PathBuf::from("/var/lib/faultline") }
+        StateConfig { dir: PathBuf::from("/var/lib/faultline"), checkpoint_interval: Duration::from_secs(1) }
     }
 }
 
@@ -253,6 +282,7 @@ impl Default for LimitsConfig {
             late_store: s.late_store,
             quarantine: 1000,
             device_ttl: Duration::from_millis(s.device_ttl_ms.unsigned_abs()),
+            outbox: 100_000,
         }
     }
 }
@@ -413,7 +443,11 @@ topic = "alert-signals"
         assert_eq!(c.alerts.threshold, Some(0.8));
         assert_eq!(
             c.sinks,
-            vec![SinkConfig::Kafka(KafkaSink { brokers: "127.0.0.1:9092".into(), topic: "alert-signals".into() })]
+            vec![SinkConfig::Kafka(KafkaSink {
+                brokers: "127.0.0.1:9092".into(),
+                topic: "alert-signals".into(),
+                options: BTreeMap::new()
+            })]
         );
         assert_eq!(c.limits, LimitsConfig::default());
     }

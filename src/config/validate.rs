@@ -148,6 +148,26 @@ pub(super) fn validate(c: &Config, failed: &[String], p: &mut Vec<Problem>) {
                     if m.client_id.is_empty() || m.client_id.len() > 65_535 {
                         problem(p, key("client_id"), "must be 1 to 65535 bytes");
                     }
+                    if m.password.is_some() && m.username.is_none() {
+                        problem(p, key("password"), "a password needs a username");
+                    }
+                    let tls = m.url.starts_with("mqtts://");
+                    for (k, f) in [
+                        ("ca_file", &m.ca_file),
+                        ("client_cert_file", &m.client_cert_file),
+                        ("client_key_file", &m.client_key_file),
+                    ] {
+                        if let Some(f) = f {
+                            if !tls {
+                                problem(p, key(k), "only used with an mqtts:// url");
+                            } else if !f.is_file() {
+                                problem(p, key(k), format!("{} is not a readable file", f.display()));
+                            }
+                        }
+                    }
+                    if m.client_cert_file.is_some() != m.client_key_file.is_some() {
+                        problem(p, key("client_cert_file"), "client_cert_file and client_key_file go together");
+                    }
                 }
                 SourceConfig::Kafka(k) => {
                     if let Err(e) = check_brokers(&k.brokers) {
@@ -164,6 +184,7 @@ pub(super) fn validate(c: &Config, failed: &[String], p: &mut Vec<Problem>) {
                     if k.group_id.is_empty() {
                         problem(p, key("group_id"), "must not be empty");
                     }
+                    check_kafka_options(&k.options, &format!("source[{i}].options"), p);
                 }
             }
         }
@@ -178,6 +199,7 @@ pub(super) fn validate(c: &Config, failed: &[String], p: &mut Vec<Problem>) {
                     if let Err(e) = check_kafka_topic(&k.topic) {
                         problem(p, format!("sink[{i}].topic"), e);
                     }
+                    check_kafka_options(&k.options, &format!("sink[{i}].options"), p);
                 }
             }
         }
@@ -254,6 +276,28 @@ fn check_device_template(t: &str) -> Result<(), String> {
         return Err(format!("{t:?}: # cannot stand in a template"));
     }
     Ok(())
+}
+
+/// librdkafka properties faultline sets itself and must not be overridden.
+pub(crate) const OWN_KAFKA_OPTIONS: [&str; 8] = [
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.idempotence",
+    "acks",
+    "message.timeout.ms",
+    "enable.partition.eof",
+];
+
+fn check_kafka_options(options: &std::collections::BTreeMap<String, String>, prefix: &str, p: &mut Vec<Problem>) {
+    for k in options.keys() {
+        if OWN_KAFKA_OPTIONS.contains(&k.as_str()) {
+            problem(p, format!("{prefix}.{k}"), "faultline sets this itself (see the README); remove it");
+        } else if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_') {
+            problem(p, format!("{prefix}.{k}"), "not a librdkafka property name");
+        }
+    }
 }
 
 fn check_kafka_topic(t: &str) -> Result<(), String> {

@@ -358,7 +358,8 @@ impl Engine {
         for dev in self.devices.values_mut() {
             let silent = now_ms.saturating_sub(dev.last_seen_ms);
             let idle = silent >= spec.idle_timeout_ms && !dev.open.is_empty();
-            let expire = silent >= spec.idle_timeout_ms.saturating_add(spec.allowed_lateness_ms) && !dev.closed.is_empty();
+            let expire =
+                silent >= spec.idle_timeout_ms.saturating_add(spec.allowed_lateness_ms) && !dev.closed.is_empty();
             if (idle || expire) && !dev.dirty {
                 dev.dirty = true;
                 self.changed.push(dev.id.clone());
@@ -970,10 +971,15 @@ mod tests {
     /// A restored engine continues exactly where the snapshot left off.
     #[test]
     fn a_restored_engine_continues_bit_for_bit() {
-        let sp = WindowSpec { size_ms: MIN, max_out_of_orderness_ms: 5 * S, allowed_lateness_ms: MIN, idle_timeout_ms: 10 * MIN };
+        let sp = WindowSpec {
+            size_ms: MIN,
+            max_out_of_orderness_ms: 5 * S,
+            allowed_lateness_ms: MIN,
+            idle_timeout_ms: 10 * MIN,
+        };
         let mut a = Engine::new(sp, StateLimits::default(), Cleaning::default());
         let mut out_a = Vec::new();
-        let mut feed = |e: &mut Engine, from: i64, to: i64, out: &mut Vec<ClosedWindow>| {
+        let feed = |e: &mut Engine, from: i64, to: i64, out: &mut Vec<ClosedWindow>| {
             for i in from..to {
                 let dev = if i % 3 == 0 { "p1" } else { "p2" };
                 let x = (i as f64 * 0.37).sin() * 10.0 + 1e6;

@@ -1,0 +1,243 @@
+//! Kafka: the readings source (a consumer group, offsets committed only
+//! after a checkpoint) and the alert sink (the sled outbox drained by an
+//! idempotent producer).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::{mpsc, watch, Notify};
+
+use super::{Input, SourceStatus};
+use crate::config::{KafkaSink, KafkaSource};
+use crate::state::Store;
+
+/// Offsets to commit: (topic, partition, next offset).
+pub type Commit = Vec<(Arc<str>, i32, i64)>;
+
+struct Context {
+    index: usize,
+    tx: mpsc::Sender<Input>,
+    status: Arc<SourceStatus>,
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, r: &Rebalance<'_>) {
+        match r {
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(source = self.index, "Kafka partitions revoked: {}", describe(tpl));
+                // Write what was read from them now, so whoever gets them next
+                // does not read it a second time.
+                let _ = self.tx.try_send(Input::CheckpointNow);
+            }
+            Rebalance::Assign(tpl) => {
+                tracing::info!(source = self.index, "Kafka partitions assigned: {}", describe(tpl))
+            }
+            Rebalance::Error(e) => tracing::warn!(source = self.index, "Kafka rebalance error: {e}"),
+        }
+    }
+
+    fn post_rebalance(&self, c: &rdkafka::consumer::BaseConsumer<Self>, _: &Rebalance<'_>) {
+        let assigned = c.assignment().map(|a| a.count()).unwrap_or(0);
+        self.status.set_connected(assigned > 0);
+    }
+}
+
+fn describe(tpl: &TopicPartitionList) -> String {
+    let parts: Vec<String> = tpl.elements().iter().map(|e| format!("{}[{}]", e.topic(), e.partition())).collect();
+    parts.join(" ")
+}
+
+fn client_config(brokers: &str, options: &std::collections::BTreeMap<String, String>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in options {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Starts the consumer task. `commits` carries the offsets of each
+/// checkpoint; when the processing loop drops its end, the consumer
+/// commits synchronously and leaves the group.
+pub fn spawn_source(
+    index: usize,
+    cfg: &KafkaSource,
+    tx: mpsc::Sender<Input>,
+    mut commits: mpsc::UnboundedReceiver<Commit>,
+    mut stop: watch::Receiver<bool>,
+    status: Arc<SourceStatus>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let mut c = client_config(&cfg.brokers, &cfg.options);
+    c.set("group.id", &cfg.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    if !cfg.options.contains_key("auto.offset.reset") {
+        // A new group reads what is already on the topic.
+        c.set("auto.offset.reset", "earliest");
+    }
+    let ctx = Context { index, tx: tx.clone(), status: status.clone() };
+    let consumer: StreamConsumer<Context> =
+        c.create_with_context(ctx).map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
+    let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics).map_err(|e| format!("cannot subscribe to {topics:?}: {e}"))?;
+    let mut tx = Some(tx);
+    Ok(tokio::spawn(async move {
+        let mut last_error = None::<String>;
+        loop {
+            tokio::select! {
+                m = consumer.recv(), if tx.is_some() => match m {
+                    Ok(m) => {
+                        status.received.fetch_add(1, Ordering::Relaxed);
+                        last_error = None;
+                        let input = Input::Kafka {
+                            source: index,
+                            topic: Arc::from(m.topic()),
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            key: m.key().map(<[u8]>::to_vec),
+                            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                        };
+                        if let Some(t) = &tx {
+                            if t.send(input).await.is_err() {
+                                tx = None;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let e = e.to_string();
+                        if last_error.as_ref() != Some(&e) {
+                            tracing::warn!(source = index, "Kafka consumer: {e}");
+                            last_error = Some(e);
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                },
+                c = commits.recv() => match c {
+                    Some(offsets) => commit(&consumer, &offsets, CommitMode::Async, index),
+                    None => break,
+                },
+                _ = stop.changed(), if tx.is_some() => {
+                    if *stop.borrow() {
+                        tx = None;
+                    }
+                }
+            }
+        }
+        consumer.unsubscribe();
+    }))
+}
+
+fn commit(consumer: &StreamConsumer<Context>, offsets: &Commit, mode: CommitMode, index: usize) {
+    if offsets.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition, next) in offsets {
+        if tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)).is_err() {
+            return;
+        }
+    }
+    if let Err(e) = consumer.commit(&tpl, mode) {
+        // The checkpoint holds the offsets; a commit that fails only means
+        // records are read again and recognised after a restart.
+        tracing::debug!(source = index, "Kafka offset commit failed: {e}");
+    }
+}
+
+/// The alert sink: sends the outbox in order with an idempotent producer
+/// and removes each record once the broker confirmed it.
+pub fn spawn_sink(
+    cfg: &KafkaSink,
+    store: Arc<Store>,
+    notify: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+    status: Arc<SourceStatus>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let mut c = client_config(&cfg.brokers, &cfg.options);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        // Never give up on a record: with Kafka away the outbox just grows.
+        .set("message.timeout.ms", "0");
+    if !cfg.options.contains_key("linger.ms") {
+        c.set("linger.ms", "1");
+    }
+    let producer: FutureProducer = c.create().map_err(|e| format!("cannot create the Kafka producer: {e}"))?;
+    let topic = cfg.topic.clone();
+    Ok(tokio::spawn(async move {
+        const INFLIGHT: usize = 1000;
+        let mut next = 0u64;
+        let mut inflight = std::collections::VecDeque::new();
+        let mut backoff = super::mqtt::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        loop {
+            if *stop.borrow() && inflight.is_empty() {
+                break;
+            }
+            // Fill the window of records in flight, oldest first.
+            if inflight.len() < INFLIGHT && !*stop.borrow() {
+                let batch = match store.outbox_from(next, INFLIGHT - inflight.len()) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!("alert outbox unreadable: {e}");
+                        Vec::new()
+                    }
+                };
+                for (seq, rec) in batch {
+                    let r = FutureRecord::to(&topic).key(rec.device_id.as_str()).payload(rec.payload.as_str());
+                    match producer.send_result(r) {
+                        Ok(f) => {
+                            inflight.push_back((seq, f));
+                            next = seq + 1;
+                        }
+                        Err((e, _)) => {
+                            tracing::warn!("alert sink: cannot queue a record ({e}); retrying");
+                            break;
+                        }
+                    }
+                }
+            }
+            let Some((seq, fut)) = inflight.pop_front() else {
+                tokio::select! {
+                    _ = notify.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            };
+            match fut.await {
+                Ok(Ok(_)) => {
+                    status.set_connected(true);
+                    status.received.fetch_add(1, Ordering::Relaxed);
+                    backoff.reset();
+                    if let Err(e) = store.remove_outbox(seq) {
+                        tracing::error!("alert outbox: {e}");
+                    }
+                }
+                other => {
+                    status.set_connected(false);
+                    let why = match other {
+                        Ok(Err((e, _))) => e.to_string(),
+                        _ => "the producer went away".to_owned(),
+                    };
+                    // Send again from this record on: order per device is kept,
+                    // duplicates are recognisable by alert_id and status.
+                    let wait = backoff.next();
+                    tracing::warn!("alert sink: delivery failed ({why}); sending again from record {seq} in {wait:?}");
+                    inflight.clear();
+                    next = seq;
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            crate::metrics::outbox_pending(store.outbox_pending());
+        }
+        let _ = producer.flush(Duration::from_secs(2));
+    }))
+}

@@ -1,0 +1,652 @@
+//! `faultline run`: the daemon.
+//!
+//! ```text
+//! MQTT task(s) ─┐                              ┌─► sled: checkpoint (windows, alert state, positions)
+//!               ├─► bounded channel ─► Core ───┼─► sled: outbox ─► Kafka sink task ─► alert topic
+//! Kafka task(s) ┘   (backpressure)     │       └─► acks / offset commits back to the sources
+//!                                      └─ decode → clean → window → model → alert policy
+//! ```
+//!
+//! One processing loop ([`Core`]) owns the pipeline, the scorer and the
+//! alert policy; sources only move bytes. Every `state.checkpoint_interval`
+//! (and early when input pauses with acknowledgements owed, and on
+//! shutdown) the loop writes what changed in one sled transaction and
+//! flushes it; only then are MQTT messages acknowledged and Kafka offsets
+//! committed. After a crash the brokers hand back exactly what the last
+//! checkpoint does not cover; what a checkpoint covers but a broker
+//! redelivers anyway (an ack lost in flight, a commit that did not land)
+//! is recognised and skipped: Kafka by offset, MQTT by packet id and a
+//! hash of topic and payload of the redelivered (DUP) message.
+
+pub mod kafka;
+pub mod mqtt;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::alerts::Alert;
+use crate::config::{Config, SinkConfig, SourceConfig};
+use crate::model::ModelHandle;
+use crate::pipeline::{Pipeline, SourceId};
+use crate::scoring::Scorer;
+use crate::state::{Checkpoint, OutboxRecord, Store};
+use crate::time::now_ms;
+use crate::window::ClosedWindow;
+
+/// What the sources hand the processing loop.
+#[derive(Debug)]
+pub enum Input {
+    Mqtt {
+        source: usize,
+        topic: String,
+        payload: bytes::Bytes,
+        pkid: u16,
+        dup: bool,
+    },
+    Kafka {
+        source: usize,
+        topic: Arc<str>,
+        partition: i32,
+        offset: i64,
+        key: Option<Vec<u8>>,
+        payload: Vec<u8>,
+    },
+    /// Write a checkpoint at once (a Kafka rebalance is revoking partitions).
+    CheckpointNow,
+}
+
+/// A source's (or the sink's) connection state and counters, shared with metrics and `/readyz`.
+#[derive(Debug, Default)]
+pub struct SourceStatus {
+    pub connected: AtomicBool,
+    pub received: AtomicU64,
+    pub reconnects: AtomicU64,
+}
+
+impl SourceStatus {
+    pub fn set_connected(&self, c: bool) {
+        self.connected.store(c, Ordering::Relaxed);
+    }
+}
+
+/// Messages of an MQTT source processed since the last checkpoint: (packet id, hash).
+type Delivered = Vec<(u16, u64)>;
+
+/// How many checkpoints' worth of acknowledged MQTT messages are remembered
+/// to recognise a redelivery whose acknowledgement was lost.
+const ACKED_GENERATIONS: usize = 2;
+
+/// An early checkpoint when input has paused this long with acks owed:
+/// a broker with a small in-flight window waits for them.
+const IDLE_FLUSH: Duration = Duration::from_millis(20);
+
+/// An early checkpoint past this many messages owed an acknowledgement.
+const MAX_OWED: usize = 50_000;
+
+enum SourcePos {
+    Mqtt {
+        id: SourceId,
+        key: Vec<u8>,
+        template: Option<mqtt::Template>,
+        pending: Delivered,
+        acked: VecDeque<Delivered>,
+        /// Redeliveries of already acknowledged messages: acknowledge again.
+        again: Vec<u16>,
+        acks: Option<mpsc::UnboundedSender<Vec<u16>>>,
+    },
+    Kafka {
+        id: SourceId,
+        group: String,
+        next: HashMap<(Arc<str>, i32), i64>,
+        changed: HashSet<(Arc<str>, i32)>,
+        commits: Option<mpsc::UnboundedSender<kafka::Commit>>,
+    },
+}
+
+/// Counters of the processing loop.
+#[derive(Debug, Default, Clone)]
+pub struct CoreStats {
+    pub checkpoints: u64,
+    pub checkpoint_failures: u64,
+    pub redelivered_skipped: u64,
+    pub outbox_dropped: u64,
+    pub scoring_failures: u64,
+}
+
+/// The processing loop's state.
+pub struct Core {
+    pipeline: Pipeline,
+    scorer: Option<Scorer>,
+    model: Option<Arc<ModelHandle>>,
+    store: Arc<Store>,
+    outbox_cap: usize,
+    sources: Vec<SourcePos>,
+    closed: Vec<ClosedWindow>,
+    alert_dirty: HashSet<String>,
+    alert_records: Vec<Alert>,
+    sink: Option<Arc<Notify>>,
+    owed: usize,
+    /// The last checkpoint failed: write everything next time.
+    full_next: bool,
+    pub stats: CoreStats,
+    hasher: foldhash::fast::FixedState,
+}
+
+fn source_label(config: &Config, i: usize) -> String {
+    let kind = |s: &SourceConfig| match s {
+        SourceConfig::Mqtt(_) => "mqtt",
+        SourceConfig::Kafka(_) => "kafka",
+    };
+    let k = kind(&config.sources[i]);
+    if config.sources.iter().filter(|s| kind(s) == k).count() > 1 {
+        format!("{k}{i}")
+    } else {
+        k.to_owned()
+    }
+}
+
+impl Core {
+    /// Builds the loop from the configuration and restores the state in `store`.
+    pub fn new(config: &Config, store: Arc<Store>, model: Option<Arc<ModelHandle>>) -> Result<Core, String> {
+        let mut pipeline = Pipeline::new(config.ingest.decode_limits(), config.engine(), config.limits.quarantine);
+        let scorer = match &model {
+            Some(h) => {
+                let m = h.current();
+                let policy = crate::scoring::policy_config(&config.alerts, m.package.threshold)?;
+                Some(Scorer::new(m, policy))
+            }
+            None => None,
+        };
+        let mut sources = Vec::new();
+        for (i, s) in config.sources.iter().enumerate() {
+            let id = pipeline.source(&source_label(config, i));
+            sources.push(match s {
+                SourceConfig::Mqtt(m) => SourcePos::Mqtt {
+                    id,
+                    key: format!("mqtt/{}", m.client_id).into_bytes(),
+                    template: m.device_from_topic.as_deref().and_then(mqtt::Template::parse),
+                    pending: Vec::new(),
+                    acked: VecDeque::new(),
+                    again: Vec::new(),
+                    acks: None,
+                },
+                SourceConfig::Kafka(k) => SourcePos::Kafka {
+                    id,
+                    group: k.group_id.clone(),
+                    next: HashMap::new(),
+                    changed: HashSet::new(),
+                    commits: None,
+                },
+            });
+        }
+        let mut core = Core {
+            pipeline,
+            scorer,
+            model,
+            store,
+            outbox_cap: config.limits.outbox,
+            sources,
+            closed: Vec::new(),
+            alert_dirty: HashSet::new(),
+            alert_records: Vec::new(),
+            sink: None,
+            owed: 0,
+            full_next: false,
+            stats: CoreStats::default(),
+            hasher: foldhash::fast::FixedState::with_seed(0x6661_756c_746c_696e),
+        };
+        core.restore()?;
+        Ok(core)
+    }
+
+    fn restore(&mut self) -> Result<(), String> {
+        let started = Instant::now();
+        let r = self.store.restore().map_err(|e| crate::error_chain(&e))?;
+        let n = r.devices.len();
+        let mut refused = 0;
+        for d in r.devices {
+            if !self.pipeline.engine_mut().restore(d) {
+                refused += 1;
+            }
+        }
+        if let Some(s) = &mut self.scorer {
+            for (id, st) in r.alert_states {
+                s.policy_mut().restore(&id, st);
+            }
+        }
+        for (k, v) in r.positions {
+            let key = String::from_utf8_lossy(&k);
+            if let Some(rest) = key.strip_prefix("kafka/") {
+                let mut it = rest.rsplitn(2, '/');
+                let (Some(part), Some(gt)) = (it.next(), it.next()) else { continue };
+                let Some((group, topic)) = gt.split_once('/') else { continue };
+                let (Ok(part), Ok(next)) = (part.parse::<i32>(), <[u8; 8]>::try_from(v.as_slice())) else { continue };
+                for s in &mut self.sources {
+                    if let SourcePos::Kafka { group: g, next: n, .. } = s {
+                        if g == group {
+                            n.insert((Arc::from(topic), part), i64::from_be_bytes(next));
+                        }
+                    }
+                }
+            } else {
+                for s in &mut self.sources {
+                    if let SourcePos::Mqtt { key: sk, acked, .. } = s {
+                        if *sk == k {
+                            if let Ok(gens) = postcard::from_bytes::<Vec<Delivered>>(&v) {
+                                *acked = gens.into();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            devices = n,
+            refused,
+            outbox = r.outbox_pending,
+            "state restored from {} in {:.0?}",
+            self.store.dir().display(),
+            started.elapsed()
+        );
+        crate::metrics::outbox_pending(r.outbox_pending);
+        Ok(())
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    pub fn scorer(&self) -> Option<&Scorer> {
+        self.scorer.as_ref()
+    }
+
+    /// One input at processing time `now_ms`.
+    pub fn handle(&mut self, input: Input, now_ms: i64) {
+        match input {
+            Input::Mqtt { source, topic, payload, pkid, dup } => {
+                let Some(SourcePos::Mqtt { id, template, pending, acked, again, .. }) = self.sources.get_mut(source)
+                else {
+                    return;
+                };
+                let h = self.hasher.hash_one((topic.as_str(), payload.as_ref()));
+                if dup {
+                    if pending.contains(&(pkid, h)) {
+                        self.stats.redelivered_skipped += 1;
+                        return;
+                    }
+                    if acked.iter().any(|g| g.contains(&(pkid, h))) {
+                        self.stats.redelivered_skipped += 1;
+                        again.push(pkid);
+                        self.owed += 1;
+                        return;
+                    }
+                }
+                let device = template.as_ref().and_then(|t| t.device(&topic));
+                let id = *id;
+                pending.push((pkid, h));
+                self.owed += 1;
+                self.pipeline.ingest(id, &payload, device, now_ms, &mut self.closed);
+            }
+            Input::Kafka { source, topic, partition, offset, key, payload } => {
+                let Some(SourcePos::Kafka { id, next, changed, .. }) = self.sources.get_mut(source) else { return };
+                let slot = next.entry((topic.clone(), partition)).or_insert(i64::MIN);
+                if offset < *slot {
+                    self.stats.redelivered_skipped += 1;
+                    return;
+                }
+                *slot = offset + 1;
+                changed.insert((topic, partition));
+                self.owed += 1;
+                let id = *id;
+                let device = key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).filter(|k| !k.is_empty());
+                self.pipeline.ingest(id, &payload, device, now_ms, &mut self.closed);
+            }
+            Input::CheckpointNow => {
+                self.checkpoint();
+            }
+        }
+    }
+
+    /// Closes idle windows (call about once a second).
+    pub fn tick(&mut self, now_ms: i64) {
+        self.pipeline.tick(now_ms, &mut self.closed);
+    }
+
+    /// Scores the windows closed since the last call; alert records go to the outbox.
+    pub fn score(&mut self, now_ms: i64) {
+        if self.closed.is_empty() {
+            return;
+        }
+        let Some(scorer) = &mut self.scorer else {
+            self.closed.clear();
+            return;
+        };
+        if let Some(h) = &self.model {
+            scorer.set_model(h.current());
+        }
+        match scorer.process(&self.closed, now_ms) {
+            Ok(batch) => {
+                for w in &batch.results {
+                    if !self.alert_dirty.contains(&*w.device_id) {
+                        self.alert_dirty.insert(w.device_id.to_string());
+                    }
+                }
+                if !batch.alerts.is_empty() {
+                    let records: Vec<OutboxRecord> = batch
+                        .alerts
+                        .iter()
+                        .map(|(_, a)| OutboxRecord { device_id: a.device_id.clone(), payload: a.to_json().to_string() })
+                        .collect();
+                    for (_, a) in &batch.alerts {
+                        tracing::info!(alert = %a.alert_id, status = ?a.status, severity = ?a.severity, p = a.fault_probability, "alert");
+                    }
+                    if self.sink.is_some() {
+                        match self.store.push_outbox(&records, self.outbox_cap) {
+                            Ok(dropped) => self.stats.outbox_dropped += dropped,
+                            Err(e) => tracing::error!("alert outbox: {}", crate::error_chain(&e)),
+                        }
+                        crate::metrics::outbox_pending(self.store.outbox_pending());
+                    }
+                    self.alert_records.extend(batch.alerts.into_iter().map(|(_, a)| a));
+                    if let Some(n) = &self.sink {
+                        n.notify_one();
+                    }
+                }
+            }
+            Err(e) => {
+                self.stats.scoring_failures += 1;
+                tracing::error!(windows = self.closed.len(), "scoring failed: {}", crate::error_chain(&e));
+            }
+        }
+        self.closed.clear();
+    }
+
+    /// Messages processed but not yet covered by a checkpoint.
+    pub fn owed(&self) -> usize {
+        self.owed
+    }
+
+    /// Writes what changed since the last checkpoint, then releases the
+    /// acknowledgements and offset commits it covers. Returns false when
+    /// writing failed (nothing is acknowledged then).
+    pub fn checkpoint(&mut self) -> bool {
+        let started = Instant::now();
+        let mut cp = Checkpoint::default();
+        let engine = self.pipeline.engine_mut();
+        cp.devices = engine.take_changes();
+        if self.full_next {
+            cp.devices.updated = engine.snapshot_all();
+        }
+        if let Some(s) = &mut self.scorer {
+            for id in &cp.devices.forgotten {
+                s.policy_mut().forget(id);
+                self.alert_dirty.insert(id.to_string());
+            }
+            cp.alert_states =
+                self.alert_dirty.iter().map(|id| (id.clone(), s.policy().device_state(id).cloned())).collect();
+        }
+        cp.alerts = std::mem::take(&mut self.alert_records);
+        for s in &mut self.sources {
+            match s {
+                SourcePos::Mqtt { key, pending, acked, again, .. } => {
+                    if pending.is_empty() && again.is_empty() && !self.full_next {
+                        continue;
+                    }
+                    acked.push_front(pending.clone());
+                    acked.truncate(ACKED_GENERATIONS);
+                    let gens: Vec<&Delivered> = acked.iter().collect();
+                    if let Ok(v) = postcard::to_stdvec(&gens) {
+                        cp.positions.push((key.clone(), v));
+                    }
+                }
+                SourcePos::Kafka { group, next, changed, .. } => {
+                    for (topic, part) in changed.iter() {
+                        if let Some(n) = next.get(&(topic.clone(), *part)) {
+                            cp.positions
+                                .push((format!("kafka/{group}/{topic}/{part}").into_bytes(), n.to_be_bytes().to_vec()));
+                        }
+                    }
+                }
+            }
+        }
+        match self.store.checkpoint(&cp) {
+            Ok(w) => {
+                self.stats.checkpoints += 1;
+                self.full_next = false;
+                self.alert_dirty.clear();
+                metrics::histogram!(crate::metrics::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
+                metrics::gauge!(crate::metrics::CHECKPOINT_BYTES).set(w.bytes as f64);
+                tracing::debug!(
+                    records = w.records,
+                    bytes = w.bytes,
+                    owed = self.owed,
+                    "checkpoint in {:.1?}",
+                    started.elapsed()
+                );
+            }
+            Err(e) => {
+                self.stats.checkpoint_failures += 1;
+                self.full_next = true;
+                // Put the records back: they go with the next attempt.
+                self.alert_records = cp.alerts;
+                tracing::error!("checkpoint failed, nothing acknowledged: {}", crate::error_chain(&e));
+                return false;
+            }
+        }
+        self.owed = 0;
+        for s in &mut self.sources {
+            match s {
+                SourcePos::Mqtt { pending, again, acks, .. } => {
+                    let mut ids: Vec<u16> = pending.drain(..).map(|(p, _)| p).collect();
+                    ids.append(again);
+                    if let (Some(tx), false) = (acks.as_ref(), ids.is_empty()) {
+                        let _ = tx.send(ids);
+                    }
+                }
+                SourcePos::Kafka { next, changed, commits, .. } => {
+                    let c: kafka::Commit =
+                        changed.drain().filter_map(|(t, p)| next.get(&(t.clone(), p)).map(|n| (t, p, *n))).collect();
+                    if let (Some(tx), false) = (commits.as_ref(), c.is_empty()) {
+                        let _ = tx.send(c);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Publishes the loop's counters and gauges.
+    pub fn publish_metrics(&self) {
+        crate::metrics::publish_pipeline(&self.pipeline);
+        if let Some(s) = &self.scorer {
+            crate::metrics::publish_scoring(s);
+        }
+        metrics::counter!(crate::metrics::CHECKPOINTS_TOTAL).absolute(self.stats.checkpoints);
+        metrics::counter!(crate::metrics::CHECKPOINT_FAILURES_TOTAL).absolute(self.stats.checkpoint_failures);
+        metrics::counter!(crate::metrics::REDELIVERED_SKIPPED_TOTAL).absolute(self.stats.redelivered_skipped);
+        metrics::counter!(crate::metrics::ALERT_OUTBOX_DROPPED_TOTAL).absolute(self.stats.outbox_dropped);
+    }
+
+    /// Drops the acknowledgement and commit channels: the sources close
+    /// their sessions once they have sent what is queued.
+    fn release_sources(&mut self) {
+        for s in &mut self.sources {
+            match s {
+                SourcePos::Mqtt { acks, .. } => *acks = None,
+                SourcePos::Kafka { commits, .. } => *commits = None,
+            }
+        }
+    }
+}
+
+/// How long shutdown may take in all before the process exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(run_async(config))
+}
+
+async fn run_async(config: Config) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let store = Arc::new(Store::open(&config.state.dir)?);
+    let model = match &config.model {
+        Some(m) => {
+            Some(Arc::new(ModelHandle::load(&m.path).with_context(|| format!("model package {}", m.path.display()))?))
+        }
+        None => None,
+    };
+    let _watcher = match &model {
+        Some(h) => Some(h.watch(Duration::from_secs(2), |r| tracing::info!("model: {r:?}"))?),
+        None => None,
+    };
+    let mut core = Core::new(&config, store.clone(), model).map_err(anyhow::Error::msg)?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (tx, mut rx) = mpsc::channel::<Input>(4096);
+    let mut tasks = Vec::new();
+    let mut statuses = Vec::new();
+    for (i, s) in config.sources.iter().enumerate() {
+        let status = Arc::new(SourceStatus::default());
+        statuses.push((source_label(&config, i), status.clone()));
+        match (s, &mut core.sources[i]) {
+            (SourceConfig::Mqtt(m), SourcePos::Mqtt { acks, .. }) => {
+                let (atx, arx) = mpsc::unbounded_channel();
+                *acks = Some(atx);
+                let max = config.ingest.max_payload_bytes;
+                tasks.push(
+                    mqtt::spawn(i, m, max, tx.clone(), arx, stop_rx.clone(), status)
+                        .map_err(|e| anyhow::anyhow!("source[{i}]: {e}"))?,
+                );
+            }
+            (SourceConfig::Kafka(k), SourcePos::Kafka { commits, .. }) => {
+                let (ctx, crx) = mpsc::unbounded_channel();
+                *commits = Some(ctx);
+                tasks.push(
+                    kafka::spawn_source(i, k, tx.clone(), crx, stop_rx.clone(), status)
+                        .map_err(|e| anyhow::anyhow!("source[{i}]: {e}"))?,
+                );
+            }
+            _ => unreachable!("sources are built from the same list"),
+        }
+    }
+    drop(tx);
+    let (sink_stop_tx, sink_stop_rx) = watch::channel(false);
+    let mut sink_task = None;
+    if let Some(SinkConfig::Kafka(k)) = config.sinks.first() {
+        let notify = Arc::new(Notify::new());
+        core.sink = Some(notify.clone());
+        let status = Arc::new(SourceStatus::default());
+        sink_task = Some(
+            kafka::spawn_sink(k, store.clone(), notify, sink_stop_rx, status)
+                .map_err(|e| anyhow::anyhow!("sink[0]: {e}"))?,
+        );
+    }
+
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let mut stop = stop_rx.clone();
+    tracing::info!(sources = config.sources.len(), "faultline running");
+
+    // The loop.
+    let interval = config.state.checkpoint_interval;
+    let mut last_checkpoint = Instant::now();
+    let mut last_tick = Instant::now();
+    let mut buf = Vec::with_capacity(512);
+    loop {
+        let until_checkpoint = interval.saturating_sub(last_checkpoint.elapsed());
+        let wait = if core.owed() > 0 {
+            until_checkpoint.min(IDLE_FLUSH)
+        } else {
+            until_checkpoint.min(Duration::from_secs(1))
+        };
+        let mut idle = false;
+        tokio::select! {
+            n = rx.recv_many(&mut buf, 512) => {
+                if n == 0 {
+                    break; // every source has ended
+                }
+                let now = now_ms();
+                for input in buf.drain(..) {
+                    core.handle(input, now);
+                }
+                core.score(now);
+            }
+            _ = tokio::time::sleep(wait) => idle = true,
+            _ = stop.changed() => break,
+        }
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            let now = now_ms();
+            core.tick(now);
+            core.score(now);
+            core.publish_metrics();
+            for (label, st) in &statuses {
+                let label = label.clone();
+                metrics::gauge!(crate::metrics::SOURCE_CONNECTED, "source" => label.clone())
+                    .set(if st.connected.load(Ordering::Relaxed) { 1.0 } else { 0.0 });
+                metrics::counter!(crate::metrics::SOURCE_RECONNECTS_TOTAL, "source" => label)
+                    .absolute(st.reconnects.load(Ordering::Relaxed));
+            }
+            metrics::gauge!(crate::metrics::SOURCE_BACKLOG).set(rx.len() as f64);
+            last_tick = Instant::now();
+        }
+        if last_checkpoint.elapsed() >= interval || core.owed() >= MAX_OWED || (idle && core.owed() > 0) {
+            core.checkpoint();
+            last_checkpoint = Instant::now();
+        }
+    }
+
+    // Shutdown: stop intake, process what is already queued, checkpoint,
+    // acknowledge and commit, close the sessions. No window closes early.
+    tracing::info!("shutting down");
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    let now = now_ms();
+    while let Ok(input) = rx.try_recv() {
+        core.handle(input, now);
+    }
+    core.score(now);
+    rx.close();
+    let ok = core.checkpoint();
+    core.publish_metrics();
+    core.release_sources();
+    for t in tasks {
+        let _ = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), t).await;
+    }
+    // Give the sink a moment to deliver what is queued; the rest waits in the outbox.
+    if let Some(t) = sink_task {
+        let grace = deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(3));
+        let _ = tokio::time::sleep(grace.min(Duration::from_millis(500))).await;
+        let _ = sink_stop_tx.send(true);
+        let _ = tokio::time::timeout(grace, t).await;
+    }
+    store.flush()?;
+    if !ok {
+        anyhow::bail!("the final checkpoint failed; the brokers will deliver again what it did not cover");
+    }
+    tracing::info!(pending_alerts = store.outbox_pending(), "stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

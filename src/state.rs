@@ -1,0 +1,369 @@
+//! The daemon's durable state: one sled database under `state.dir`.
+//!
+//! Trees, each with its own key layout (version in `meta/layout`):
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `meta` | `layout` | u32 BE, [`LAYOUT`] |
+//! | `devices` | device id | postcard [`DeviceSnapshot`]: open and updatable windows, watermark |
+//! | `alert_state` | device id | postcard [`DeviceState`]: recent scores, the alert not cleared |
+//! | `alerts` | alert id | postcard [`Alert`]: latest record of every alert (history) |
+//! | `positions` | `kafka/<group>/<topic>/<partition>` | i64 BE: next offset |
+//! | | `mqtt/<client id>` | postcard `Vec<(u16, u64)>`: messages acknowledged by the last checkpoint |
+//! | `outbox` | u64 BE sequence | postcard [`OutboxRecord`]: alert records not yet on the topic |
+//!
+//! A checkpoint writes the first four trees in one sled transaction and
+//! flushes; sources are acknowledged only after that. The outbox is
+//! written as alerts happen (and flushed with the next checkpoint), so an
+//! alert record is never lost: at worst one is sent twice after a crash,
+//! recognisably the same (SPEC 4: deterministic `alert_id`).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use crate::alerts::{Alert, DeviceState};
+use crate::window::{Changes, DeviceSnapshot};
+
+/// Version of the key layout above; a database of another version is refused.
+pub const LAYOUT: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot open the state database in {dir}")]
+    Open { dir: PathBuf, source: sled::Error },
+    #[error(
+        "the state in {dir} has key layout {found}, this faultline reads layout {LAYOUT}; move it away to start afresh"
+    )]
+    Layout { dir: PathBuf, found: u32 },
+    #[error("state database")]
+    Sled(#[from] sled::Error),
+    #[error("state record {key:?} in tree {tree} cannot be read")]
+    Corrupt { tree: &'static str, key: String, source: postcard::Error },
+    #[error("cannot encode a state record")]
+    Encode(#[source] postcard::Error),
+}
+
+/// An alert record waiting to be published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    /// The record's key on the alert topic.
+    pub device_id: String,
+    /// The record's value: SPEC 4 JSON.
+    pub payload: String,
+}
+
+/// What a checkpoint writes, besides what [`Store::push_outbox`] already wrote.
+#[derive(Debug, Default)]
+pub struct Checkpoint {
+    pub devices: Changes,
+    /// Alert policy state per device; `None` removes it.
+    pub alert_states: Vec<(String, Option<DeviceState>)>,
+    /// Alert records to keep as each alert's latest.
+    pub alerts: Vec<Alert>,
+    /// Source positions, keys as in the module docs.
+    pub positions: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Checkpoint {
+    pub fn is_empty(&self) -> bool {
+        self.devices.updated.is_empty()
+            && self.devices.forgotten.is_empty()
+            && self.alert_states.is_empty()
+            && self.alerts.is_empty()
+            && self.positions.is_empty()
+    }
+}
+
+/// Everything a restart restores.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub devices: Vec<DeviceSnapshot>,
+    pub alert_states: Vec<(String, DeviceState)>,
+    pub positions: Vec<(Vec<u8>, Vec<u8>)>,
+    pub outbox_pending: u64,
+}
+
+/// Sizes of a written checkpoint, for metrics and logs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Written {
+    pub records: usize,
+    pub bytes: usize,
+}
+
+pub struct Store {
+    dir: PathBuf,
+    db: sled::Db,
+    devices: sled::Tree,
+    alert_state: sled::Tree,
+    alerts: sled::Tree,
+    positions: sled::Tree,
+    outbox: sled::Tree,
+    next_seq: AtomicU64,
+    pending: AtomicU64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StateError> {
+    postcard::to_stdvec(v).map_err(StateError::Encode)
+}
+
+fn decode<'a, T: Deserialize<'a>>(tree: &'static str, key: &[u8], v: &'a [u8]) -> Result<T, StateError> {
+    postcard::from_bytes(v).map_err(|source| StateError::Corrupt {
+        tree,
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StateError> {
+        let open_err = |source| StateError::Open { dir: dir.to_owned(), source };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(sled::Error::Io(e)))?;
+        // Checkpoints flush explicitly; the background flush only bounds
+        // how much of the outbox a crash can make us send twice.
+        let db = sled::Config::new().path(dir).flush_every_ms(Some(1000)).open().map_err(open_err)?;
+        let meta = db.open_tree("meta")?;
+        match meta.get("layout")? {
+            None => {
+                meta.insert("layout", &LAYOUT.to_be_bytes())?;
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes).unwrap_or(u32::MAX);
+                if found != LAYOUT {
+                    return Err(StateError::Layout { dir: dir.to_owned(), found });
+                }
+            }
+        }
+        let outbox = db.open_tree("outbox")?;
+        let next_seq = match outbox.last()? {
+            Some((k, _)) => seq_of(&k).saturating_add(1),
+            None => 0,
+        };
+        let pending = outbox.len() as u64;
+        Ok(Store {
+            dir: dir.to_owned(),
+            devices: db.open_tree("devices")?,
+            alert_state: db.open_tree("alert_state")?,
+            alerts: db.open_tree("alerts")?,
+            positions: db.open_tree("positions")?,
+            outbox,
+            db,
+            next_seq: AtomicU64::new(next_seq),
+            pending: AtomicU64::new(pending),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reads everything a restart needs.
+    pub fn restore(&self) -> Result<Restored, StateError> {
+        let mut r = Restored::default();
+        for kv in self.devices.iter() {
+            let (k, v) = kv?;
+            r.devices.push(decode("devices", &k, &v)?);
+        }
+        for kv in self.alert_state.iter() {
+            let (k, v) = kv?;
+            r.alert_states.push((String::from_utf8_lossy(&k).into_owned(), decode("alert_state", &k, &v)?));
+        }
+        for kv in self.positions.iter() {
+            let (k, v) = kv?;
+            r.positions.push((k.to_vec(), v.to_vec()));
+        }
+        r.outbox_pending = self.pending.load(Ordering::Relaxed);
+        Ok(r)
+    }
+
+    /// Writes a checkpoint atomically and flushes it to disk.
+    pub fn checkpoint(&self, c: &Checkpoint) -> Result<Written, StateError> {
+        let mut w = Written::default();
+        let mut devices = Vec::with_capacity(c.devices.updated.len());
+        for d in &c.devices.updated {
+            let v = encode(d)?;
+            w.bytes += v.len();
+            devices.push((d.id.as_bytes(), v));
+        }
+        let mut states = Vec::with_capacity(c.alert_states.len());
+        for (id, s) in &c.alert_states {
+            let v = s.as_ref().map(encode).transpose()?;
+            w.bytes += v.as_ref().map_or(0, Vec::len);
+            states.push((id.as_bytes(), v));
+        }
+        let mut alerts = Vec::with_capacity(c.alerts.len());
+        for a in &c.alerts {
+            let v = encode(a)?;
+            w.bytes += v.len();
+            alerts.push((a.alert_id.as_bytes(), v));
+        }
+        w.records = devices.len() + c.devices.forgotten.len() + states.len() + alerts.len() + c.positions.len();
+        let result: Result<(), TransactionError<()>> =
+            (&self.devices, &self.alert_state, &self.alerts, &self.positions).transaction(|(d, s, a, p)| {
+                for id in &c.devices.forgotten {
+                    d.remove(id.as_bytes())?;
+                }
+                for (k, v) in &devices {
+                    d.insert(*k, v.as_slice())?;
+                }
+                for (k, v) in &states {
+                    match v {
+                        Some(v) => s.insert(*k, v.as_slice())?,
+                        None => s.remove(*k)?,
+                    };
+                }
+                for (k, v) in &alerts {
+                    a.insert(*k, v.as_slice())?;
+                }
+                for (k, v) in &c.positions {
+                    p.insert(k.as_slice(), v.as_slice())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Storage(e)) => return Err(e.into()),
+            Err(TransactionError::Abort(())) => unreachable!("the checkpoint transaction never aborts"),
+        }
+        self.db.flush()?;
+        Ok(w)
+    }
+
+    /// Appends alert records to the outbox, in order; returns how many
+    /// older records were dropped to stay within `cap`.
+    pub fn push_outbox(&self, records: &[OutboxRecord], cap: usize) -> Result<u64, StateError> {
+        let mut batch = sled::Batch::default();
+        for r in records {
+            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            batch.insert(&seq.to_be_bytes(), encode(r)?);
+        }
+        self.outbox.apply_batch(batch)?;
+        let mut pending = self.pending.fetch_add(records.len() as u64, Ordering::Relaxed) + records.len() as u64;
+        let mut dropped = 0;
+        while pending > cap as u64 {
+            match self.outbox.pop_min()? {
+                Some(_) => {
+                    dropped += 1;
+                    pending = self.pending.fetch_sub(1, Ordering::Relaxed) - 1;
+                }
+                None => break,
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Up to `n` outbox records from sequence `from` on, oldest first.
+    pub fn outbox_from(&self, from: u64, n: usize) -> Result<Vec<(u64, OutboxRecord)>, StateError> {
+        let mut out = Vec::new();
+        for kv in self.outbox.range(from.to_be_bytes()..).take(n) {
+            let (k, v) = kv?;
+            out.push((seq_of(&k), decode("outbox", &k, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Removes a delivered record.
+    pub fn remove_outbox(&self, seq: u64) -> Result<(), StateError> {
+        if self.outbox.remove(seq.to_be_bytes())?.is_some() {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Alert records waiting for the topic.
+    pub fn outbox_pending(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Latest record of every alert (history), in alert-id order.
+    pub fn alerts(&self) -> Result<Vec<Alert>, StateError> {
+        let mut out = Vec::new();
+        for kv in self.alerts.iter() {
+            let (k, v) = kv?;
+            out.push(decode("alerts", &k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Size of the database on disk, bytes.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// Flushes everything written so far.
+    pub fn flush(&self) -> Result<(), StateError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+fn seq_of(k: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(k).map(u64::from_be_bytes).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_round_trips_and_the_layout_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = DeviceSnapshot {
+            id: "pump 1".into(),
+            max_ts: 5,
+            last_seen_ms: 7,
+            signals: vec!["a".into()],
+            open: vec![],
+            closed: vec![],
+        };
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let c = Checkpoint {
+                devices: Changes { updated: vec![snap.clone()], forgotten: vec![] },
+                positions: vec![(b"kafka/g/t/0".to_vec(), 42i64.to_be_bytes().to_vec())],
+                ..Default::default()
+            };
+            let w = s.checkpoint(&c).unwrap();
+            assert_eq!(w.records, 2);
+            let rec = |i: u32| OutboxRecord { device_id: "pump 1".into(), payload: format!("{{\"n\":{i}}}") };
+            assert_eq!(s.push_outbox(&[rec(0), rec(1), rec(2)], 2).unwrap(), 1);
+            assert_eq!(s.outbox_pending(), 2);
+            let got = s.outbox_from(0, 10).unwrap();
+            assert_eq!(got.iter().map(|(q, _)| *q).collect::<Vec<_>>(), vec![1, 2]);
+            s.remove_outbox(1).unwrap();
+            s.flush().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let r = s.restore().unwrap();
+        assert_eq!(r.devices, vec![snap]);
+        assert_eq!(r.positions.len(), 1);
+        assert_eq!(r.outbox_pending, 1);
+        // New records continue the sequence.
+        s.push_outbox(&[OutboxRecord { device_id: "x".into(), payload: "{}".into() }], 10).unwrap();
+        assert_eq!(s.outbox_from(0, 10).unwrap().iter().map(|(q, _)| *q).collect::<Vec<_>>(), vec![2, 3]);
+        // Forgetting removes.
+        let c = Checkpoint {
+            devices: Changes { updated: vec![], forgotten: vec![std::sync::Arc::from("pump 1")] },
+            ..Default::default()
+        };
+        s.checkpoint(&c).unwrap();
+        assert!(s.restore().unwrap().devices.is_empty());
+        drop(s);
+        let meta = sled::open(dir.path()).unwrap().open_tree("meta").unwrap();
+        meta.insert("layout", &99u32.to_be_bytes()).unwrap();
+        meta.flush().unwrap();
+        drop(meta);
+        let e = Store::open(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("layout 99"), "{e}");
+    }
+}
