@@ -8,6 +8,7 @@
 //! | `devices` | device id | postcard [`DeviceSnapshot`]: open and updatable windows, watermark |
 //! | `alert_state` | device id | postcard [`DeviceState`]: recent scores, the alert not cleared |
 //! | `alerts` | alert id | postcard [`Alert`]: latest record of every alert (history) |
+//! | `windows` | device id, 0x00, start i64 BE | postcard [`WindowRecord`]: the last scored windows per device |
 //! | `positions` | `kafka/<group>/<topic>/<partition>` | i64 BE: next offset |
 //! | | `mqtt/<client id>` | postcard `Vec<(u16, u64)>`: messages acknowledged by the last checkpoint |
 //! | `outbox` | u64 BE sequence | postcard [`OutboxRecord`]: alert records not yet on the topic |
@@ -56,6 +57,36 @@ pub struct OutboxRecord {
     pub payload: String,
 }
 
+/// A closed window as the dashboard and the API show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowRecord {
+    pub device_id: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// Readings in the window (the largest count over its signals).
+    pub readings: u64,
+    /// Fault probability (NaN: not scored).
+    pub score: f32,
+    pub model: String,
+    pub model_version: String,
+    /// The window was re-emitted after late readings.
+    pub update: bool,
+    /// Each signal's mean and standard deviation.
+    pub signals: Vec<(String, f64, f64)>,
+}
+
+/// Windows kept per device in the `windows` tree.
+pub const WINDOWS_PER_DEVICE: i64 = 500;
+
+fn window_key(device: &str, start_ms: i64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(device.len() + 9);
+    k.extend_from_slice(device.as_bytes());
+    k.push(0);
+    // Order-preserving for negative times too.
+    k.extend_from_slice(&((start_ms as u64) ^ (1 << 63)).to_be_bytes());
+    k
+}
+
 /// What a checkpoint writes, besides what [`Store::push_outbox`] already wrote.
 #[derive(Debug, Default)]
 pub struct Checkpoint {
@@ -66,6 +97,9 @@ pub struct Checkpoint {
     pub alerts: Vec<Alert>,
     /// Source positions, keys as in the module docs.
     pub positions: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Windows closed or updated, with the window size (to drop the oldest).
+    pub windows: Vec<WindowRecord>,
+    pub window_size_ms: i64,
 }
 
 impl Checkpoint {
@@ -75,6 +109,7 @@ impl Checkpoint {
             && self.alert_states.is_empty()
             && self.alerts.is_empty()
             && self.positions.is_empty()
+            && self.windows.is_empty()
     }
 }
 
@@ -100,6 +135,7 @@ pub struct Store {
     devices: sled::Tree,
     alert_state: sled::Tree,
     alerts: sled::Tree,
+    windows: sled::Tree,
     positions: sled::Tree,
     outbox: sled::Tree,
     next_seq: AtomicU64,
@@ -155,6 +191,7 @@ impl Store {
             devices: db.open_tree("devices")?,
             alert_state: db.open_tree("alert_state")?,
             alerts: db.open_tree("alerts")?,
+            windows: db.open_tree("windows")?,
             positions: db.open_tree("positions")?,
             outbox,
             db,
@@ -207,9 +244,27 @@ impl Store {
             w.bytes += v.len();
             alerts.push((a.alert_id.as_bytes(), v));
         }
-        w.records = devices.len() + c.devices.forgotten.len() + states.len() + alerts.len() + c.positions.len();
-        let result: Result<(), TransactionError<()>> =
-            (&self.devices, &self.alert_state, &self.alerts, &self.positions).transaction(|(d, s, a, p)| {
+        let mut windows = Vec::with_capacity(c.windows.len());
+        for r in &c.windows {
+            let v = encode(r)?;
+            w.bytes += v.len();
+            let old = r.start_ms.saturating_sub(WINDOWS_PER_DEVICE.saturating_mul(c.window_size_ms));
+            windows.push((window_key(&r.device_id, r.start_ms), v, window_key(&r.device_id, old)));
+        }
+        w.records = devices.len()
+            + c.devices.forgotten.len()
+            + states.len()
+            + alerts.len()
+            + c.positions.len()
+            + windows.len();
+        let result: Result<(), TransactionError<()>> = (
+            &self.devices,
+            &self.alert_state,
+            &self.alerts,
+            &self.positions,
+            &self.windows,
+        )
+            .transaction(|(d, s, a, p, win)| {
                 for id in &c.devices.forgotten {
                     d.remove(id.as_bytes())?;
                 }
@@ -227,6 +282,11 @@ impl Store {
                 }
                 for (k, v) in &c.positions {
                     p.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (k, v, old) in &windows {
+                    win.insert(k.as_slice(), v.as_slice())?;
+                    // The window that just fell out of the kept range, if any.
+                    win.remove(old.as_slice())?;
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
@@ -291,6 +351,28 @@ impl Store {
         for kv in self.alerts.iter() {
             let (k, v) = kv?;
             out.push(decode("alerts", &k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// The last `limit` windows of a device, newest first.
+    pub fn windows(&self, device_id: &str, limit: usize) -> Result<Vec<WindowRecord>, StateError> {
+        let mut prefix = device_id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for kv in self.windows.scan_prefix(&prefix).rev().take(limit) {
+            let (k, v) = kv?;
+            out.push(decode("windows", &k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Every kept window of every device, in device then time order.
+    pub fn all_windows(&self) -> Result<Vec<WindowRecord>, StateError> {
+        let mut out = Vec::new();
+        for kv in self.windows.iter() {
+            let (k, v) = kv?;
+            out.push(decode("windows", &k, &v)?);
         }
         Ok(out)
     }

@@ -34,7 +34,7 @@ use crate::config::{Config, SinkConfig, SourceConfig};
 use crate::model::ModelHandle;
 use crate::pipeline::{Pipeline, SourceId};
 use crate::scoring::Scorer;
-use crate::state::{Checkpoint, OutboxRecord, Store};
+use crate::state::{Checkpoint, OutboxRecord, Store, WindowRecord};
 use crate::time::now_ms;
 use crate::window::ClosedWindow;
 
@@ -129,6 +129,8 @@ pub struct Core {
     closed: Vec<ClosedWindow>,
     alert_dirty: HashSet<String>,
     alert_records: Vec<Alert>,
+    window_records: Vec<WindowRecord>,
+    window_size_ms: i64,
     sink: Option<Arc<Notify>>,
     owed: usize,
     /// The last checkpoint failed: write everything next time.
@@ -194,6 +196,8 @@ impl Core {
             closed: Vec::new(),
             alert_dirty: HashSet::new(),
             alert_records: Vec::new(),
+            window_records: Vec::new(),
+            window_size_ms: config.window.spec().size_ms,
             sink: None,
             owed: 0,
             full_next: false,
@@ -322,7 +326,19 @@ impl Core {
         if self.closed.is_empty() {
             return;
         }
+        let record = |w: &ClosedWindow, score: f32, model: &str, version: &str| WindowRecord {
+            device_id: w.device_id.to_string(),
+            start_ms: w.start_ms,
+            end_ms: w.end_ms,
+            readings: w.signals.iter().map(|(_, s)| s[0] as u64).max().unwrap_or(0),
+            score,
+            model: model.to_owned(),
+            model_version: version.to_owned(),
+            update: w.update,
+            signals: w.signals.iter().map(|(n, s)| (n.to_string(), s[1], s[2])).collect(),
+        };
         let Some(scorer) = &mut self.scorer else {
+            self.window_records.extend(self.closed.iter().map(|w| record(w, f32::NAN, "", "")));
             self.closed.clear();
             return;
         };
@@ -331,6 +347,9 @@ impl Core {
         }
         match scorer.process(&self.closed, now_ms) {
             Ok(batch) => {
+                self.window_records.extend(
+                    self.closed.iter().zip(&batch.results).map(|(w, r)| record(w, r.score, &r.model, &r.model_version)),
+                );
                 for w in &batch.results {
                     if !self.alert_dirty.contains(&*w.device_id) {
                         self.alert_dirty.insert(w.device_id.to_string());
@@ -359,6 +378,7 @@ impl Core {
                 }
             }
             Err(e) => {
+                self.window_records.extend(self.closed.iter().map(|w| record(w, f32::NAN, "", "")));
                 self.stats.scoring_failures += 1;
                 tracing::error!(windows = self.closed.len(), "scoring failed: {}", crate::error_chain(&e));
             }
@@ -391,6 +411,8 @@ impl Core {
                 self.alert_dirty.iter().map(|id| (id.clone(), s.policy().device_state(id).cloned())).collect();
         }
         cp.alerts = std::mem::take(&mut self.alert_records);
+        cp.windows = std::mem::take(&mut self.window_records);
+        cp.window_size_ms = self.window_size_ms;
         for s in &mut self.sources {
             match s {
                 SourcePos::Mqtt { key, pending, acked, again, .. } => {
@@ -421,7 +443,10 @@ impl Core {
                 self.alert_dirty.clear();
                 metrics::histogram!(crate::metrics::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
                 metrics::gauge!(crate::metrics::CHECKPOINT_BYTES).set(w.bytes as f64);
+                let payloads: u64 = self.pipeline.sources().iter().map(|s| s.payloads).sum();
                 tracing::debug!(
+                    payloads,
+                    skipped = self.stats.redelivered_skipped,
                     records = w.records,
                     bytes = w.bytes,
                     owed = self.owed,
@@ -434,6 +459,7 @@ impl Core {
                 self.full_next = true;
                 // Put the records back: they go with the next attempt.
                 self.alert_records = cp.alerts;
+                self.window_records = cp.windows;
                 tracing::error!("checkpoint failed, nothing acknowledged: {}", crate::error_chain(&e));
                 return false;
             }

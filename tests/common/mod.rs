@@ -1,6 +1,7 @@
 //! Helpers shared by the black-box tests.
 #![allow(dead_code)]
 
+pub mod brokers;
 pub mod onnx;
 
 use std::path::{Path, PathBuf};

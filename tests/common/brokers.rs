@@ -1,0 +1,298 @@
+//! Real brokers and the real daemon for integration tests: mosquitto (from
+//! Debian) and tansu (a Kafka-protocol broker; `.ci/run` installs it under
+//! `target/tools`), each on a free loopback port, killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}) before listening on {port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} does not listen on {port} after 30 s");
+}
+
+fn find(env: &str, candidates: &[PathBuf], install: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return PathBuf::from(p);
+    }
+    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+        panic!("{} not found (looked at {candidates:?}; set {env}): {install}", candidates[0].display())
+    })
+}
+
+/// mosquitto on a free port, no persistence, queues large enough for tests.
+pub struct Mosquitto {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Started as root, mosquitto drops to its own user, which must be able to save sessions here.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let mut m = Mosquitto { port: free_port(), dir, child: None };
+        m.start_again();
+        m
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on the same port, with a fresh memory.
+    pub fn start_again(&mut self) {
+        let bin = find(
+            "FAULTLINE_MOSQUITTO",
+            &[PathBuf::from("/usr/sbin/mosquitto"), PathBuf::from("/usr/bin/mosquitto")],
+            "apt-get install mosquitto (.ci/run does)",
+        );
+        let conf = self.dir.path().join("mosquitto.conf");
+        let text = format!(
+            "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+             max_queued_messages 0\nmax_inflight_messages 0\nautosave_interval 1\n",
+            self.port,
+            self.dir.path().display()
+        );
+        std::fs::write(&conf, text).expect("write mosquitto.conf");
+        let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).expect("log file");
+        let mut child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("mosquitto starts");
+        wait_for_port(self.port, "mosquitto", &mut child);
+        self.child = Some(child);
+    }
+
+    /// Stops it (SIGTERM: it saves its sessions and queues first).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            terminate(&mut c);
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn terminate(c: &mut Child) -> Option<ExitStatus> {
+    let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(s)) = c.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    None
+}
+
+/// tansu, a Kafka-protocol broker, on a free port with in-memory storage.
+pub struct Tansu {
+    pub port: u16,
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Tansu {
+    pub fn bin() -> PathBuf {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        find(
+            "FAULTLINE_TANSU",
+            &[root.join("target/tools/bin/tansu")],
+            "cargo install --locked tansu --version 0.6.0 --features dynostore --root target/tools (.ci/run does)",
+        )
+    }
+
+    pub fn start() -> Tansu {
+        let mut t =
+            Tansu { port: free_port(), bin: Tansu::bin(), dir: tempfile::tempdir().expect("tempdir"), child: None };
+        t.start_again();
+        t
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on the same port. Storage is in memory: topics must be created again.
+    pub fn start_again(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::File::create(self.dir.path().join("tansu.log")).expect("log file");
+        let mut child = Command::new(&self.bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("tansu starts");
+        wait_for_port(self.port, "tansu", &mut child);
+        self.child = Some(child);
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let out = Command::new(&self.bin)
+            .args(["topic", "create", "--broker", &format!("tcp://127.0.0.1:{}", self.port)])
+            .args(["--partitions", &partitions.to_string(), name])
+            .output()
+            .expect("tansu topic create runs");
+        assert!(out.status.success(), "tansu topic create {name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The daemon, run from the test binary's build, its log captured.
+pub struct Daemon {
+    child: Option<Child>,
+    pub log: Arc<Mutex<Vec<String>>>,
+    config: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(config: &Path) -> Daemon {
+        let mut d = Daemon { child: None, log: Arc::new(Mutex::new(Vec::new())), config: config.to_owned() };
+        d.restart();
+        d
+    }
+
+    /// Starts it again with the same configuration (after [`Daemon::kill9`] or [`Daemon::terminate`]).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the daemon is still running");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("FAULTLINE_LOG", "info,faultline::daemon=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("faultline run starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log.lock().expect("log lock").push(line);
+            }
+        });
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("the daemon runs");
+        terminate(&mut c).expect("the daemon exits within 20 s of SIGTERM")
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.log.lock().expect("log lock").iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            assert!(Instant::now() < deadline, "no log line with {needle:?} in {timeout:?}:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The payloads processed so far, by the latest checkpoint's log line.
+    pub fn checkpointed_payloads(&self) -> u64 {
+        let log = self.log.lock().expect("log lock");
+        log.iter().rev().find_map(|l| field(l, "payloads")).unwrap_or(0)
+    }
+
+    /// Waits until the checkpoints cover at least `n` payloads since the last (re)start.
+    pub fn wait_for_payloads(&self, n: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.checkpointed_payloads() < n {
+            assert!(
+                Instant::now() < deadline,
+                "checkpoints cover {} of {n} payloads after {timeout:?}:\n{}",
+                self.checkpointed_payloads(),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        let log = self.log.lock().expect("log lock");
+        let start = log.len().saturating_sub(60);
+        log[start..].join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `name=123` in a log line.
+pub fn field(line: &str, name: &str) -> Option<u64> {
+    let i = line.find(&format!(" {name}="))?;
+    let rest = &line[i + name.len() + 2..];
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// Runs `faultline replay` with `args`; panics unless it succeeds.
+pub fn replay(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .arg("replay")
+        .args(args)
+        .env("FAULTLINE_LOG", "warn")
+        .output()
+        .expect("faultline replay runs");
+    assert!(out.status.success(), "faultline replay {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}

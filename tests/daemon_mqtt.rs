@@ -1,0 +1,277 @@
+//! `faultline run` against a real mosquitto, fed by `faultline replay`:
+//! windows and alerts, crashes (kill -9 at random points), a broker
+//! outage, graceful shutdown. The expected windows and alerts come from
+//! the library run over the same file without any interruption.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::brokers::{replay, Daemon, Mosquitto};
+use common::SKAB_SIGNALS;
+use faultline::config::Config;
+use faultline::scoring::{policy_config, Scorer};
+use faultline::sources::file::{CsvOptions, CsvReader, DeviceFrom};
+use faultline::state::Store;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn sample() -> PathBuf {
+    root().join("models/pump-skab/sample/valve1-1.csv")
+}
+
+const ROWS: u64 = 1145;
+
+fn config_text(state: &Path, mqtt: &str, extra: &str) -> String {
+    format!(
+        r#"
+[state]
+dir = "{}"
+checkpoint_interval = "200ms"
+[window]
+size = "2m"
+max_out_of_orderness = "10s"
+allowed_lateness = "1m"
+idle_timeout = "1h"
+[limits]
+device_ttl = "2h"
+[[source]]
+type = "mqtt"
+url = "{mqtt}"
+topics = ["plant/+/pumps/+"]
+device_from_topic = "plant/+/pumps/{{device_id}}"
+client_id = "faultline-test"
+[model]
+path = "{}"
+{extra}
+"#,
+        state.display(),
+        root().join("models/pump-skab").display()
+    )
+}
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("faultline.toml");
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+/// Window (device, start) → readings, and the latest status of every alert,
+/// from the library over the whole file in order.
+pub fn expected(config_text: &str) -> (BTreeMap<(String, i64), u64>, BTreeMap<String, String>) {
+    let config = Config::from_toml(config_text).unwrap_or_else(|p| panic!("{p:?}"));
+    let mut engine = config.engine();
+    let dir = &config.model.as_ref().expect("model").path;
+    let model = Arc::new(faultline::model::Model::load(dir).expect("model loads"));
+    let policy = policy_config(&config.alerts, model.package.threshold).expect("policy");
+    let mut scorer = Scorer::new(model, policy);
+    let opts = CsvOptions {
+        time_column: Some("datetime".into()),
+        device: DeviceFrom::Fixed("pump-1".into()),
+        delimiter: b';',
+        signals: Some(SKAB_SIGNALS.iter().map(|s| s.to_string()).collect()),
+        label_column: None,
+    };
+    let mut r = CsvReader::open(&sample(), &opts).expect("sample opens");
+    let names = r.signals().to_vec();
+    let mut windows = BTreeMap::new();
+    let mut alerts = BTreeMap::new();
+    while let Some(row) = r.next_row().expect("row") {
+        let mut closed = Vec::new();
+        let values = row.values.iter().map(|(i, v)| (names[*i].as_str(), *v));
+        engine.record(&row.device_id, row.ts_ms, values, 0, &mut closed);
+        let batch = scorer.process(&closed, 0).expect("scores");
+        for w in &closed {
+            let n = w.signals.iter().map(|(_, s)| s[0] as u64).max().unwrap_or(0);
+            windows.insert((w.device_id.to_string(), w.start_ms), n);
+        }
+        for (_, a) in batch.alerts {
+            alerts.insert(a.alert_id.clone(), format!("{:?}", a.status));
+        }
+    }
+    (windows, alerts)
+}
+
+/// What the daemon left in its state directory.
+pub fn stored(state: &Path) -> (BTreeMap<(String, i64), u64>, BTreeMap<String, String>, u64) {
+    let store = Store::open(state).expect("state opens");
+    let windows = store.all_windows().expect("windows").into_iter().map(|w| ((w.device_id, w.start_ms), w.readings)).collect();
+    let alerts = store.alerts().expect("alerts").into_iter().map(|a| (a.alert_id, format!("{:?}", a.status))).collect();
+    // Readings still in open windows.
+    let open: u64 = store
+        .restore()
+        .expect("restore")
+        .devices
+        .iter()
+        .flat_map(|d| d.open.iter())
+        .map(|w| w.stats.iter().map(|s| s.count()).max().unwrap_or(0))
+        .sum();
+    (windows, alerts, open)
+}
+
+fn replay_args<'a>(url: &'a str, speed: &'a str, sample: &'a str) -> Vec<&'a str> {
+    vec![
+        "--input",
+        sample,
+        "--delimiter",
+        ";",
+        "--time-column",
+        "datetime",
+        "--device",
+        "pump-1",
+        "--signals",
+        "Accelerometer1RMS,Accelerometer2RMS,Current,Pressure,Temperature,Thermocouple,Voltage,Volume Flow RateRMS",
+        "--mqtt",
+        url,
+        "--topic",
+        "plant/hall-a/pumps/{device_id}",
+        "--omit-device-id",
+        "--speed",
+        speed,
+    ]
+}
+
+/// Waits until the daemon's checkpoints stop moving (everything sent is in).
+fn wait_quiet(d: &Daemon) {
+    let mut last = (u64::MAX, std::time::Instant::now());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = d.checkpointed_payloads();
+        if n != last.0 {
+            last = (n, std::time::Instant::now());
+        } else if last.1.elapsed() > Duration::from_millis(1500) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the daemon never went quiet:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn check_against_expected(state: &Path, text: &str) {
+    let (want_windows, want_alerts) = expected(text);
+    let (got_windows, got_alerts, open) = stored(state);
+    assert!(!want_windows.is_empty() && !want_alerts.is_empty());
+    assert_eq!(got_windows, want_windows, "closed windows and their reading counts");
+    assert_eq!(got_alerts, want_alerts, "alerts and their latest status");
+    let closed: u64 = got_windows.values().sum();
+    assert_eq!(closed + open, ROWS, "every reading counted once: {closed} in closed windows + {open} open");
+}
+
+#[test]
+fn readings_over_mqtt_become_windows_and_alerts() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let text = config_text(&state, &broker.url(), "");
+    let mut d = Daemon::start(&write_config(dir.path(), &text));
+    d.wait_for_log("MQTT connected", Duration::from_secs(20));
+    let sample = sample();
+    replay(&replay_args(&broker.url(), "max", sample.to_str().unwrap()));
+    d.wait_for_payloads(ROWS, Duration::from_secs(60));
+    assert!(d.terminate().success(), "exit 0 on SIGTERM:\n{}", d.log_text());
+    check_against_expected(&state, &text);
+}
+
+#[test]
+fn kill_9_at_random_points_loses_and_doubles_nothing() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let text = config_text(&state, &broker.url(), "");
+    let mut d = Daemon::start(&write_config(dir.path(), &text));
+    d.wait_for_log("MQTT connected", Duration::from_secs(20));
+    // About 4 s of replay (1145 s of data at 300x) with kills in between.
+    let url = broker.url();
+    let sample = sample();
+    let publisher = std::thread::spawn(move || replay(&replay_args(&url, "300", sample.to_str().unwrap())));
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    let mut x = seed | 1;
+    for i in 0..4 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let wait = 300 + x % 900;
+        std::thread::sleep(Duration::from_millis(wait));
+        d.kill9();
+        eprintln!("crash {i} after {wait} ms (seed {seed})");
+        std::thread::sleep(Duration::from_millis(x % 300));
+        d.restart();
+    }
+    publisher.join().expect("replay finished");
+    wait_quiet(&d);
+    assert!(d.terminate().success(), "{}", d.log_text());
+    let log = d.log_text();
+    check_against_expected(&state, &text);
+    eprintln!("{}", log.lines().filter(|l| l.contains("restored")).collect::<Vec<_>>().join("\n"));
+}
+
+#[test]
+fn a_broker_outage_mid_stream_loses_nothing() {
+    let mut broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let text = config_text(&state, &broker.url(), "");
+    let mut d = Daemon::start(&write_config(dir.path(), &text));
+    d.wait_for_log("MQTT connected", Duration::from_secs(20));
+    // Half the file, the broker goes away and comes back, the rest.
+    let half = dir.path().join("first.csv");
+    let rest = dir.path().join("second.csv");
+    let text_csv = std::fs::read_to_string(sample()).unwrap();
+    let mut lines = text_csv.lines();
+    let header = lines.next().unwrap();
+    let body: Vec<&str> = lines.collect();
+    let (a, b) = body.split_at(body.len() / 2);
+    std::fs::write(&half, format!("{header}\n{}\n", a.join("\n"))).unwrap();
+    std::fs::write(&rest, format!("{header}\n{}\n", b.join("\n"))).unwrap();
+    replay(&replay_args(&broker.url(), "max", half.to_str().unwrap()));
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    broker.start_again();
+    d.wait_for_log("connection lost", Duration::from_secs(10));
+    let connected = || d.log.lock().unwrap().iter().filter(|l| l.contains("MQTT connected")).count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while connected() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no reconnect:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(d.log_text().contains("session_present=true"), "the session survived the broker restart");
+    replay(&replay_args(&broker.url(), "max", rest.to_str().unwrap()));
+    wait_quiet(&d);
+    assert!(d.terminate().success());
+    check_against_expected(&state, &text);
+}
+
+#[test]
+fn bad_payloads_do_not_stop_the_source() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let text = config_text(&state, &broker.url(), "");
+    let mut d = Daemon::start(&write_config(dir.path(), &text));
+    d.wait_for_log("MQTT connected", Duration::from_secs(20));
+    let jsonl = dir.path().join("mixed.jsonl");
+    std::fs::write(
+        &jsonl,
+        concat!(
+            "{\"ts\": 1000, \"values\": {\"Temperature\": 70.5}}\n",
+            "{\"ts\": \"yesterday\", \"values\": {\"Temperature\": 1}}\n",
+            "[{\"ts\": 2000, \"values\": {\"Temperature\": 71}}, {\"ts\": 3000, \"Temperature\": 72}]\n",
+        ),
+    )
+    .unwrap();
+    replay(&["--input", jsonl.to_str().unwrap(), "--mqtt", &broker.url(), "--topic", "plant/x/pumps/p9"]);
+    d.wait_for_payloads(3, Duration::from_secs(20));
+    d.wait_for_log("reading refused", Duration::from_secs(5));
+    assert!(d.terminate().success());
+    let store = Store::open(&state).unwrap();
+    let devices = store.restore().unwrap().devices;
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].id, "p9");
+    let n: u64 = devices[0].open.iter().map(|w| w.stats.iter().map(|s| s.count()).max().unwrap_or(0)).sum();
+    assert_eq!(n, 3, "the three good readings, the bad one refused");
+}
