@@ -222,7 +222,11 @@ impl Publisher {
         match self {
             Publisher::Mqtt { client, task, .. } => {
                 if task.is_finished() {
-                    return Err(ReplayError::Mqtt("the connection ended".into()));
+                    let why = match (&mut *task).await {
+                        Ok(Err(e)) => e,
+                        _ => "the connection ended".to_owned(),
+                    };
+                    return Err(ReplayError::Mqtt(why));
                 }
                 client
                     .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)

@@ -251,45 +251,37 @@ impl Store {
             let old = r.start_ms.saturating_sub(WINDOWS_PER_DEVICE.saturating_mul(c.window_size_ms));
             windows.push((window_key(&r.device_id, r.start_ms), v, window_key(&r.device_id, old)));
         }
-        w.records = devices.len()
-            + c.devices.forgotten.len()
-            + states.len()
-            + alerts.len()
-            + c.positions.len()
-            + windows.len();
-        let result: Result<(), TransactionError<()>> = (
-            &self.devices,
-            &self.alert_state,
-            &self.alerts,
-            &self.positions,
-            &self.windows,
-        )
-            .transaction(|(d, s, a, p, win)| {
-                for id in &c.devices.forgotten {
-                    d.remove(id.as_bytes())?;
-                }
-                for (k, v) in &devices {
-                    d.insert(*k, v.as_slice())?;
-                }
-                for (k, v) in &states {
-                    match v {
-                        Some(v) => s.insert(*k, v.as_slice())?,
-                        None => s.remove(*k)?,
-                    };
-                }
-                for (k, v) in &alerts {
-                    a.insert(*k, v.as_slice())?;
-                }
-                for (k, v) in &c.positions {
-                    p.insert(k.as_slice(), v.as_slice())?;
-                }
-                for (k, v, old) in &windows {
-                    win.insert(k.as_slice(), v.as_slice())?;
-                    // The window that just fell out of the kept range, if any.
-                    win.remove(old.as_slice())?;
-                }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
+        w.records =
+            devices.len() + c.devices.forgotten.len() + states.len() + alerts.len() + c.positions.len() + windows.len();
+        let result: Result<(), TransactionError<()>> =
+            (&self.devices, &self.alert_state, &self.alerts, &self.positions, &self.windows).transaction(
+                |(d, s, a, p, win)| {
+                    for id in &c.devices.forgotten {
+                        d.remove(id.as_bytes())?;
+                    }
+                    for (k, v) in &devices {
+                        d.insert(*k, v.as_slice())?;
+                    }
+                    for (k, v) in &states {
+                        match v {
+                            Some(v) => s.insert(*k, v.as_slice())?,
+                            None => s.remove(*k)?,
+                        };
+                    }
+                    for (k, v) in &alerts {
+                        a.insert(*k, v.as_slice())?;
+                    }
+                    for (k, v) in &c.positions {
+                        p.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    for (k, v, old) in &windows {
+                        win.insert(k.as_slice(), v.as_slice())?;
+                        // The window that just fell out of the kept range, if any.
+                        win.remove(old.as_slice())?;
+                    }
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                },
+            );
         match result {
             Ok(()) => {}
             Err(TransactionError::Storage(e)) => return Err(e.into()),

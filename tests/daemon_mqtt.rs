@@ -5,27 +5,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
 use common::brokers::{replay, Daemon, Mosquitto};
-use common::SKAB_SIGNALS;
-use faultline::config::Config;
-use faultline::scoring::{policy_config, Scorer};
-use faultline::sources::file::{CsvOptions, CsvReader, DeviceFrom};
+use common::skab::{check_against_expected, replay_args, root, sample, wait_quiet, write_config, ROWS};
 use faultline::state::Store;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn sample() -> PathBuf {
-    root().join("models/pump-skab/sample/valve1-1.csv")
-}
-
-const ROWS: u64 = 1145;
 
 fn config_text(state: &Path, mqtt: &str, extra: &str) -> String {
     format!(
@@ -55,111 +40,8 @@ path = "{}"
     )
 }
 
-fn write_config(dir: &Path, text: &str) -> PathBuf {
-    let p = dir.join("faultline.toml");
-    std::fs::write(&p, text).expect("write config");
-    p
-}
-
-/// Window (device, start) → readings, and the latest status of every alert,
-/// from the library over the whole file in order.
-pub fn expected(config_text: &str) -> (BTreeMap<(String, i64), u64>, BTreeMap<String, String>) {
-    let config = Config::from_toml(config_text).unwrap_or_else(|p| panic!("{p:?}"));
-    let mut engine = config.engine();
-    let dir = &config.model.as_ref().expect("model").path;
-    let model = Arc::new(faultline::model::Model::load(dir).expect("model loads"));
-    let policy = policy_config(&config.alerts, model.package.threshold).expect("policy");
-    let mut scorer = Scorer::new(model, policy);
-    let opts = CsvOptions {
-        time_column: Some("datetime".into()),
-        device: DeviceFrom::Fixed("pump-1".into()),
-        delimiter: b';',
-        signals: Some(SKAB_SIGNALS.iter().map(|s| s.to_string()).collect()),
-        label_column: None,
-    };
-    let mut r = CsvReader::open(&sample(), &opts).expect("sample opens");
-    let names = r.signals().to_vec();
-    let mut windows = BTreeMap::new();
-    let mut alerts = BTreeMap::new();
-    while let Some(row) = r.next_row().expect("row") {
-        let mut closed = Vec::new();
-        let values = row.values.iter().map(|(i, v)| (names[*i].as_str(), *v));
-        engine.record(&row.device_id, row.ts_ms, values, 0, &mut closed);
-        let batch = scorer.process(&closed, 0).expect("scores");
-        for w in &closed {
-            let n = w.signals.iter().map(|(_, s)| s[0] as u64).max().unwrap_or(0);
-            windows.insert((w.device_id.to_string(), w.start_ms), n);
-        }
-        for (_, a) in batch.alerts {
-            alerts.insert(a.alert_id.clone(), format!("{:?}", a.status));
-        }
-    }
-    (windows, alerts)
-}
-
-/// What the daemon left in its state directory.
-pub fn stored(state: &Path) -> (BTreeMap<(String, i64), u64>, BTreeMap<String, String>, u64) {
-    let store = Store::open(state).expect("state opens");
-    let windows = store.all_windows().expect("windows").into_iter().map(|w| ((w.device_id, w.start_ms), w.readings)).collect();
-    let alerts = store.alerts().expect("alerts").into_iter().map(|a| (a.alert_id, format!("{:?}", a.status))).collect();
-    // Readings still in open windows.
-    let open: u64 = store
-        .restore()
-        .expect("restore")
-        .devices
-        .iter()
-        .flat_map(|d| d.open.iter())
-        .map(|w| w.stats.iter().map(|s| s.count()).max().unwrap_or(0))
-        .sum();
-    (windows, alerts, open)
-}
-
-fn replay_args<'a>(url: &'a str, speed: &'a str, sample: &'a str) -> Vec<&'a str> {
-    vec![
-        "--input",
-        sample,
-        "--delimiter",
-        ";",
-        "--time-column",
-        "datetime",
-        "--device",
-        "pump-1",
-        "--signals",
-        "Accelerometer1RMS,Accelerometer2RMS,Current,Pressure,Temperature,Thermocouple,Voltage,Volume Flow RateRMS",
-        "--mqtt",
-        url,
-        "--topic",
-        "plant/hall-a/pumps/{device_id}",
-        "--omit-device-id",
-        "--speed",
-        speed,
-    ]
-}
-
-/// Waits until the daemon's checkpoints stop moving (everything sent is in).
-fn wait_quiet(d: &Daemon) {
-    let mut last = (u64::MAX, std::time::Instant::now());
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let n = d.checkpointed_payloads();
-        if n != last.0 {
-            last = (n, std::time::Instant::now());
-        } else if last.1.elapsed() > Duration::from_millis(1500) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "the daemon never went quiet:\n{}", d.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn check_against_expected(state: &Path, text: &str) {
-    let (want_windows, want_alerts) = expected(text);
-    let (got_windows, got_alerts, open) = stored(state);
-    assert!(!want_windows.is_empty() && !want_alerts.is_empty());
-    assert_eq!(got_windows, want_windows, "closed windows and their reading counts");
-    assert_eq!(got_alerts, want_alerts, "alerts and their latest status");
-    let closed: u64 = got_windows.values().sum();
-    assert_eq!(closed + open, ROWS, "every reading counted once: {closed} in closed windows + {open} open");
+fn mqtt_replay<'a>(url: &'a str, speed: &'a str, sample: &'a str) -> Vec<&'a str> {
+    replay_args(["--mqtt", url], "plant/hall-a/pumps/{device_id}", speed, sample)
 }
 
 #[test]
@@ -171,7 +53,7 @@ fn readings_over_mqtt_become_windows_and_alerts() {
     let mut d = Daemon::start(&write_config(dir.path(), &text));
     d.wait_for_log("MQTT connected", Duration::from_secs(20));
     let sample = sample();
-    replay(&replay_args(&broker.url(), "max", sample.to_str().unwrap()));
+    replay(&mqtt_replay(&broker.url(), "max", sample.to_str().unwrap()));
     d.wait_for_payloads(ROWS, Duration::from_secs(60));
     assert!(d.terminate().success(), "exit 0 on SIGTERM:\n{}", d.log_text());
     check_against_expected(&state, &text);
@@ -188,7 +70,7 @@ fn kill_9_at_random_points_loses_and_doubles_nothing() {
     // About 4 s of replay (1145 s of data at 300x) with kills in between.
     let url = broker.url();
     let sample = sample();
-    let publisher = std::thread::spawn(move || replay(&replay_args(&url, "300", sample.to_str().unwrap())));
+    let publisher = std::thread::spawn(move || replay(&mqtt_replay(&url, "300", sample.to_str().unwrap())));
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
     let mut x = seed | 1;
     for i in 0..4 {
@@ -228,7 +110,7 @@ fn a_broker_outage_mid_stream_loses_nothing() {
     let (a, b) = body.split_at(body.len() / 2);
     std::fs::write(&half, format!("{header}\n{}\n", a.join("\n"))).unwrap();
     std::fs::write(&rest, format!("{header}\n{}\n", b.join("\n"))).unwrap();
-    replay(&replay_args(&broker.url(), "max", half.to_str().unwrap()));
+    replay(&mqtt_replay(&broker.url(), "max", half.to_str().unwrap()));
     broker.stop();
     std::thread::sleep(Duration::from_secs(2));
     broker.start_again();
@@ -240,7 +122,7 @@ fn a_broker_outage_mid_stream_loses_nothing() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(d.log_text().contains("session_present=true"), "the session survived the broker restart");
-    replay(&replay_args(&broker.url(), "max", rest.to_str().unwrap()));
+    replay(&mqtt_replay(&broker.url(), "max", rest.to_str().unwrap()));
     wait_quiet(&d);
     assert!(d.terminate().success());
     check_against_expected(&state, &text);

@@ -80,9 +80,25 @@ pub fn spawn_source(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false");
-    if !cfg.options.contains_key("auto.offset.reset") {
+    let defaults = [
         // A new group reads what is already on the topic.
-        c.set("auto.offset.reset", "earliest");
+        ("auto.offset.reset", "earliest"),
+        // A daemon restarted after a crash finds its partitions again soon:
+        // the broker notices the dead member after this long.
+        ("session.timeout.ms", "10000"),
+        ("heartbeat.interval.ms", "1000"),
+    ];
+    if !cfg.options.contains_key("group.instance.id") {
+        // Static membership: a restarted daemon takes its own place in the
+        // group back at once instead of waiting out its dead self.
+        // Per host, so daemons on several hosts can share a group.
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        c.set("group.instance.id", format!("{}-{}-{index}", cfg.group_id, host.trim()));
+    }
+    for (k, v) in defaults {
+        if !cfg.options.contains_key(k) {
+            c.set(k, v);
+        }
     }
     let ctx = Context { index, tx: tx.clone(), status: status.clone() };
     let consumer: StreamConsumer<Context> =
@@ -229,7 +245,7 @@ pub fn spawn_sink(
                     };
                     // Send again from this record on: order per device is kept,
                     // duplicates are recognisable by alert_id and status.
-                    let wait = backoff.next();
+                    let wait = backoff.next_wait();
                     tracing::warn!("alert sink: delivery failed ({why}); sending again from record {seq} in {wait:?}");
                     inflight.clear();
                     next = seq;

@@ -447,6 +447,7 @@ impl Core {
                 tracing::debug!(
                     payloads,
                     skipped = self.stats.redelivered_skipped,
+                    outbox = self.store.outbox_pending(),
                     records = w.records,
                     bytes = w.bytes,
                     owed = self.owed,

@@ -172,7 +172,7 @@ pub fn spawn(
                         break;
                     }
                     status.reconnects.fetch_add(1, Ordering::Relaxed);
-                    let wait = backoff.next();
+                    let wait = backoff.next_wait();
                     tracing::warn!(source = index, url = %url, "MQTT connection lost ({e}); retrying in {wait:?}");
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
@@ -209,7 +209,7 @@ impl Backoff {
     }
 
     /// The next wait: uniform in [ceiling/2, ceiling], ceiling = min(cap, base·2^attempt).
-    pub fn next(&mut self) -> Duration {
+    pub fn next_wait(&mut self) -> Duration {
         let ceiling = self.base.saturating_mul(1u32 << self.attempt.min(16)).min(self.cap);
         self.attempt = self.attempt.saturating_add(1);
         // xorshift64: jitter needs no quality.
@@ -241,7 +241,7 @@ mod tests {
         assert_eq!(host_port("mqtts://broker"), Some(("broker".into(), 8883, true)));
         assert_eq!(host_port("mqtt://[::1]:1883"), Some(("::1".into(), 1883, false)));
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        let waits: Vec<Duration> = (0..8).map(|_| b.next()).collect();
+        let waits: Vec<Duration> = (0..8).map(|_| b.next_wait()).collect();
         assert!(waits[0] >= Duration::from_millis(50) && waits[0] <= Duration::from_millis(100));
         assert!(waits.iter().all(|w| *w <= Duration::from_secs(2)));
         assert!(waits[7] >= Duration::from_secs(1));

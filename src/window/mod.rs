@@ -403,12 +403,10 @@ impl Engine {
     pub fn take_changes(&mut self) -> Changes {
         let mut changes = Changes::default();
         for id in std::mem::take(&mut self.changed) {
-            match self.devices.get_mut(&*id) {
-                Some(dev) => {
-                    dev.dirty = false;
-                    changes.updated.push(snapshot(dev));
-                }
-                None => {} // forgotten since: in `self.forgotten`
+            // A device not found was forgotten since: it is in `self.forgotten`.
+            if let Some(dev) = self.devices.get_mut(&*id) {
+                dev.dirty = false;
+                changes.updated.push(snapshot(dev));
             }
         }
         changes.forgotten.append(&mut self.forgotten);

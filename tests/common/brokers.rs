@@ -75,13 +75,8 @@ impl Mosquitto {
         );
         std::fs::write(&conf, text).expect("write mosquitto.conf");
         let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).expect("log file");
-        let mut child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("mosquitto starts");
+        let mut child =
+            Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(log).spawn().expect("mosquitto starts");
         wait_for_port(self.port, "mosquitto", &mut child);
         self.child = Some(child);
     }
@@ -177,6 +172,44 @@ impl Tansu {
             let _ = c.wait();
         }
     }
+
+    /// Freezes the broker (SIGSTOP): it answers nothing, connections hang,
+    /// as with a broker host that went away. tansu cannot be restarted on
+    /// the same port at once (it does not set SO_REUSEADDR), nor would it
+    /// keep its in-memory topics, so an outage is a freeze.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen broker go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("tansu runs").id();
+        let ok = Command::new("kill").arg(sig).arg(pid.to_string()).status().map(|s| s.success()).unwrap_or(false);
+        assert!(ok, "kill {sig} {pid}");
+    }
+
+    /// The values on partition `partition` of `topic`, read by `tansu cat`
+    /// (a client independent of faultline's librdkafka).
+    pub fn read(&self, topic: &str, partition: u32) -> Vec<serde_json::Value> {
+        let out = Command::new(&self.bin)
+            .args(["cat", "consume", "--broker", &format!("tcp://127.0.0.1:{}", self.port)])
+            .args(["--partition", &partition.to_string(), "--max-wait-time-ms", "300", topic])
+            .output()
+            .expect("tansu cat runs");
+        assert!(out.status.success(), "tansu cat {topic}: {}", String::from_utf8_lossy(&out.stderr));
+        let mut values = Vec::new();
+        for batch in serde_json::Deserializer::from_slice(&out.stdout).into_iter::<serde_json::Value>() {
+            let batch = batch.expect("tansu cat prints JSON");
+            for rec in batch.as_array().into_iter().flatten() {
+                values.push(rec["value"].clone());
+            }
+        }
+        values
+    }
 }
 
 impl Drop for Tansu {
@@ -266,10 +299,20 @@ impl Daemon {
         }
     }
 
+    /// The last 60 log lines but checkpoints, then the last checkpoint line.
     pub fn log_text(&self) -> String {
         let log = self.log.lock().expect("log lock");
-        let start = log.len().saturating_sub(60);
-        log[start..].join("\n")
+        let other: Vec<&String> = log.iter().filter(|l| !l.contains("checkpoint in")).collect();
+        let mut lines: Vec<&str> = other[other.len().saturating_sub(60)..].iter().map(|s| s.as_str()).collect();
+        if let Some(l) = log.iter().rev().find(|l| l.contains("checkpoint in")) {
+            lines.push(l);
+        }
+        lines.join("\n")
+    }
+
+    /// The last value of `name=123` among the log lines.
+    pub fn last_field(&self, name: &str) -> Option<u64> {
+        self.log.lock().expect("log lock").iter().rev().find_map(|l| field(l, name))
     }
 }
 

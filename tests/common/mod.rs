@@ -3,6 +3,7 @@
 
 pub mod brokers;
 pub mod onnx;
+pub mod skab;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

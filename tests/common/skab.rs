@@ -1,0 +1,147 @@
+//! The SKAB sample run through the daemon and through the library, for
+//! comparing the two.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::brokers::Daemon;
+use super::SKAB_SIGNALS;
+use faultline::config::Config;
+use faultline::scoring::{policy_config, Scorer};
+use faultline::sources::file::{CsvOptions, CsvReader, DeviceFrom};
+use faultline::state::Store;
+
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn sample() -> PathBuf {
+    root().join("models/pump-skab/sample/valve1-1.csv")
+}
+
+pub const ROWS: u64 = 1145;
+
+pub fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("faultline.toml");
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+/// Windows and alerts from the library over the whole file in order.
+pub fn expected(config_text: &str) -> Expected {
+    let config = Config::from_toml(config_text).unwrap_or_else(|p| panic!("{p:?}"));
+    let mut engine = config.engine();
+    let dir = &config.model.as_ref().expect("model").path;
+    let model = Arc::new(faultline::model::Model::load(dir).expect("model loads"));
+    let policy = policy_config(&config.alerts, model.package.threshold).expect("policy");
+    let mut scorer = Scorer::new(model, policy);
+    let opts = CsvOptions {
+        time_column: Some("datetime".into()),
+        device: DeviceFrom::Fixed("pump-1".into()),
+        delimiter: b';',
+        signals: Some(SKAB_SIGNALS.iter().map(|s| s.to_string()).collect()),
+        label_column: None,
+    };
+    let mut r = CsvReader::open(&sample(), &opts).expect("sample opens");
+    let names = r.signals().to_vec();
+    let mut windows = BTreeMap::new();
+    let mut alerts = BTreeMap::new();
+    let mut records = BTreeSet::new();
+    while let Some(row) = r.next_row().expect("row") {
+        let mut closed = Vec::new();
+        let values = row.values.iter().map(|(i, v)| (names[*i].as_str(), *v));
+        engine.record(&row.device_id, row.ts_ms, values, 0, &mut closed);
+        let batch = scorer.process(&closed, 0).expect("scores");
+        for w in &closed {
+            let n = w.signals.iter().map(|(_, s)| s[0] as u64).max().unwrap_or(0);
+            windows.insert((w.device_id.to_string(), w.start_ms), n);
+        }
+        for (_, a) in batch.alerts {
+            alerts.insert(a.alert_id.clone(), format!("{:?}", a.status));
+            records.insert((a.alert_id.clone(), format!("{:?}", a.status).to_lowercase()));
+        }
+    }
+    Expected { windows, alerts, records }
+}
+
+/// What an uninterrupted run gives.
+pub struct Expected {
+    /// (device, window start) → readings.
+    pub windows: BTreeMap<(String, i64), u64>,
+    /// alert id → latest status.
+    pub alerts: BTreeMap<String, String>,
+    /// Every alert record as (alert id, status as on the topic).
+    pub records: BTreeSet<(String, String)>,
+}
+
+/// What the daemon left in its state directory.
+/// Windows, latest alert statuses, and readings still in open windows.
+pub type Stored = (BTreeMap<(String, i64), u64>, BTreeMap<String, String>, u64);
+
+pub fn stored(state: &Path) -> Stored {
+    let store = Store::open(state).expect("state opens");
+    let windows =
+        store.all_windows().expect("windows").into_iter().map(|w| ((w.device_id, w.start_ms), w.readings)).collect();
+    let alerts = store.alerts().expect("alerts").into_iter().map(|a| (a.alert_id, format!("{:?}", a.status))).collect();
+    // Readings still in open windows.
+    let open: u64 = store
+        .restore()
+        .expect("restore")
+        .devices
+        .iter()
+        .flat_map(|d| d.open.iter())
+        .map(|w| w.stats.iter().map(|s| s.count()).max().unwrap_or(0))
+        .sum();
+    (windows, alerts, open)
+}
+
+/// `faultline replay` arguments for the sample; `target` is `["--mqtt", URL]` or `["--kafka", BROKERS]`.
+pub fn replay_args<'a>(target: [&'a str; 2], topic: &'a str, speed: &'a str, sample: &'a str) -> Vec<&'a str> {
+    vec![
+        "--input",
+        sample,
+        "--delimiter",
+        ";",
+        "--time-column",
+        "datetime",
+        "--device",
+        "pump-1",
+        "--signals",
+        "Accelerometer1RMS,Accelerometer2RMS,Current,Pressure,Temperature,Thermocouple,Voltage,Volume Flow RateRMS",
+        target[0],
+        target[1],
+        "--topic",
+        topic,
+        "--omit-device-id",
+        "--speed",
+        speed,
+    ]
+}
+
+/// Waits until the daemon's checkpoints stop moving (everything sent is in).
+pub fn wait_quiet(d: &Daemon) {
+    let mut last = (u64::MAX, std::time::Instant::now());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = d.checkpointed_payloads();
+        if n != last.0 {
+            last = (n, std::time::Instant::now());
+        } else if last.1.elapsed() > Duration::from_millis(1500) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the daemon never went quiet:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn check_against_expected(state: &Path, text: &str) {
+    let Expected { windows: want_windows, alerts: want_alerts, .. } = expected(text);
+    let (got_windows, got_alerts, open) = stored(state);
+    assert!(!want_windows.is_empty() && !want_alerts.is_empty());
+    assert_eq!(got_windows, want_windows, "closed windows and their reading counts");
+    assert_eq!(got_alerts, want_alerts, "alerts and their latest status");
+    let closed: u64 = got_windows.values().sum();
+    assert_eq!(closed + open, ROWS, "every reading counted once: {closed} in closed windows + {open} open");
+}

@@ -1,0 +1,222 @@
+//! `faultline run` with a real Kafka-protocol broker (tansu): readings from
+//! a topic, alerts to the alert topic read back with `tansu cat` (not
+//! faultline's librdkafka), crashes, and an alert-sink outage.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::brokers::{replay, Daemon, Mosquitto, Tansu};
+use common::skab::{check_against_expected, expected, replay_args, root, sample, wait_quiet, write_config, ROWS};
+
+const ALERTS: &str = "alert-signals";
+
+fn config_text(state: &Path, source: &str, sink_brokers: &str) -> String {
+    format!(
+        r#"
+[state]
+dir = "{}"
+checkpoint_interval = "200ms"
+[window]
+size = "2m"
+max_out_of_orderness = "10s"
+allowed_lateness = "1m"
+idle_timeout = "1h"
+[limits]
+device_ttl = "2h"
+{source}
+[model]
+path = "{}"
+[[sink]]
+type = "kafka"
+brokers = "{sink_brokers}"
+topic = "{ALERTS}"
+"#,
+        state.display(),
+        root().join("models/pump-skab").display()
+    )
+}
+
+fn kafka_source(brokers: &str) -> String {
+    format!("[[source]]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopics = [\"sensor-data\"]\ngroup_id = \"faultline-test\"\n")
+}
+
+/// (alert_id, status) of every record on the alert topic.
+fn records_on(t: &Tansu) -> Vec<(String, String)> {
+    t.read(ALERTS, 0)
+        .iter()
+        .map(|v| (v["alert_id"].as_str().unwrap_or("?").to_owned(), v["status"].as_str().unwrap_or("?").to_owned()))
+        .collect()
+}
+
+/// Waits until the alert topic holds every record in `want` (and returns what it holds).
+fn wait_for_records(t: &Tansu, want: &BTreeSet<(String, String)>, d: &Daemon) -> Vec<(String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = records_on(t);
+        let set: BTreeSet<_> = got.iter().cloned().collect();
+        if want.is_subset(&set) {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "alert topic holds {set:?}, want {want:?}\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn start_tansu() -> Tansu {
+    let t = Tansu::start();
+    t.create_topic("sensor-data", 3);
+    t.create_topic(ALERTS, 1);
+    t
+}
+
+/// Every alert record's key is its device id (read with librdkafka: `tansu cat` does not show keys).
+fn assert_keys_are_device_ids(brokers: &str) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "key-check")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(ALERTS, 0, rdkafka::Offset::Beginning).unwrap();
+    c.assign(&tpl).unwrap();
+    let mut n = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while n == 0 || Instant::now() < deadline.min(Instant::now() + Duration::from_millis(500)) {
+        assert!(Instant::now() < deadline, "no alert records read");
+        match c.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
+                assert_eq!(m.key(), v["device_id"].as_str().map(str::as_bytes), "key of {v}");
+                n += 1;
+            }
+            Some(Err(e)) => panic!("{e}"),
+            None if n > 0 => break,
+            None => {}
+        }
+    }
+}
+
+#[test]
+fn readings_from_kafka_become_alerts_on_the_alert_topic() {
+    let t = start_tansu();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let text = config_text(&state, &kafka_source(&t.brokers()), &t.brokers());
+    let mut d = Daemon::start(&write_config(dir.path(), &text));
+    d.wait_for_log("partitions assigned", Duration::from_secs(30));
+    let sample = sample();
+    // The key carries the device id: the payloads have none.
+    replay(&replay_args(["--kafka", &t.brokers()], "sensor-data", "max", sample.to_str().unwrap()));
+    d.wait_for_payloads(ROWS, Duration::from_secs(60));
+    let want = expected(&text).records;
+    let got = wait_for_records(&t, &want, &d);
+    assert_eq!(got.iter().cloned().collect::<BTreeSet<_>>(), want, "exactly the expected alerts");
+    assert_eq!(got.len(), want.len(), "no record twice in a run without crashes: {got:?}");
+    assert_keys_are_device_ids(&t.brokers());
+    assert!(d.terminate().success(), "{}", d.log_text());
+    assert_eq!(d.last_field("outbox"), Some(0), "outbox drained");
+    check_against_expected(&state, &text);
+}
+
+#[test]
+fn kill_9_with_kafka_in_and_out_gives_the_uninterrupted_alerts() {
+    let t = start_tansu();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let text = config_text(&state, &kafka_source(&t.brokers()), &t.brokers());
+    let mut d = Daemon::start(&write_config(dir.path(), &text));
+    d.wait_for_log("partitions assigned", Duration::from_secs(30));
+    let brokers = t.brokers();
+    let sample = sample();
+    let publisher = std::thread::spawn(move || {
+        replay(&replay_args(["--kafka", &brokers], "sensor-data", "300", sample.to_str().unwrap()))
+    });
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    let mut x = seed | 1;
+    for i in 0..3 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let wait = 500 + x % 1000;
+        std::thread::sleep(Duration::from_millis(wait));
+        d.kill9();
+        eprintln!("crash {i} after {wait} ms (seed {seed})");
+        d.restart();
+    }
+    publisher.join().expect("replay finished");
+    wait_quiet(&d);
+    let want = expected(&text).records;
+    let got = wait_for_records(&t, &want, &d);
+    // A record may be sent twice around a crash; the set is the same.
+    assert_eq!(got.iter().cloned().collect::<BTreeSet<_>>(), want);
+    assert!(d.terminate().success(), "{}", d.log_text());
+    check_against_expected(&state, &text);
+}
+
+#[test]
+fn with_kafka_down_the_outbox_grows_and_drains_in_order_when_it_is_back() {
+    let mqtt = Mosquitto::start();
+    let t = start_tansu();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let source = format!(
+        "[[source]]\ntype = \"mqtt\"\nurl = \"{}\"\ntopics = [\"pumps/+\"]\ndevice_from_topic = \"pumps/{{device_id}}\"\n",
+        mqtt.url()
+    );
+    let text = config_text(&state, &source, &t.brokers());
+    let mut d = Daemon::start(&write_config(dir.path(), &text));
+    d.wait_for_log("MQTT connected", Duration::from_secs(20));
+
+    let csv = std::fs::read_to_string(sample()).unwrap();
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    let body: Vec<&str> = lines.collect();
+    let (a, b) = body.split_at(body.len() * 2 / 5);
+    let first = dir.path().join("first.csv");
+    let rest = dir.path().join("rest.csv");
+    std::fs::write(&first, format!("{header}\n{}\n", a.join("\n"))).unwrap();
+    std::fs::write(&rest, format!("{header}\n{}\n", b.join("\n"))).unwrap();
+    let url = mqtt.url();
+    let go = |file: &Path| replay(&replay_args(["--mqtt", &url], "pumps/{device_id}", "max", file.to_str().unwrap()));
+
+    go(&first);
+    d.wait_for_payloads(a.len() as u64, Duration::from_secs(60));
+    let want = expected(&text).records;
+    std::thread::sleep(Duration::from_secs(1));
+    let before = records_on(&t);
+    t.freeze();
+    go(&rest);
+    d.wait_for_payloads(ROWS, Duration::from_secs(60));
+    // The daemon keeps going; the alerts wait in the outbox.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.last_field("outbox").unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "no alert waits in the outbox:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let waiting = d.last_field("outbox").unwrap_or(0);
+    std::thread::sleep(Duration::from_secs(2));
+    t.thaw();
+    let after = wait_for_records(&t, &want, &d);
+    let all: BTreeSet<_> = after.iter().cloned().collect();
+    assert_eq!(all, want, "nothing lost: {} before the outage, {} after ({waiting} waited)", before.len(), after.len());
+    // In order per alert: open before cleared.
+    for (id, _) in after.iter().filter(|(_, s)| s == "cleared") {
+        let open = after.iter().position(|r| r.0 == *id && r.1 == "open");
+        let cleared = after.iter().position(|r| r.0 == *id && r.1 == "cleared");
+        if let (Some(o), Some(c)) = (open, cleared) {
+            assert!(o < c, "{id}: open after cleared in {after:?}");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.last_field("outbox") != Some(0) {
+        assert!(Instant::now() < deadline, "outbox not drained:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(d.terminate().success(), "{}", d.log_text());
+}
