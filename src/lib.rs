@@ -24,6 +24,7 @@
 //! - [`replay`]: `faultline replay`: a data set published as readings over MQTT or Kafka.
 
 pub mod alerts;
+pub mod bounded;
 pub mod clean;
 pub mod config;
 pub mod daemon;

@@ -4,14 +4,12 @@
 //! Synchronous and I/O-free like the engine it wraps; the source tasks of
 //! the daemon own one and feed it payloads.
 
-use std::collections::VecDeque;
-
 use crate::decode::{DecodeLimits, Decoder};
 use crate::reading::Reason;
 use crate::window::{ClosedWindow, Engine, Outcome};
 
 /// A refused payload or reading, kept for the API to show.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Quarantined {
     pub received_ms: i64,
     pub source: String,
@@ -28,43 +26,7 @@ pub struct Quarantined {
 pub const EXCERPT_BYTES: usize = 512;
 
 /// Bounded, oldest-out store of refused payloads.
-#[derive(Debug, Default)]
-pub struct Quarantine {
-    cap: usize,
-    items: VecDeque<Quarantined>,
-    pub evicted: u64,
-}
-
-impl Quarantine {
-    pub fn new(cap: usize) -> Self {
-        Quarantine { cap, items: VecDeque::new(), evicted: 0 }
-    }
-
-    fn push(&mut self, q: Quarantined) {
-        if self.cap == 0 {
-            self.evicted += 1;
-            return;
-        }
-        if self.items.len() >= self.cap {
-            self.items.pop_front();
-            self.evicted += 1;
-        }
-        self.items.push_back(q);
-    }
-
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// Oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = &Quarantined> {
-        self.items.iter()
-    }
-}
+pub type Quarantine = crate::bounded::BoundedLog<Quarantined>;
 
 fn excerpt(payload: &[u8]) -> String {
     let mut end = payload.len().min(EXCERPT_BYTES);
@@ -229,6 +191,10 @@ impl Pipeline {
 
     pub fn quarantine(&self) -> &Quarantine {
         &self.quarantine
+    }
+
+    pub fn quarantine_mut(&mut self) -> &mut Quarantine {
+        &mut self.quarantine
     }
 
     /// Refusals by reason, in [`Reason::ALL`] order.

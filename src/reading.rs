@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 /// A decoded sensor reading that owns its data (for channels, the late
 /// store and the replay tool).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Reading {
     pub device_id: String,
     /// Event time, epoch milliseconds.
@@ -47,7 +47,8 @@ macro_rules! reasons {
     ($($variant:ident => $name:literal: $doc:literal,)*) => {
         /// Why a payload or a reading was refused. The names are the
         /// `reason` label of `faultline_readings_rejected_total`.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(rename_all = "snake_case")]
         pub enum Reason {
             $(#[doc = $doc] $variant,)*
         }

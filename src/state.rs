@@ -11,6 +11,8 @@
 //! | `windows` | device id, 0x00, start i64 BE | postcard [`WindowRecord`]: the last scored windows per device |
 //! | `positions` | `kafka/<group>/<topic>/<partition>` | i64 BE: next offset |
 //! | | `mqtt/<client id>` | postcard `Vec<(u16, u64)>`: messages acknowledged by the last checkpoint |
+//! | `late` | u64 BE sequence | postcard [`Reading`]: the late store |
+//! | `quarantine` | u64 BE sequence | postcard [`Quarantined`]: refused payloads |
 //! | `outbox` | u64 BE sequence | postcard [`OutboxRecord`]: alert records not yet on the topic |
 //!
 //! A checkpoint writes the first four trees in one sled transaction and
@@ -27,6 +29,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 use crate::alerts::{Alert, DeviceState};
+use crate::bounded::BoundedLog;
+use crate::pipeline::Quarantined;
+use crate::reading::Reading;
 use crate::window::{Changes, DeviceSnapshot};
 
 /// Version of the key layout above; a database of another version is refused.
@@ -87,6 +92,43 @@ fn window_key(device: &str, start_ms: i64) -> Vec<u8> {
     k
 }
 
+/// What changed in a [`BoundedLog`] since the last checkpoint.
+#[derive(Debug)]
+pub struct LogDelta<T> {
+    pub added: Vec<(u64, T)>,
+    /// Sequence numbers pushed out of the log (and to delete).
+    pub removed: std::ops::Range<u64>,
+}
+
+impl<T> Default for LogDelta<T> {
+    fn default() -> Self {
+        LogDelta { added: Vec::new(), removed: 0..0 }
+    }
+}
+
+/// How far a [`BoundedLog`] has been written: the tree holds `low..written`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LogMark {
+    pub low: u64,
+    pub written: u64,
+}
+
+impl LogMark {
+    /// The log's changes since the mark; moves the mark.
+    pub fn delta<T: Clone>(&mut self, log: &BoundedLog<T>) -> LogDelta<T> {
+        let added = log.since(self.written).map(|(s, t)| (s, t.clone())).collect();
+        let removed = self.low..log.first_seq().min(self.written).max(self.low);
+        self.low = log.first_seq();
+        self.written = log.next_seq();
+        LogDelta { added, removed }
+    }
+
+    /// A mark for a log just restored.
+    pub fn at<T>(log: &BoundedLog<T>) -> LogMark {
+        LogMark { low: log.first_seq(), written: log.next_seq() }
+    }
+}
+
 /// What a checkpoint writes, besides what [`Store::push_outbox`] already wrote.
 #[derive(Debug, Default)]
 pub struct Checkpoint {
@@ -100,6 +142,8 @@ pub struct Checkpoint {
     /// Windows closed or updated, with the window size (to drop the oldest).
     pub windows: Vec<WindowRecord>,
     pub window_size_ms: i64,
+    pub late: LogDelta<Reading>,
+    pub quarantine: LogDelta<Quarantined>,
 }
 
 impl Checkpoint {
@@ -110,6 +154,10 @@ impl Checkpoint {
             && self.alerts.is_empty()
             && self.positions.is_empty()
             && self.windows.is_empty()
+            && self.late.added.is_empty()
+            && self.late.removed.is_empty()
+            && self.quarantine.added.is_empty()
+            && self.quarantine.removed.is_empty()
     }
 }
 
@@ -120,6 +168,8 @@ pub struct Restored {
     pub alert_states: Vec<(String, DeviceState)>,
     pub positions: Vec<(Vec<u8>, Vec<u8>)>,
     pub outbox_pending: u64,
+    pub late: Vec<(u64, Reading)>,
+    pub quarantine: Vec<(u64, Quarantined)>,
 }
 
 /// Sizes of a written checkpoint, for metrics and logs.
@@ -137,6 +187,8 @@ pub struct Store {
     alerts: sled::Tree,
     windows: sled::Tree,
     positions: sled::Tree,
+    late: sled::Tree,
+    quarantine: sled::Tree,
     outbox: sled::Tree,
     next_seq: AtomicU64,
     pending: AtomicU64,
@@ -192,6 +244,8 @@ impl Store {
             alert_state: db.open_tree("alert_state")?,
             alerts: db.open_tree("alerts")?,
             windows: db.open_tree("windows")?,
+            late: db.open_tree("late")?,
+            quarantine: db.open_tree("quarantine")?,
             positions: db.open_tree("positions")?,
             outbox,
             db,
@@ -218,6 +272,14 @@ impl Store {
         for kv in self.positions.iter() {
             let (k, v) = kv?;
             r.positions.push((k.to_vec(), v.to_vec()));
+        }
+        for kv in self.late.iter() {
+            let (k, v) = kv?;
+            r.late.push((seq_of(&k), decode("late", &k, &v)?));
+        }
+        for kv in self.quarantine.iter() {
+            let (k, v) = kv?;
+            r.quarantine.push((seq_of(&k), decode("quarantine", &k, &v)?));
         }
         r.outbox_pending = self.pending.load(Ordering::Relaxed);
         Ok(r)
@@ -251,37 +313,63 @@ impl Store {
             let old = r.start_ms.saturating_sub(WINDOWS_PER_DEVICE.saturating_mul(c.window_size_ms));
             windows.push((window_key(&r.device_id, r.start_ms), v, window_key(&r.device_id, old)));
         }
-        w.records =
-            devices.len() + c.devices.forgotten.len() + states.len() + alerts.len() + c.positions.len() + windows.len();
-        let result: Result<(), TransactionError<()>> =
-            (&self.devices, &self.alert_state, &self.alerts, &self.positions, &self.windows).transaction(
-                |(d, s, a, p, win)| {
-                    for id in &c.devices.forgotten {
-                        d.remove(id.as_bytes())?;
-                    }
-                    for (k, v) in &devices {
-                        d.insert(*k, v.as_slice())?;
-                    }
-                    for (k, v) in &states {
-                        match v {
-                            Some(v) => s.insert(*k, v.as_slice())?,
-                            None => s.remove(*k)?,
-                        };
-                    }
-                    for (k, v) in &alerts {
-                        a.insert(*k, v.as_slice())?;
-                    }
-                    for (k, v) in &c.positions {
-                        p.insert(k.as_slice(), v.as_slice())?;
-                    }
-                    for (k, v, old) in &windows {
-                        win.insert(k.as_slice(), v.as_slice())?;
-                        // The window that just fell out of the kept range, if any.
-                        win.remove(old.as_slice())?;
-                    }
-                    Ok::<(), ConflictableTransactionError<()>>(())
-                },
-            );
+        let late = encode_log(&c.late, &mut w)?;
+        let quarantine = encode_log(&c.quarantine, &mut w)?;
+        w.records = devices.len()
+            + c.devices.forgotten.len()
+            + states.len()
+            + alerts.len()
+            + c.positions.len()
+            + windows.len()
+            + late.len()
+            + quarantine.len();
+        let trees = (
+            &self.devices,
+            &self.alert_state,
+            &self.alerts,
+            &self.positions,
+            &self.windows,
+            &self.late,
+            &self.quarantine,
+        );
+        let result: Result<(), TransactionError<()>> = trees.transaction(|(d, s, a, p, win, late_t, quar_t)| {
+            for id in &c.devices.forgotten {
+                d.remove(id.as_bytes())?;
+            }
+            for (k, v) in &devices {
+                d.insert(*k, v.as_slice())?;
+            }
+            for (k, v) in &states {
+                match v {
+                    Some(v) => s.insert(*k, v.as_slice())?,
+                    None => s.remove(*k)?,
+                };
+            }
+            for (k, v) in &alerts {
+                a.insert(*k, v.as_slice())?;
+            }
+            for (k, v) in &c.positions {
+                p.insert(k.as_slice(), v.as_slice())?;
+            }
+            for (k, v, old) in &windows {
+                win.insert(k.as_slice(), v.as_slice())?;
+                // The window that just fell out of the kept range, if any.
+                win.remove(old.as_slice())?;
+            }
+            for seq in c.late.removed.clone() {
+                late_t.remove(&seq.to_be_bytes())?;
+            }
+            for (k, v) in &late {
+                late_t.insert(k, v.as_slice())?;
+            }
+            for seq in c.quarantine.removed.clone() {
+                quar_t.remove(&seq.to_be_bytes())?;
+            }
+            for (k, v) in &quarantine {
+                quar_t.insert(k, v.as_slice())?;
+            }
+            Ok::<(), ConflictableTransactionError<()>>(())
+        });
         match result {
             Ok(()) => {}
             Err(TransactionError::Storage(e)) => return Err(e.into()),
@@ -381,6 +469,19 @@ impl Store {
     }
 }
 
+/// Encoded records keyed by sequence number.
+type Encoded = Vec<([u8; 8], Vec<u8>)>;
+
+fn encode_log<T: Serialize>(d: &LogDelta<T>, w: &mut Written) -> Result<Encoded, StateError> {
+    let mut out = Vec::with_capacity(d.added.len());
+    for (seq, t) in &d.added {
+        let v = encode(t)?;
+        w.bytes += v.len();
+        out.push((seq.to_be_bytes(), v));
+    }
+    Ok(out)
+}
+
 fn seq_of(k: &[u8]) -> u64 {
     <[u8; 8]>::try_from(k).map(u64::from_be_bytes).unwrap_or(0)
 }
@@ -409,6 +510,17 @@ mod tests {
             };
             let w = s.checkpoint(&c).unwrap();
             assert_eq!(w.records, 2);
+            // The late store: three pushed into a log of two, in two checkpoints.
+            let reading = |i: i64| Reading { device_id: "pump 1".into(), ts_ms: i, values: vec![("a".into(), 1.0)] };
+            let mut late = BoundedLog::new(2);
+            let mut mark = LogMark::default();
+            late.push(reading(1));
+            s.checkpoint(&Checkpoint { late: mark.delta(&late), ..Default::default() }).unwrap();
+            late.push(reading(2));
+            late.push(reading(3));
+            let d = mark.delta(&late);
+            assert_eq!((d.added.len(), d.removed.clone()), (2, 0..1));
+            s.checkpoint(&Checkpoint { late: d, ..Default::default() }).unwrap();
             let rec = |i: u32| OutboxRecord { device_id: "pump 1".into(), payload: format!("{{\"n\":{i}}}") };
             assert_eq!(s.push_outbox(&[rec(0), rec(1), rec(2)], 2).unwrap(), 1);
             assert_eq!(s.outbox_pending(), 2);
@@ -422,6 +534,7 @@ mod tests {
         assert_eq!(r.devices, vec![snap]);
         assert_eq!(r.positions.len(), 1);
         assert_eq!(r.outbox_pending, 1);
+        assert_eq!(r.late.iter().map(|(q, r)| (*q, r.ts_ms)).collect::<Vec<_>>(), vec![(1, 2), (2, 3)]);
         // New records continue the sequence.
         s.push_outbox(&[OutboxRecord { device_id: "x".into(), payload: "{}".into() }], 10).unwrap();
         assert_eq!(s.outbox_from(0, 10).unwrap().iter().map(|(q, _)| *q).collect::<Vec<_>>(), vec![2, 3]);

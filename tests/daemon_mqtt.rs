@@ -156,4 +156,8 @@ fn bad_payloads_do_not_stop_the_source() {
     assert_eq!(devices[0].id, "p9");
     let n: u64 = devices[0].open.iter().map(|w| w.stats.iter().map(|s| s.count()).max().unwrap_or(0)).sum();
     assert_eq!(n, 3, "the three good readings, the bad one refused");
+    let q = store.restore().unwrap().quarantine;
+    assert_eq!(q.len(), 1, "the refused payload is kept across the restart: {q:?}");
+    assert_eq!(q[0].1.reason, faultline::reading::Reason::BadTime);
+    assert!(q[0].1.excerpt.contains("yesterday"), "{q:?}");
 }

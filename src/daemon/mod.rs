@@ -34,7 +34,7 @@ use crate::config::{Config, SinkConfig, SourceConfig};
 use crate::model::ModelHandle;
 use crate::pipeline::{Pipeline, SourceId};
 use crate::scoring::Scorer;
-use crate::state::{Checkpoint, OutboxRecord, Store, WindowRecord};
+use crate::state::{Checkpoint, LogMark, OutboxRecord, Store, WindowRecord};
 use crate::time::now_ms;
 use crate::window::ClosedWindow;
 
@@ -135,6 +135,8 @@ pub struct Core {
     owed: usize,
     /// The last checkpoint failed: write everything next time.
     full_next: bool,
+    late_mark: LogMark,
+    quarantine_mark: LogMark,
     pub stats: CoreStats,
     hasher: foldhash::fast::FixedState,
 }
@@ -201,6 +203,8 @@ impl Core {
             sink: None,
             owed: 0,
             full_next: false,
+            late_mark: LogMark::default(),
+            quarantine_mark: LogMark::default(),
             stats: CoreStats::default(),
             hasher: foldhash::fast::FixedState::with_seed(0x6661_756c_746c_696e),
         };
@@ -218,6 +222,10 @@ impl Core {
                 refused += 1;
             }
         }
+        self.pipeline.engine_mut().late_store_mut().restore(r.late);
+        self.late_mark = LogMark::at(self.pipeline.engine().late_store());
+        self.pipeline.quarantine_mut().restore(r.quarantine);
+        self.quarantine_mark = LogMark::at(self.pipeline.quarantine());
         if let Some(s) = &mut self.scorer {
             for (id, st) in r.alert_states {
                 s.policy_mut().restore(&id, st);
@@ -412,6 +420,9 @@ impl Core {
         }
         cp.alerts = std::mem::take(&mut self.alert_records);
         cp.windows = std::mem::take(&mut self.window_records);
+        let (late_mark, quarantine_mark) = (self.late_mark, self.quarantine_mark);
+        cp.late = self.late_mark.delta(self.pipeline.engine().late_store());
+        cp.quarantine = self.quarantine_mark.delta(self.pipeline.quarantine());
         cp.window_size_ms = self.window_size_ms;
         for s in &mut self.sources {
             match s {
@@ -461,6 +472,7 @@ impl Core {
                 // Put the records back: they go with the next attempt.
                 self.alert_records = cp.alerts;
                 self.window_records = cp.windows;
+                (self.late_mark, self.quarantine_mark) = (late_mark, quarantine_mark);
                 tracing::error!("checkpoint failed, nothing acknowledged: {}", crate::error_chain(&e));
                 return false;
             }

@@ -15,7 +15,7 @@
 
 pub mod stats;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 /// The device table's hasher: foldhash is several times faster than
 /// SipHash on short ids and randomly seeded per process, so a producer
@@ -195,45 +195,7 @@ fn signal_index(signals: &[Signal], name: &str, hint: usize) -> Option<usize> {
 }
 
 /// Bounded, oldest-out store of late readings.
-#[derive(Debug, Default)]
-pub struct LateStore {
-    cap: usize,
-    items: VecDeque<Reading>,
-    pub evicted: u64,
-}
-
-impl LateStore {
-    pub fn new(cap: usize) -> Self {
-        LateStore { cap, items: VecDeque::new(), evicted: 0 }
-    }
-
-    fn push(&mut self, r: Reading) -> bool {
-        if self.cap == 0 {
-            self.evicted += 1;
-            return false;
-        }
-        let full = self.items.len() >= self.cap;
-        if full {
-            self.items.pop_front();
-            self.evicted += 1;
-        }
-        self.items.push_back(r);
-        !full
-    }
-
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// Oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = &Reading> {
-        self.items.iter()
-    }
-}
+pub type LateStore = crate::bounded::BoundedLog<Reading>;
 
 /// The per-device window state of every device.
 #[derive(Debug)]
@@ -279,6 +241,10 @@ impl Engine {
 
     pub fn late_store(&self) -> &LateStore {
         &self.late
+    }
+
+    pub fn late_store_mut(&mut self) -> &mut LateStore {
+        &mut self.late
     }
 
     pub fn device_count(&self) -> usize {
