@@ -161,3 +161,98 @@ fn bad_payloads_do_not_stop_the_source() {
     assert_eq!(q[0].1.reason, faultline::reading::Reason::BadTime);
     assert!(q[0].1.excerpt.contains("yesterday"), "{q:?}");
 }
+
+/// Runs a command, panicking with its output when it fails.
+fn sh(cmd: &mut std::process::Command) {
+    let out = cmd.output().expect("command runs");
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+fn certificates(dir: &Path) {
+    let openssl = |args: &[&str]| sh(std::process::Command::new("openssl").args(args).current_dir(dir));
+    openssl(
+        &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem"]
+            .iter()
+            .chain(&["-days", "2", "-subj", "/CN=faultline-test-ca"])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for who in ["server", "client"] {
+        let (key, csr, pem, ext) =
+            (format!("{who}.key"), format!("{who}.csr"), format!("{who}.pem"), format!("{who}.ext"));
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={who}"),
+        ]);
+        openssl(
+            &["x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"]
+                .iter()
+                .chain(&["-out", pem.as_str(), "-days", "2", "-extfile", ext.as_str()])
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for f in std::fs::read_dir(dir).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+}
+
+#[test]
+fn tls_with_a_client_certificate_and_a_password() {
+    let tls_port = common::brokers::free_port();
+    let broker = Mosquitto::start_with(|dir| {
+        certificates(dir);
+        sh(std::process::Command::new("mosquitto_passwd")
+            .args(["-b", "-c"])
+            .arg(dir.join("passwd"))
+            .args(["plant", "s3cret"]));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("passwd"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        format!(
+            "listener {tls_port} 127.0.0.1\nallow_anonymous false\npassword_file {d}/passwd\n\
+             cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nrequire_certificate true\n",
+            d = dir.display()
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let d = broker.dir();
+    let tls = format!(
+        "username = \"plant\"\npassword = \"s3cret\"\nca_file = \"{}\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+        d.join("ca.pem").display(),
+        d.join("client.pem").display(),
+        d.join("client.key").display()
+    );
+    let text = config_text(&state, &format!("mqtts://127.0.0.1:{tls_port}"), "")
+        .replace("client_id = \"faultline-test\"\n", &format!("client_id = \"faultline-test\"\n{tls}"));
+    let mut daemon = Daemon::start(&write_config(dir.path(), &text));
+    daemon.wait_for_log("MQTT connected", Duration::from_secs(20));
+    // Published on the plain listener, received over TLS.
+    let sample = sample();
+    replay(&mqtt_replay(&broker.url(), "max", sample.to_str().unwrap()));
+    daemon.wait_for_payloads(ROWS, Duration::from_secs(60));
+    assert!(daemon.terminate().success());
+
+    // A wrong password: refused, retried with backoff, the daemon stays up.
+    let bad = text
+        .replace("s3cret", "wrong")
+        .replace(&state.display().to_string(), &dir.path().join("s2").display().to_string());
+    let mut daemon = Daemon::start(&write_config(dir.path(), &bad));
+    let line = daemon.wait_for_log("MQTT connection lost", Duration::from_secs(20));
+    assert!(line.contains("refused") || line.contains("NotAuthorized") || line.contains("BadUserName"), "{line}");
+    daemon.wait_for_log("retrying in", Duration::from_secs(5));
+    assert!(daemon.terminate().success(), "SIGTERM while disconnected still exits 0:\n{}", daemon.log_text());
+}

@@ -42,17 +42,30 @@ pub struct Mosquitto {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    extra: String,
 }
 
 impl Mosquitto {
     pub fn start() -> Mosquitto {
+        Mosquitto::start_with(|_| String::new())
+    }
+
+    /// Starts it with more configuration, written by `extra` given the
+    /// broker's directory (for certificates and password files). The plain
+    /// listener on [`Mosquitto::port`] stays, anonymous.
+    pub fn start_with(extra: impl FnOnce(&Path) -> String) -> Mosquitto {
         let dir = tempfile::tempdir().expect("tempdir");
         // Started as root, mosquitto drops to its own user, which must be able to save sessions here.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
-        let mut m = Mosquitto { port: free_port(), dir, child: None };
+        let extra = extra(dir.path());
+        let mut m = Mosquitto { port: free_port(), dir, child: None, extra };
         m.start_again();
         m
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn url(&self) -> String {
@@ -68,10 +81,12 @@ impl Mosquitto {
         );
         let conf = self.dir.path().join("mosquitto.conf");
         let text = format!(
-            "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
-             max_queued_messages 0\nmax_inflight_messages 0\nautosave_interval 1\n",
+            "per_listener_settings true\npersistence true\npersistence_location {}/\n\
+             max_queued_messages 0\nmax_inflight_messages 0\nautosave_interval 1\n\
+             listener {} 127.0.0.1\nallow_anonymous true\n{}\n",
+            self.dir.path().display(),
             self.port,
-            self.dir.path().display()
+            self.extra
         );
         std::fs::write(&conf, text).expect("write mosquitto.conf");
         let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).expect("log file");
