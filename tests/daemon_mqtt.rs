@@ -137,17 +137,19 @@ fn bad_payloads_do_not_stop_the_source() {
     let mut d = Daemon::start(&write_config(dir.path(), &text));
     d.wait_for_log("MQTT connected", Duration::from_secs(20));
     let jsonl = dir.path().join("mixed.jsonl");
-    std::fs::write(
-        &jsonl,
-        concat!(
-            "{\"ts\": 1000, \"values\": {\"Temperature\": 70.5}}\n",
-            "{\"ts\": \"yesterday\", \"values\": {\"Temperature\": 1}}\n",
-            "[{\"ts\": 2000, \"values\": {\"Temperature\": 71}}, {\"ts\": 3000, \"Temperature\": 72}]\n",
-        ),
-    )
-    .unwrap();
+    // Good, bad time, a batch of two, 2 MiB (past ingest.max_payload_bytes), good.
+    let big = format!("{{\"ts\": 3500, \"values\": {{\"Temperature\": 1}}, \"pad\": \"{}\"}}\n", "x".repeat(2 << 20));
+    let text_jsonl = [
+        "{\"ts\": 1000, \"values\": {\"Temperature\": 70.5}}\n",
+        "{\"ts\": \"yesterday\", \"values\": {\"Temperature\": 1}}\n",
+        "[{\"ts\": 2000, \"values\": {\"Temperature\": 71}}, {\"ts\": 3000, \"Temperature\": 72}]\n",
+        &big,
+        "{\"ts\": 4000, \"values\": {\"Temperature\": 73}}\n",
+    ]
+    .concat();
+    std::fs::write(&jsonl, text_jsonl).unwrap();
     replay(&["--input", jsonl.to_str().unwrap(), "--mqtt", &broker.url(), "--topic", "plant/x/pumps/p9"]);
-    d.wait_for_payloads(3, Duration::from_secs(20));
+    d.wait_for_payloads(5, Duration::from_secs(20));
     d.wait_for_log("reading refused", Duration::from_secs(5));
     assert!(d.terminate().success());
     let store = Store::open(&state).unwrap();
@@ -155,11 +157,13 @@ fn bad_payloads_do_not_stop_the_source() {
     assert_eq!(devices.len(), 1);
     assert_eq!(devices[0].id, "p9");
     let n: u64 = devices[0].open.iter().map(|w| w.stats.iter().map(|s| s.count()).max().unwrap_or(0)).sum();
-    assert_eq!(n, 3, "the three good readings, the bad one refused");
+    assert_eq!(n, 4, "the four good readings, the two bad ones refused");
     let q = store.restore().unwrap().quarantine;
-    assert_eq!(q.len(), 1, "the refused payload is kept across the restart: {q:?}");
-    assert_eq!(q[0].1.reason, faultline::reading::Reason::BadTime);
+    let reasons: Vec<_> = q.iter().map(|(_, q)| q.reason).collect();
+    use faultline::reading::Reason;
+    assert_eq!(reasons, vec![Reason::BadTime, Reason::TooLarge], "kept across the restart");
     assert!(q[0].1.excerpt.contains("yesterday"), "{q:?}");
+    assert!(q[1].1.excerpt.len() <= 512, "only an excerpt of the big one");
 }
 
 /// Runs a command, panicking with its output when it fails.

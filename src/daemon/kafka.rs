@@ -13,7 +13,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch, Notify};
 
-use super::{Input, SourceStatus};
+use super::{Budget, Input, SourceStatus};
 use crate::config::{KafkaSink, KafkaSource};
 use crate::state::Store;
 
@@ -71,6 +71,7 @@ pub fn spawn_source(
     index: usize,
     cfg: &KafkaSource,
     tx: mpsc::Sender<Input>,
+    budget: Budget,
     mut commits: mpsc::UnboundedReceiver<Commit>,
     mut stop: watch::Receiver<bool>,
     status: Arc<SourceStatus>,
@@ -114,13 +115,15 @@ pub fn spawn_source(
                     Ok(m) => {
                         status.received.fetch_add(1, Ordering::Relaxed);
                         last_error = None;
+                        let payload = m.payload().map(<[u8]>::to_vec).unwrap_or_default();
                         let input = Input::Kafka {
+                            budget: budget.take(payload.len()).await,
                             source: index,
                             topic: Arc::from(m.topic()),
                             partition: m.partition(),
                             offset: m.offset(),
                             key: m.key().map(<[u8]>::to_vec),
-                            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                            payload,
                         };
                         if let Some(t) = &tx {
                             if t.send(input).await.is_err() {

@@ -38,7 +38,8 @@ use crate::state::{Checkpoint, LogMark, OutboxRecord, Store, WindowRecord};
 use crate::time::now_ms;
 use crate::window::ClosedWindow;
 
-/// What the sources hand the processing loop.
+/// What the sources hand the processing loop. `budget` holds the
+/// payload's bytes of [`Budget`] until the message is processed.
 #[derive(Debug)]
 pub enum Input {
     Mqtt {
@@ -47,6 +48,7 @@ pub enum Input {
         payload: bytes::Bytes,
         pkid: u16,
         dup: bool,
+        budget: Option<tokio::sync::OwnedSemaphorePermit>,
     },
     Kafka {
         source: usize,
@@ -55,9 +57,33 @@ pub enum Input {
         offset: i64,
         key: Option<Vec<u8>>,
         payload: Vec<u8>,
+        budget: Option<tokio::sync::OwnedSemaphorePermit>,
     },
     /// Write a checkpoint at once (a Kafka rebalance is revoking partitions).
     CheckpointNow,
+}
+
+/// Payload bytes allowed between the sources and the processing loop: the
+/// channel holds at most 4,096 messages and at most this many bytes, so a
+/// burst of large payloads cannot take memory without bound.
+pub const BUDGET_BYTES: usize = 64 << 20;
+
+/// The shared byte budget of the channel to the processing loop.
+#[derive(Debug, Clone)]
+pub struct Budget(Arc<tokio::sync::Semaphore>);
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget(Arc::new(tokio::sync::Semaphore::new(BUDGET_BYTES)))
+    }
+}
+
+impl Budget {
+    /// Waits until `bytes` (at most the whole budget) are free and takes them.
+    pub async fn take(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let n = u32::try_from(bytes.clamp(1, BUDGET_BYTES)).unwrap_or(u32::MAX);
+        self.0.clone().acquire_many_owned(n).await.ok()
+    }
 }
 
 /// A source's (or the sink's) connection state and counters, shared with metrics and `/readyz`.
@@ -280,7 +306,7 @@ impl Core {
     /// One input at processing time `now_ms`.
     pub fn handle(&mut self, input: Input, now_ms: i64) {
         match input {
-            Input::Mqtt { source, topic, payload, pkid, dup } => {
+            Input::Mqtt { source, topic, payload, pkid, dup, budget: _budget } => {
                 let Some(SourcePos::Mqtt { id, template, pending, acked, again, .. }) = self.sources.get_mut(source)
                 else {
                     return;
@@ -304,7 +330,7 @@ impl Core {
                 self.owed += 1;
                 self.pipeline.ingest(id, &payload, device, now_ms, &mut self.closed);
             }
-            Input::Kafka { source, topic, partition, offset, key, payload } => {
+            Input::Kafka { source, topic, partition, offset, key, payload, budget: _budget } => {
                 let Some(SourcePos::Kafka { id, next, changed, .. }) = self.sources.get_mut(source) else { return };
                 let slot = next.entry((topic.clone(), partition)).or_insert(i64::MIN);
                 if offset < *slot {
@@ -550,6 +576,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (tx, mut rx) = mpsc::channel::<Input>(4096);
+    let budget = Budget::default();
     let mut tasks = Vec::new();
     let mut statuses = Vec::new();
     for (i, s) in config.sources.iter().enumerate() {
@@ -561,7 +588,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
                 *acks = Some(atx);
                 let max = config.ingest.max_payload_bytes;
                 tasks.push(
-                    mqtt::spawn(i, m, max, tx.clone(), arx, stop_rx.clone(), status)
+                    mqtt::spawn(i, m, max, tx.clone(), budget.clone(), arx, stop_rx.clone(), status)
                         .map_err(|e| anyhow::anyhow!("source[{i}]: {e}"))?,
                 );
             }
@@ -569,7 +596,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
                 let (ctx, crx) = mpsc::unbounded_channel();
                 *commits = Some(ctx);
                 tasks.push(
-                    kafka::spawn_source(i, k, tx.clone(), crx, stop_rx.clone(), status)
+                    kafka::spawn_source(i, k, tx.clone(), budget.clone(), crx, stop_rx.clone(), status)
                         .map_err(|e| anyhow::anyhow!("source[{i}]: {e}"))?,
                 );
             }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS, TlsConfiguration, Transport};
 use tokio::sync::{mpsc, watch};
 
-use super::{Input, SourceStatus};
+use super::{Budget, Input, SourceStatus};
 use crate::config::MqttSource;
 
 /// Where a topic's device id sits: `sensors/{device_id}/telemetry`, with `+` for any level.
@@ -63,15 +63,21 @@ pub fn host_port(url: &str) -> Option<(String, u16, bool)> {
     (!host.is_empty()).then(|| (host.to_owned(), port, tls))
 }
 
+/// The largest packet MQTT allows (its remaining-length field's maximum).
+const MQTT_MAX_PACKET: usize = 268_435_455;
+
 fn options(cfg: &MqttSource, max_payload: usize) -> Result<MqttOptions, String> {
     let (host, port, tls) = host_port(&cfg.url).ok_or_else(|| format!("cannot read the url {:?}", cfg.url))?;
     let mut o = MqttOptions::new(cfg.client_id.clone(), host, port);
     o.set_clean_session(false)
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(30))
-        // Payloads past the limit are refused by the pipeline with a reason;
-        // the client must still read them off the wire.
-        .set_max_packet_size(max_payload.saturating_add(64 * 1024), 64 * 1024)
+        // Payloads past ingest.max_payload_bytes are refused by the pipeline
+        // with a reason; the client must still read them off the wire: a
+        // packet the client refused would come back after every reconnect.
+        // So the limit is MQTT's own (256 MiB); the channel's byte budget
+        // bounds what waits.
+        .set_max_packet_size(MQTT_MAX_PACKET.max(max_payload), 64 * 1024)
         .set_request_channel_capacity(1 << 16);
     if let Some(u) = &cfg.username {
         o.set_credentials(u.clone(), cfg.password.clone().unwrap_or_default());
@@ -101,6 +107,7 @@ pub fn spawn(
     cfg: &MqttSource,
     max_payload: usize,
     tx: mpsc::Sender<Input>,
+    budget: Budget,
     mut acks: mpsc::UnboundedReceiver<Vec<u16>>,
     mut stop: watch::Receiver<bool>,
     status: Arc<SourceStatus>,
@@ -144,8 +151,15 @@ pub fn spawn(
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     status.received.fetch_add(1, Ordering::Relaxed);
                     if let Some(t) = &tx {
-                        let input =
-                            Input::Mqtt { source: index, topic: p.topic, payload: p.payload, pkid: p.pkid, dup: p.dup };
+                        let budget = budget.take(p.payload.len()).await;
+                        let input = Input::Mqtt {
+                            source: index,
+                            topic: p.topic,
+                            payload: p.payload,
+                            pkid: p.pkid,
+                            dup: p.dup,
+                            budget,
+                        };
                         if t.send(input).await.is_err() {
                             tx = None;
                         }
