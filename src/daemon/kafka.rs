@@ -13,7 +13,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch, Notify};
 
-use super::{Budget, Input, SourceStatus};
+use super::{Input, SourceLinks, SourceStatus};
 use crate::config::{KafkaSink, KafkaSource};
 use crate::state::Store;
 
@@ -70,12 +70,10 @@ fn client_config(brokers: &str, options: &std::collections::BTreeMap<String, Str
 pub fn spawn_source(
     index: usize,
     cfg: &KafkaSource,
-    tx: mpsc::Sender<Input>,
-    budget: Budget,
+    links: SourceLinks,
     mut commits: mpsc::UnboundedReceiver<Commit>,
-    mut stop: watch::Receiver<bool>,
-    status: Arc<SourceStatus>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
+    let SourceLinks { tx, budget, mut stop, status } = links;
     let mut c = client_config(&cfg.brokers, &cfg.options);
     c.set("group.id", &cfg.group_id)
         .set("enable.auto.commit", "false")

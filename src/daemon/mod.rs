@@ -86,6 +86,15 @@ impl Budget {
     }
 }
 
+/// What every source task is handed.
+#[derive(Debug)]
+pub struct SourceLinks {
+    pub tx: mpsc::Sender<Input>,
+    pub budget: Budget,
+    pub stop: watch::Receiver<bool>,
+    pub status: Arc<SourceStatus>,
+}
+
 /// A source's (or the sink's) connection state and counters, shared with metrics and `/readyz`.
 #[derive(Debug, Default)]
 pub struct SourceStatus {
@@ -582,23 +591,18 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     for (i, s) in config.sources.iter().enumerate() {
         let status = Arc::new(SourceStatus::default());
         statuses.push((source_label(&config, i), status.clone()));
+        let links = SourceLinks { tx: tx.clone(), budget: budget.clone(), stop: stop_rx.clone(), status };
         match (s, &mut core.sources[i]) {
             (SourceConfig::Mqtt(m), SourcePos::Mqtt { acks, .. }) => {
                 let (atx, arx) = mpsc::unbounded_channel();
                 *acks = Some(atx);
                 let max = config.ingest.max_payload_bytes;
-                tasks.push(
-                    mqtt::spawn(i, m, max, tx.clone(), budget.clone(), arx, stop_rx.clone(), status)
-                        .map_err(|e| anyhow::anyhow!("source[{i}]: {e}"))?,
-                );
+                tasks.push(mqtt::spawn(i, m, max, links, arx).map_err(|e| anyhow::anyhow!("source[{i}]: {e}"))?);
             }
             (SourceConfig::Kafka(k), SourcePos::Kafka { commits, .. }) => {
                 let (ctx, crx) = mpsc::unbounded_channel();
                 *commits = Some(ctx);
-                tasks.push(
-                    kafka::spawn_source(i, k, tx.clone(), budget.clone(), crx, stop_rx.clone(), status)
-                        .map_err(|e| anyhow::anyhow!("source[{i}]: {e}"))?,
-                );
+                tasks.push(kafka::spawn_source(i, k, links, crx).map_err(|e| anyhow::anyhow!("source[{i}]: {e}"))?);
             }
             _ => unreachable!("sources are built from the same list"),
         }

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS, TlsConfiguration, Transport};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-use super::{Budget, Input, SourceStatus};
+use super::{Input, SourceLinks};
 use crate::config::MqttSource;
 
 /// Where a topic's device id sits: `sensors/{device_id}/telemetry`, with `+` for any level.
@@ -106,12 +106,10 @@ pub fn spawn(
     index: usize,
     cfg: &MqttSource,
     max_payload: usize,
-    tx: mpsc::Sender<Input>,
-    budget: Budget,
+    links: SourceLinks,
     mut acks: mpsc::UnboundedReceiver<Vec<u16>>,
-    mut stop: watch::Receiver<bool>,
-    status: Arc<SourceStatus>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
+    let SourceLinks { tx, budget, mut stop, status } = links;
     let opts = options(cfg, max_payload)?;
     let (client, mut eventloop) = AsyncClient::new(opts, 1 << 16);
     let topics: Vec<rumqttc::SubscribeFilter> =
