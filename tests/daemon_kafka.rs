@@ -112,8 +112,12 @@ fn readings_from_kafka_become_alerts_on_the_alert_topic() {
     d.wait_for_log("partitions assigned", Duration::from_secs(30));
     let sample = sample();
     // The key carries the device id: the payloads have none.
-    replay(&replay_args(["--kafka", &t.brokers()], "sensor-data", "max", sample.to_str().unwrap()));
-    d.wait_for_payloads(ROWS, Duration::from_secs(60));
+    // In batches of 50 readings per record (the last one shorter).
+    let brokers = t.brokers();
+    let mut args = replay_args(["--kafka", &brokers], "sensor-data", "max", sample.to_str().unwrap());
+    args.extend(["--batch", "50"]);
+    replay(&args);
+    d.wait_for_payloads(ROWS.div_ceil(50), Duration::from_secs(60));
     let want = expected(&text).records;
     let got = wait_for_records(&t, &want, &d);
     assert_eq!(got.iter().cloned().collect::<BTreeSet<_>>(), want, "exactly the expected alerts");

@@ -569,6 +569,42 @@ topic = ""
     }
 
     #[test]
+    fn daemon_keys_are_checked() {
+        let text = r#"
+[[source]]
+type = "mqtt"
+url = "mqtt://b:1883"
+topics = ["t"]
+password = "x"
+ca_file = "/etc/ca.pem"
+client_cert_file = "/etc/c.pem"
+[[source]]
+type = "kafka"
+brokers = "k:9092"
+topics = ["t"]
+options = { "enable.auto.commit" = "true", "fetch.min.bytes" = "1" }
+[[sink]]
+type = "kafka"
+brokers = "k:9092"
+[[sink]]
+type = "kafka"
+brokers = "k:9092"
+"#;
+        let got = problems(text);
+        for w in [
+            "source[0].password: a password needs a username",
+            "source[0].ca_file: only used with an mqtts:// url",
+            "source[0].client_cert_file: only used with an mqtts:// url",
+            "source[0].client_cert_file: client_cert_file and client_key_file go together",
+            "source[1].options.enable.auto.commit: faultline sets this itself",
+            "sink[1]: one [[sink]] is supported",
+        ] {
+            assert!(got.iter().any(|g| g.starts_with(w)), "missing {w:?} in {got:#?}");
+        }
+        assert_eq!(got.len(), 6, "{got:#?}");
+    }
+
+    #[test]
     fn no_sources_is_an_error_and_bad_toml_says_where() {
         assert_eq!(problems(""), vec!["source: no [[source]]: faultline needs at least one place to read from"]);
         let got = problems("[window\nsize = 1");

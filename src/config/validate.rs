@@ -190,6 +190,9 @@ pub(super) fn validate(c: &Config, failed: &[String], p: &mut Vec<Problem>) {
         }
     }
     if ok("sink") {
+        if c.sinks.len() > 1 {
+            problem(p, "sink[1]", "one [[sink]] is supported: alerts go to one Kafka topic");
+        }
         for (i, s) in c.sinks.iter().enumerate() {
             match s {
                 SinkConfig::Kafka(k) => {
