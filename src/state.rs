@@ -81,7 +81,10 @@ pub struct WindowRecord {
 }
 
 /// Windows kept per device in the `windows` tree.
-pub const WINDOWS_PER_DEVICE: i64 = 500;
+pub const WINDOWS_PER_DEVICE: usize = 500;
+
+/// Alerts kept in the `alerts` tree; past it the oldest cleared ones go.
+pub const ALERT_HISTORY: usize = 10_000;
 
 fn window_key(device: &str, start_ms: i64) -> Vec<u8> {
     let mut k = Vec::with_capacity(device.len() + 9);
@@ -139,9 +142,8 @@ pub struct Checkpoint {
     pub alerts: Vec<Alert>,
     /// Source positions, keys as in the module docs.
     pub positions: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Windows closed or updated, with the window size (to drop the oldest).
+    /// Windows closed or updated.
     pub windows: Vec<WindowRecord>,
-    pub window_size_ms: i64,
     pub late: LogDelta<Reading>,
     pub quarantine: LogDelta<Quarantined>,
 }
@@ -310,8 +312,7 @@ impl Store {
         for r in &c.windows {
             let v = encode(r)?;
             w.bytes += v.len();
-            let old = r.start_ms.saturating_sub(WINDOWS_PER_DEVICE.saturating_mul(c.window_size_ms));
-            windows.push((window_key(&r.device_id, r.start_ms), v, window_key(&r.device_id, old)));
+            windows.push((window_key(&r.device_id, r.start_ms), v));
         }
         let late = encode_log(&c.late, &mut w)?;
         let quarantine = encode_log(&c.quarantine, &mut w)?;
@@ -351,10 +352,8 @@ impl Store {
             for (k, v) in &c.positions {
                 p.insert(k.as_slice(), v.as_slice())?;
             }
-            for (k, v, old) in &windows {
+            for (k, v) in &windows {
                 win.insert(k.as_slice(), v.as_slice())?;
-                // The window that just fell out of the kept range, if any.
-                win.remove(old.as_slice())?;
             }
             for seq in c.late.removed.clone() {
                 late_t.remove(&seq.to_be_bytes())?;
@@ -376,7 +375,56 @@ impl Store {
             Err(TransactionError::Abort(())) => unreachable!("the checkpoint transaction never aborts"),
         }
         self.db.flush()?;
+        // Trimming history is not part of the state: outside the transaction.
+        let mut seen = std::collections::HashSet::new();
+        for r in &c.windows {
+            if seen.insert(r.device_id.as_str()) {
+                self.trim_windows(&r.device_id)?;
+            }
+        }
+        if !c.alerts.is_empty() {
+            self.trim_alerts()?;
+        }
         Ok(w)
+    }
+
+    /// Keeps the newest [`WINDOWS_PER_DEVICE`] windows of a device.
+    fn trim_windows(&self, device_id: &str) -> Result<(), StateError> {
+        let mut prefix = device_id.as_bytes().to_vec();
+        prefix.push(0);
+        let keys: Vec<sled::IVec> = self.windows.scan_prefix(&prefix).keys().collect::<Result<_, _>>()?;
+        if keys.len() > WINDOWS_PER_DEVICE {
+            let mut batch = sled::Batch::default();
+            for k in &keys[..keys.len() - WINDOWS_PER_DEVICE] {
+                batch.remove(k);
+            }
+            self.windows.apply_batch(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps at most [`ALERT_HISTORY`] alerts, dropping the oldest cleared
+    /// ones (down to 90 %, so this runs seldom). Alerts not cleared stay.
+    fn trim_alerts(&self) -> Result<(), StateError> {
+        if self.alerts.len() <= ALERT_HISTORY {
+            return Ok(());
+        }
+        let mut cleared = Vec::new();
+        for kv in self.alerts.iter() {
+            let (k, v) = kv?;
+            let a: Alert = decode("alerts", &k, &v)?;
+            if a.status == crate::alerts::Status::Cleared {
+                cleared.push((a.updated_at_ms, k));
+            }
+        }
+        cleared.sort();
+        let excess = self.alerts.len().saturating_sub(ALERT_HISTORY * 9 / 10);
+        let mut batch = sled::Batch::default();
+        for (_, k) in cleared.iter().take(excess) {
+            batch.remove(k);
+        }
+        self.alerts.apply_batch(batch)?;
+        Ok(())
     }
 
     /// Appends alert records to the outbox, in order; returns how many
@@ -489,6 +537,31 @@ fn seq_of(k: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn window_history_is_trimmed_per_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let w = |d: &str, i: i64| WindowRecord {
+            device_id: d.into(),
+            start_ms: i * 60_000,
+            end_ms: (i + 1) * 60_000,
+            readings: 1,
+            score: 0.5,
+            model: "m".into(),
+            model_version: "1".into(),
+            update: false,
+            signals: vec![],
+        };
+        // Gaps in time do not matter: the newest 500 stay.
+        let all: Vec<WindowRecord> = (0..510).map(|i| w("a", i * 3 - 700)).chain([w("b", 0)]).collect();
+        s.checkpoint(&Checkpoint { windows: all, ..Default::default() }).unwrap();
+        let a = s.windows("a", 1000).unwrap();
+        assert_eq!(a.len(), WINDOWS_PER_DEVICE);
+        assert_eq!(a[0].start_ms, (509 * 3 - 700) * 60_000, "newest first");
+        assert_eq!(a.last().unwrap().start_ms, (10 * 3 - 700) * 60_000);
+        assert_eq!(s.windows("b", 10).unwrap().len(), 1);
+    }
 
     #[test]
     fn a_checkpoint_round_trips_and_the_layout_is_checked() {

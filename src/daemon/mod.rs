@@ -165,7 +165,6 @@ pub struct Core {
     alert_dirty: HashSet<String>,
     alert_records: Vec<Alert>,
     window_records: Vec<WindowRecord>,
-    window_size_ms: i64,
     sink: Option<Arc<Notify>>,
     owed: usize,
     /// The last checkpoint failed: write everything next time.
@@ -234,7 +233,6 @@ impl Core {
             alert_dirty: HashSet::new(),
             alert_records: Vec::new(),
             window_records: Vec::new(),
-            window_size_ms: config.window.spec().size_ms,
             sink: None,
             owed: 0,
             full_next: false,
@@ -458,7 +456,6 @@ impl Core {
         let (late_mark, quarantine_mark) = (self.late_mark, self.quarantine_mark);
         cp.late = self.late_mark.delta(self.pipeline.engine().late_store());
         cp.quarantine = self.quarantine_mark.delta(self.pipeline.quarantine());
-        cp.window_size_ms = self.window_size_ms;
         for s in &mut self.sources {
             match s {
                 SourcePos::Mqtt { key, pending, acked, again, .. } => {
