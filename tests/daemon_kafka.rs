@@ -224,3 +224,40 @@ fn with_kafka_down_the_outbox_grows_and_drains_in_order_when_it_is_back() {
     }
     assert!(d.terminate().success(), "{}", d.log_text());
 }
+
+#[test]
+fn a_topic_made_again_is_read_from_its_start() {
+    // One partition, so both devices' records share it.
+    let t = Tansu::start();
+    t.create_topic("sensor-data", 1);
+    t.create_topic(ALERTS, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let text = config_text(&state, &kafka_source(&t.brokers()), &t.brokers());
+    let config = write_config(dir.path(), &text);
+    let mut d = Daemon::start(&config);
+    d.wait_for_log("partitions assigned", Duration::from_secs(30));
+    let brokers = t.brokers();
+    let sample = sample();
+    let sample = sample.to_str().unwrap();
+    let send = |device: &str| {
+        let mut args = replay_args(["--kafka", &brokers], "sensor-data", "max", sample);
+        let i = args.iter().position(|a| *a == "--device").unwrap();
+        args[i + 1] = device;
+        replay(&args);
+    };
+    send("pump-1");
+    d.wait_for_payloads(ROWS, Duration::from_secs(60));
+    assert!(d.terminate().success());
+    // The topic goes and comes back empty; its offsets start at 0 again.
+    t.delete_topic("sensor-data");
+    t.create_topic("sensor-data", 1);
+    send("pump-2");
+    d.restart();
+    d.wait_for_log("was deleted and made again", Duration::from_secs(30));
+    d.wait_for_payloads(ROWS, Duration::from_secs(60));
+    assert!(d.terminate().success());
+    let (windows, _, _) = common::skab::stored(&state);
+    let readings = |dev: &str| windows.iter().filter(|((d, _), _)| d == dev).map(|(_, n)| n).sum::<u64>();
+    assert_eq!(readings("pump-2"), readings("pump-1"), "the new topic's records were all read");
+}

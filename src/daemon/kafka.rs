@@ -24,6 +24,8 @@ struct Context {
     index: usize,
     tx: mpsc::Sender<Input>,
     status: Arc<SourceStatus>,
+    /// Bumped by every assignment, so the task looks at partitions' ends again.
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ClientContext for Context {}
@@ -45,6 +47,7 @@ impl ConsumerContext for Context {
     }
 
     fn post_rebalance(&self, c: &rdkafka::consumer::BaseConsumer<Self>, _: &Rebalance<'_>) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
         let assigned = c.assignment().map(|a| a.count()).unwrap_or(0);
         self.status.set_connected(assigned > 0);
     }
@@ -99,7 +102,8 @@ pub fn spawn_source(
             c.set(k, v);
         }
     }
-    let ctx = Context { index, tx: tx.clone(), status: status.clone() };
+    let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let ctx = Context { index, tx: tx.clone(), status: status.clone(), generation: generation.clone() };
     let consumer: StreamConsumer<Context> =
         c.create_with_context(ctx).map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
     let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
@@ -107,12 +111,31 @@ pub fn spawn_source(
     let mut tx = Some(tx);
     Ok(tokio::spawn(async move {
         let mut last_error = None::<String>;
+        // Partitions whose end was looked at since the last assignment.
+        let mut checked: (u64, std::collections::HashSet<(String, i32)>) = (u64::MAX, Default::default());
         loop {
             tokio::select! {
                 m = consumer.recv(), if tx.is_some() => match m {
                     Ok(m) => {
                         status.received.fetch_add(1, Ordering::Relaxed);
                         last_error = None;
+                        // First record of a partition since it was assigned: tell the
+                        // loop where the partition ends, so a position past the end
+                        // (the topic was deleted and made again) is noticed.
+                        let g = generation.load(Ordering::Relaxed);
+                        if checked.0 != g {
+                            checked = (g, Default::default());
+                        }
+                        if checked.1.insert((m.topic().to_owned(), m.partition())) {
+                            let (topic, partition) = (m.topic(), m.partition());
+                            let ends = tokio::task::block_in_place(|| {
+                                consumer.fetch_watermarks(topic, partition, Duration::from_secs(5))
+                            });
+                            if let (Ok((low, high)), Some(t)) = (ends, &tx) {
+                                let input = Input::KafkaEnds { source: index, topic: Arc::from(topic), partition, low, high };
+                                let _ = t.send(input).await;
+                            }
+                        }
                         let payload = m.payload().map(<[u8]>::to_vec).unwrap_or_default();
                         let input = Input::Kafka {
                             budget: budget.take(payload.len()).await,
@@ -149,7 +172,9 @@ pub fn spawn_source(
                 }
             }
         }
-        consumer.unsubscribe();
+        // No unsubscribe: a static member keeps its place (and its partitions)
+        // until the session times out, so a restart resumes without a rebalance.
+        drop(consumer);
     }))
 }
 

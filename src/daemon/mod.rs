@@ -59,6 +59,9 @@ pub enum Input {
         payload: Vec<u8>,
         budget: Option<tokio::sync::OwnedSemaphorePermit>,
     },
+    /// A Kafka partition's first and next offset, sent before its first
+    /// record after an assignment.
+    KafkaEnds { source: usize, topic: Arc<str>, partition: i32, low: i64, high: i64 },
     /// Write a checkpoint at once (a Kafka rebalance is revoking partitions).
     CheckpointNow,
 }
@@ -350,6 +353,20 @@ impl Core {
                 let id = *id;
                 let device = key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).filter(|k| !k.is_empty());
                 self.pipeline.ingest(id, &payload, device, now_ms, &mut self.closed);
+            }
+            Input::KafkaEnds { source, topic, partition, low, high } => {
+                let Some(SourcePos::Kafka { next, changed, .. }) = self.sources.get_mut(source) else { return };
+                if let Some(pos) = next.get_mut(&(topic.clone(), partition)) {
+                    if *pos > high {
+                        tracing::warn!(
+                            source,
+                            "Kafka {topic}[{partition}] ends at offset {high} but the checkpoint is at {pos}: \
+                             the topic was deleted and made again, or truncated; reading it from offset {low}"
+                        );
+                        *pos = low;
+                        changed.insert((topic, partition));
+                    }
+                }
             }
             Input::CheckpointNow => {
                 self.checkpoint();

@@ -181,6 +181,14 @@ impl Tansu {
         assert!(out.status.success(), "tansu topic create {name}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    pub fn delete_topic(&self, name: &str) {
+        let out = Command::new(&self.bin)
+            .args(["topic", "delete", "--broker", &format!("tcp://127.0.0.1:{}", self.port), name])
+            .output()
+            .expect("tansu topic delete runs");
+        assert!(out.status.success(), "tansu topic delete {name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
