@@ -39,6 +39,7 @@ pub const CHECKPOINT_BYTES: &str = "faultline_checkpoint_bytes";
 pub const SOURCE_CONNECTED: &str = "faultline_source_connected";
 pub const SOURCE_RECONNECTS_TOTAL: &str = "faultline_source_reconnects_total";
 pub const SOURCE_BACKLOG: &str = "faultline_source_backlog";
+pub const KAFKA_CONSUMER_LAG: &str = "faultline_kafka_consumer_lag";
 pub const REDELIVERED_SKIPPED_TOTAL: &str = "faultline_redelivered_skipped_total";
 
 /// Registers help texts; call once after installing a recorder.
@@ -65,6 +66,20 @@ pub fn describe() {
     describe_counter!(ALERTS_CLEARED_TOTAL, "Alerts cleared.");
     describe_counter!(WINDOWS_UNSCORED_TOTAL, "Windows whose score was NaN (missing features and no fill).");
     describe_gauge!(MODEL_INFO, "The running model package: 1 for its name and version.");
+    describe_gauge!(ALERT_OUTBOX_PENDING, "Alert records in the outbox, not yet confirmed by Kafka.");
+    describe_counter!(ALERT_OUTBOX_DROPPED_TOTAL, "Alert records dropped from a full outbox (limits.outbox).");
+    describe_counter!(CHECKPOINTS_TOTAL, "Checkpoints written.");
+    describe_counter!(CHECKPOINT_FAILURES_TOTAL, "Checkpoints that failed (nothing acknowledged then).");
+    describe_histogram!(CHECKPOINT_SECONDS, Unit::Seconds, "Time to write and flush a checkpoint.");
+    describe_gauge!(CHECKPOINT_BYTES, "Bytes of records written by the last checkpoint.");
+    describe_gauge!(SOURCE_CONNECTED, "1 while a source is connected (Kafka: has partitions), by source.");
+    describe_counter!(SOURCE_RECONNECTS_TOTAL, "Connection losses of a source, by source.");
+    describe_gauge!(SOURCE_BACKLOG, "Messages waiting between the sources and the processing loop.");
+    describe_gauge!(KAFKA_CONSUMER_LAG, "Records between a partition's end and the group's committed offset.");
+    describe_counter!(
+        REDELIVERED_SKIPPED_TOTAL,
+        "Messages a broker delivered again that a checkpoint already covered."
+    );
 }
 
 /// Copies the pipeline's counters into the metrics registry.

@@ -28,7 +28,24 @@ struct Context {
     generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    /// librdkafka's statistics (every `statistics.interval.ms`): the lag
+    /// of every assigned partition behind its end.
+    fn stats(&self, stats: rdkafka::Statistics) {
+        for (topic, t) in &stats.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    metrics::gauge!(
+                        crate::metrics::KAFKA_CONSUMER_LAG,
+                        "topic" => topic.clone(),
+                        "partition" => partition.to_string()
+                    )
+                    .set(p.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, r: &Rebalance<'_>) {
@@ -89,6 +106,8 @@ pub fn spawn_source(
         // the broker notices the dead member after this long.
         ("session.timeout.ms", "10000"),
         ("heartbeat.interval.ms", "1000"),
+        // Consumer lag per partition for the metrics.
+        ("statistics.interval.ms", "5000"),
     ];
     if !cfg.options.contains_key("group.instance.id") {
         // Static membership: a restarted daemon takes its own place in the
