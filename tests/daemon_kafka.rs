@@ -164,7 +164,7 @@ fn kill_9_with_kafka_in_and_out_gives_the_uninterrupted_alerts() {
 }
 
 #[test]
-fn with_kafka_down_the_outbox_grows_and_drains_in_order_when_it_is_back() {
+fn with_kafka_down_the_outbox_grows_survives_a_restart_and_drains_in_order() {
     let mqtt = Mosquitto::start();
     let t = start_tansu();
     let dir = tempfile::tempdir().unwrap();
@@ -204,7 +204,15 @@ fn with_kafka_down_the_outbox_grows_and_drains_in_order_when_it_is_back() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let waiting = d.last_field("outbox").unwrap_or(0);
-    std::thread::sleep(Duration::from_secs(2));
+    // A restart while Kafka is still away: a prompt clean exit, and the
+    // outbox survives it.
+    let stopping = Instant::now();
+    assert!(d.terminate().success(), "{}", d.log_text());
+    assert!(stopping.elapsed() < Duration::from_secs(12), "shutdown took {:?}", stopping.elapsed());
+    d.restart();
+    let restored = d.wait_for_log("outbox=", Duration::from_secs(20));
+    assert!(restored.contains(&format!("outbox={waiting}")), "{restored}");
+    std::thread::sleep(Duration::from_secs(1));
     t.thaw();
     let after = wait_for_records(&t, &want, &d);
     let all: BTreeSet<_> = after.iter().cloned().collect();

@@ -246,11 +246,14 @@ pub struct Daemon {
     child: Option<Child>,
     pub log: Arc<Mutex<Vec<String>>>,
     config: PathBuf,
+    /// Log lines before this one are of earlier runs.
+    run_start: usize,
 }
 
 impl Daemon {
     pub fn start(config: &Path) -> Daemon {
-        let mut d = Daemon { child: None, log: Arc::new(Mutex::new(Vec::new())), config: config.to_owned() };
+        let mut d =
+            Daemon { child: None, log: Arc::new(Mutex::new(Vec::new())), config: config.to_owned(), run_start: 0 };
         d.restart();
         d
     }
@@ -258,6 +261,7 @@ impl Daemon {
     /// Starts it again with the same configuration (after [`Daemon::kill9`] or [`Daemon::terminate`]).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the daemon is still running");
+        self.run_start = self.log.lock().expect("log lock").len();
         let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
             .args(["run", "--config"])
             .arg(&self.config)
@@ -290,12 +294,14 @@ impl Daemon {
         terminate(&mut c).expect("the daemon exits within 20 s of SIGTERM")
     }
 
-    /// Waits until a log line contains `needle`.
+    /// Waits until a log line of the current run contains `needle`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(l) = self.log.lock().expect("log lock").iter().find(|l| l.contains(needle)) {
-                return l.clone();
+            let found =
+                self.log.lock().expect("log lock").iter().skip(self.run_start).find(|l| l.contains(needle)).cloned();
+            if let Some(l) = found {
+                return l;
             }
             assert!(Instant::now() < deadline, "no log line with {needle:?} in {timeout:?}:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(50));
