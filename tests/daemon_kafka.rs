@@ -269,3 +269,44 @@ fn a_topic_made_again_is_read_from_its_start() {
     let readings = |dev: &str| windows.iter().filter(|((d, _), _)| d == dev).map(|(_, n)| n).sum::<u64>();
     assert_eq!(readings("pump-2"), readings("pump-1"), "the new topic's records were all read");
 }
+
+#[test]
+fn mqtt_and_kafka_sources_at_once() {
+    let mqtt = Mosquitto::start();
+    let t = start_tansu();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let sources = format!(
+        "[[source]]\ntype = \"mqtt\"\nurl = \"{}\"\ntopics = [\"pumps/+\"]\ndevice_from_topic = \"pumps/{{device_id}}\"\n{}",
+        mqtt.url(),
+        kafka_source(&t.brokers())
+    );
+    let text = config_text(&state, &sources, &t.brokers());
+    let mut d = Daemon::start(&write_config(dir.path(), &text));
+    d.wait_for_log("MQTT connected", Duration::from_secs(20));
+    d.wait_for_log("partitions assigned", Duration::from_secs(30));
+    let sample = sample();
+    let sample = sample.to_str().unwrap();
+    let (url, brokers) = (mqtt.url(), t.brokers());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut a = replay_args(["--mqtt", &url], "pumps/{device_id}", "max", sample);
+            let i = a.iter().position(|x| *x == "--device").unwrap();
+            a[i + 1] = "pump-m";
+            replay(&a);
+        });
+        s.spawn(|| {
+            let mut a = replay_args(["--kafka", &brokers], "sensor-data", "max", sample);
+            let i = a.iter().position(|x| *x == "--device").unwrap();
+            a[i + 1] = "pump-k";
+            replay(&a);
+        });
+    });
+    d.wait_for_payloads(2 * ROWS, Duration::from_secs(60));
+    assert!(d.terminate().success());
+    let (windows, alerts, _) = common::skab::stored(&state);
+    let per = |dev: &str| windows.iter().filter(|((d, _), _)| d == dev).map(|(k, n)| (k.1, *n)).collect::<Vec<_>>();
+    assert_eq!(per("pump-m"), per("pump-k"), "the same file through either source gives the same windows");
+    assert!(!per("pump-m").is_empty());
+    assert!(alerts.keys().any(|a| a.starts_with("pump-m/")) && alerts.keys().any(|a| a.starts_with("pump-k/")));
+}
