@@ -193,7 +193,8 @@ pub fn spawn_source(
         }
         // No unsubscribe: a static member keeps its place (and its partitions)
         // until the session times out, so a restart resumes without a rebalance.
-        drop(consumer);
+        // Closing a consumer can wait on the broker: not on a runtime worker.
+        let _ = std::thread::Builder::new().name("kafka-close".into()).spawn(move || drop(consumer));
     }))
 }
 
@@ -299,6 +300,8 @@ pub fn spawn_sink(
             }
             crate::metrics::outbox_pending(store.outbox_pending());
         }
-        let _ = producer.flush(Duration::from_secs(2));
+        let _ = std::thread::Builder::new().name("kafka-close".into()).spawn(move || {
+            let _ = producer.flush(Duration::from_secs(2));
+        });
     }))
 }

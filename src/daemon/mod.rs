@@ -579,7 +579,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub fn run(config: Config) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(run_async(config))
+    let result = rt.block_on(run_async(config));
+    // Everything that matters is on disk and acknowledged by now; a task
+    // still running (a broker that does not answer) must not hold the exit.
+    rt.shutdown_background();
+    result
 }
 
 async fn run_async(config: Config) -> anyhow::Result<()> {
