@@ -9,34 +9,21 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::brokers::{replay, Daemon, Mosquitto, Tansu};
-use common::skab::{check_against_expected, expected, replay_args, root, sample, wait_quiet, write_config, ROWS};
+use common::skab::{check_against_expected, expected, replay_args, sample, wait_quiet, Jitter, Run, ROWS};
 
 const ALERTS: &str = "alert-signals";
 
-fn config_text(state: &Path, source: &str, sink_brokers: &str) -> String {
-    format!(
-        r#"
-[state]
-dir = "{}"
-checkpoint_interval = "200ms"
-[window]
-size = "2m"
-max_out_of_orderness = "10s"
-allowed_lateness = "1m"
-idle_timeout = "1h"
-[limits]
-device_ttl = "2h"
-{source}
-[model]
-path = "{}"
-[[sink]]
-type = "kafka"
-brokers = "{sink_brokers}"
-topic = "{ALERTS}"
-"#,
-        state.display(),
-        root().join("models/pump-skab").display()
-    )
+fn sink(brokers: &str) -> String {
+    format!("[[sink]]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"{ALERTS}\"\n")
+}
+
+/// A daemon reading from and alerting to tansu `t`.
+fn start(t: &Tansu) -> Run {
+    Run::start(&kafka_source(&t.brokers()), &sink(&t.brokers()), &["partitions assigned"])
+}
+
+fn mqtt_source(url: &str) -> String {
+    format!("[[source]]\ntype = \"mqtt\"\nurl = \"{url}\"\ntopics = [\"pumps/+\"]\ndevice_from_topic = \"pumps/{{device_id}}\"\n")
 }
 
 fn kafka_source(brokers: &str) -> String {
@@ -105,11 +92,7 @@ fn assert_keys_are_device_ids(brokers: &str) {
 #[test]
 fn readings_from_kafka_become_alerts_on_the_alert_topic() {
     let t = start_tansu();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let text = config_text(&state, &kafka_source(&t.brokers()), &t.brokers());
-    let mut d = Daemon::start(&write_config(dir.path(), &text));
-    d.wait_for_log("partitions assigned", Duration::from_secs(30));
+    let Run { dir: _dir, state, text, mut d, .. } = start(&t);
     let sample = sample();
     // The key carries the device id: the payloads have none.
     // In batches of 50 readings per record (the last one shorter).
@@ -131,23 +114,16 @@ fn readings_from_kafka_become_alerts_on_the_alert_topic() {
 #[test]
 fn kill_9_with_kafka_in_and_out_gives_the_uninterrupted_alerts() {
     let t = start_tansu();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let text = config_text(&state, &kafka_source(&t.brokers()), &t.brokers());
-    let mut d = Daemon::start(&write_config(dir.path(), &text));
-    d.wait_for_log("partitions assigned", Duration::from_secs(30));
+    let Run { dir: _dir, state, text, mut d, .. } = start(&t);
     let brokers = t.brokers();
     let sample = sample();
     let publisher = std::thread::spawn(move || {
         replay(&replay_args(["--kafka", &brokers], "sensor-data", "300", sample.to_str().unwrap()))
     });
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
-    let mut x = seed | 1;
+    let mut jitter = Jitter::new();
+    let seed = jitter.seed;
     for i in 0..3 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let wait = 500 + x % 1000;
+        let wait = jitter.ms(500, 1000);
         std::thread::sleep(Duration::from_millis(wait));
         d.kill9();
         eprintln!("crash {i} after {wait} ms (seed {seed})");
@@ -167,15 +143,7 @@ fn kill_9_with_kafka_in_and_out_gives_the_uninterrupted_alerts() {
 fn with_kafka_down_the_outbox_grows_survives_a_restart_and_drains_in_order() {
     let mqtt = Mosquitto::start();
     let t = start_tansu();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let source = format!(
-        "[[source]]\ntype = \"mqtt\"\nurl = \"{}\"\ntopics = [\"pumps/+\"]\ndevice_from_topic = \"pumps/{{device_id}}\"\n",
-        mqtt.url()
-    );
-    let text = config_text(&state, &source, &t.brokers());
-    let mut d = Daemon::start(&write_config(dir.path(), &text));
-    d.wait_for_log("MQTT connected", Duration::from_secs(20));
+    let Run { dir, text, mut d, .. } = Run::start(&mqtt_source(&mqtt.url()), &sink(&t.brokers()), &["MQTT connected"]);
 
     let csv = std::fs::read_to_string(sample()).unwrap();
     let mut lines = csv.lines();
@@ -239,12 +207,7 @@ fn a_topic_made_again_is_read_from_its_start() {
     let t = Tansu::start();
     t.create_topic("sensor-data", 1);
     t.create_topic(ALERTS, 1);
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let text = config_text(&state, &kafka_source(&t.brokers()), &t.brokers());
-    let config = write_config(dir.path(), &text);
-    let mut d = Daemon::start(&config);
-    d.wait_for_log("partitions assigned", Duration::from_secs(30));
+    let Run { dir: _dir, state, mut d, .. } = start(&t);
     let brokers = t.brokers();
     let sample = sample();
     let sample = sample.to_str().unwrap();
@@ -274,17 +237,9 @@ fn a_topic_made_again_is_read_from_its_start() {
 fn mqtt_and_kafka_sources_at_once() {
     let mqtt = Mosquitto::start();
     let t = start_tansu();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let sources = format!(
-        "[[source]]\ntype = \"mqtt\"\nurl = \"{}\"\ntopics = [\"pumps/+\"]\ndevice_from_topic = \"pumps/{{device_id}}\"\n{}",
-        mqtt.url(),
-        kafka_source(&t.brokers())
-    );
-    let text = config_text(&state, &sources, &t.brokers());
-    let mut d = Daemon::start(&write_config(dir.path(), &text));
-    d.wait_for_log("MQTT connected", Duration::from_secs(20));
-    d.wait_for_log("partitions assigned", Duration::from_secs(30));
+    let sources = format!("{}{}", mqtt_source(&mqtt.url()), kafka_source(&t.brokers()));
+    let Run { dir: _dir, state, mut d, .. } =
+        Run::start(&sources, &sink(&t.brokers()), &["MQTT connected", "partitions assigned"]);
     let sample = sample();
     let sample = sample.to_str().unwrap();
     let (url, brokers) = (mqtt.url(), t.brokers());

@@ -9,35 +9,21 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::brokers::{replay, Daemon, Mosquitto};
-use common::skab::{check_against_expected, replay_args, root, sample, wait_quiet, write_config, ROWS};
+use common::skab::{
+    check_against_expected, config_text, replay_args, sample, wait_quiet, write_config, Jitter, Run, ROWS,
+};
 use faultline::state::Store;
 
-fn config_text(state: &Path, mqtt: &str, extra: &str) -> String {
+fn mqtt_source(url: &str) -> String {
     format!(
-        r#"
-[state]
-dir = "{}"
-checkpoint_interval = "200ms"
-[window]
-size = "2m"
-max_out_of_orderness = "10s"
-allowed_lateness = "1m"
-idle_timeout = "1h"
-[limits]
-device_ttl = "2h"
-[[source]]
-type = "mqtt"
-url = "{mqtt}"
-topics = ["plant/+/pumps/+"]
-device_from_topic = "plant/+/pumps/{{device_id}}"
-client_id = "faultline-test"
-[model]
-path = "{}"
-{extra}
-"#,
-        state.display(),
-        root().join("models/pump-skab").display()
+        "[[source]]\ntype = \"mqtt\"\nurl = \"{url}\"\ntopics = [\"plant/+/pumps/+\"]\n\
+         device_from_topic = \"plant/+/pumps/{{device_id}}\"\nclient_id = \"faultline-test\"\n"
     )
+}
+
+/// mosquitto and a daemon reading from it.
+fn start(broker: &Mosquitto) -> Run {
+    Run::start(&mqtt_source(&broker.url()), "", &["MQTT connected"])
 }
 
 fn mqtt_replay<'a>(url: &'a str, speed: &'a str, sample: &'a str) -> Vec<&'a str> {
@@ -47,11 +33,7 @@ fn mqtt_replay<'a>(url: &'a str, speed: &'a str, sample: &'a str) -> Vec<&'a str
 #[test]
 fn readings_over_mqtt_become_windows_and_alerts() {
     let broker = Mosquitto::start();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let text = config_text(&state, &broker.url(), "");
-    let mut d = Daemon::start(&write_config(dir.path(), &text));
-    d.wait_for_log("MQTT connected", Duration::from_secs(20));
+    let Run { dir: _dir, state, text, mut d } = start(&broker);
     let sample = sample();
     replay(&mqtt_replay(&broker.url(), "max", sample.to_str().unwrap()));
     d.wait_for_payloads(ROWS, Duration::from_secs(60));
@@ -62,22 +44,15 @@ fn readings_over_mqtt_become_windows_and_alerts() {
 #[test]
 fn kill_9_and_sigterm_at_random_points_lose_and_double_nothing() {
     let broker = Mosquitto::start();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let text = config_text(&state, &broker.url(), "");
-    let mut d = Daemon::start(&write_config(dir.path(), &text));
-    d.wait_for_log("MQTT connected", Duration::from_secs(20));
+    let Run { dir: _dir, state, text, mut d } = start(&broker);
     // About 4 s of replay (1145 s of data at 300x) with kills in between.
     let url = broker.url();
     let sample = sample();
     let publisher = std::thread::spawn(move || replay(&mqtt_replay(&url, "300", sample.to_str().unwrap())));
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
-    let mut x = seed | 1;
+    let mut jitter = Jitter::new();
+    let seed = jitter.seed;
     for i in 0..4 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let wait = 300 + x % 900;
+        let wait = jitter.ms(300, 900);
         std::thread::sleep(Duration::from_millis(wait));
         if i == 2 {
             // A clean stop mid-stream in between: same result, exit 0.
@@ -87,7 +62,7 @@ fn kill_9_and_sigterm_at_random_points_lose_and_double_nothing() {
             d.kill9();
             eprintln!("crash {i} after {wait} ms (seed {seed})");
         }
-        std::thread::sleep(Duration::from_millis(x % 300));
+        std::thread::sleep(Duration::from_millis(jitter.ms(0, 300)));
         d.restart();
     }
     publisher.join().expect("replay finished");
@@ -101,11 +76,7 @@ fn kill_9_and_sigterm_at_random_points_lose_and_double_nothing() {
 #[test]
 fn a_broker_outage_mid_stream_loses_nothing() {
     let mut broker = Mosquitto::start();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let text = config_text(&state, &broker.url(), "");
-    let mut d = Daemon::start(&write_config(dir.path(), &text));
-    d.wait_for_log("MQTT connected", Duration::from_secs(20));
+    let Run { dir, state, text, mut d } = start(&broker);
     // Half the file, the broker goes away and comes back, the rest.
     let half = dir.path().join("first.csv");
     let rest = dir.path().join("second.csv");
@@ -137,11 +108,7 @@ fn a_broker_outage_mid_stream_loses_nothing() {
 #[test]
 fn bad_payloads_do_not_stop_the_source() {
     let broker = Mosquitto::start();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let text = config_text(&state, &broker.url(), "");
-    let mut d = Daemon::start(&write_config(dir.path(), &text));
-    d.wait_for_log("MQTT connected", Duration::from_secs(20));
+    let Run { dir, state, mut d, .. } = start(&broker);
     let jsonl = dir.path().join("mixed.jsonl");
     // Good, bad time, a batch of two, 2 MiB (past ingest.max_payload_bytes), good.
     let big = format!("{{\"ts\": 3500, \"values\": {{\"Temperature\": 1}}, \"pad\": \"{}\"}}\n", "x".repeat(2 << 20));
@@ -246,7 +213,7 @@ fn tls_with_a_client_certificate_and_a_password() {
         d.join("client.pem").display(),
         d.join("client.key").display()
     );
-    let text = config_text(&state, &format!("mqtts://127.0.0.1:{tls_port}"), "")
+    let text = config_text(&state, &mqtt_source(&format!("mqtts://127.0.0.1:{tls_port}")), "")
         .replace("client_id = \"faultline-test\"\n", &format!("client_id = \"faultline-test\"\n{tls}"));
     let mut daemon = Daemon::start(&write_config(dir.path(), &text));
     daemon.wait_for_log("MQTT connected", Duration::from_secs(20));

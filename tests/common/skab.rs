@@ -145,3 +145,75 @@ pub fn check_against_expected(state: &Path, text: &str) {
     let closed: u64 = got_windows.values().sum();
     assert_eq!(closed + open, ROWS, "every reading counted once: {closed} in closed windows + {open} open");
 }
+
+/// A daemon configuration for the SKAB sample (2-minute windows, the
+/// shipped model, checkpoints every 200 ms) with `sources` and `extra`
+/// (a sink, ...) as TOML.
+pub fn config_text(state: &Path, sources: &str, extra: &str) -> String {
+    format!(
+        r#"
+[state]
+dir = "{}"
+checkpoint_interval = "200ms"
+[window]
+size = "2m"
+max_out_of_orderness = "10s"
+allowed_lateness = "1m"
+idle_timeout = "1h"
+[limits]
+device_ttl = "2h"
+{sources}
+[model]
+path = "{}"
+{extra}
+"#,
+        state.display(),
+        root().join("models/pump-skab").display()
+    )
+}
+
+/// A daemon started on a configuration in a temporary directory. Keep
+/// `dir` bound (`dir: _dir`): dropping it deletes the daemon's state.
+pub struct Run {
+    pub dir: tempfile::TempDir,
+    pub state: PathBuf,
+    pub text: String,
+    pub d: Daemon,
+}
+
+impl Run {
+    /// Writes `config_text(state, sources, extra)`, starts the daemon and
+    /// waits for `ready` in its log.
+    pub fn start(sources: &str, extra: &str, ready: &[&str]) -> Run {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        let text = config_text(&state, sources, extra);
+        let d = Daemon::start(&write_config(dir.path(), &text));
+        for r in ready {
+            d.wait_for_log(r, Duration::from_secs(30));
+        }
+        Run { dir, state, text, d }
+    }
+}
+
+/// Random waits for crash tests (xorshift, seeded by the clock; the seed is printed).
+pub struct Jitter {
+    pub seed: u64,
+    x: u64,
+}
+
+impl Jitter {
+    pub fn new() -> Jitter {
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.subsec_nanos() as u64);
+        Jitter { seed, x: seed | 1 }
+    }
+
+    /// A wait between `from` and `from + spread` milliseconds.
+    pub fn ms(&mut self, from: u64, spread: u64) -> u64 {
+        self.x ^= self.x << 13;
+        self.x ^= self.x >> 7;
+        self.x ^= self.x << 17;
+        from + self.x % spread.max(1)
+    }
+}
