@@ -571,6 +571,8 @@ topic = ""
     #[test]
     fn daemon_keys_are_checked() {
         let text = r#"
+[state]
+checkpoint_interval = "0s"
 [[source]]
 type = "mqtt"
 url = "mqtt://b:1883"
@@ -598,10 +600,11 @@ brokers = "k:9092"
             "source[0].client_cert_file: client_cert_file and client_key_file go together",
             "source[1].options.enable.auto.commit: faultline sets this itself",
             "sink[1]: one [[sink]] is supported",
+            "state.checkpoint_interval: must be between 10ms and 1h",
         ] {
             assert!(got.iter().any(|g| g.starts_with(w)), "missing {w:?} in {got:#?}");
         }
-        assert_eq!(got.len(), 6, "{got:#?}");
+        assert_eq!(got.len(), 7, "{got:#?}");
     }
 
     #[test]

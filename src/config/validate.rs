@@ -16,6 +16,9 @@ pub(super) fn validate(c: &Config, failed: &[String], p: &mut Vec<Problem>) {
     if ok("state") && c.state.dir.exists() && !c.state.dir.is_dir() {
         problem(p, "state.dir", format!("{} exists and is not a directory", c.state.dir.display()));
     }
+    if ok("state") && !(Duration::from_millis(10)..=Duration::from_secs(3600)).contains(&c.state.checkpoint_interval) {
+        problem(p, "state.checkpoint_interval", "must be between 10ms and 1h");
+    }
     if ok("http") && c.http.listen.parse::<SocketAddr>().is_err() {
         problem(p, "http.listen", format!("{:?} is not an address like 127.0.0.1:8080", c.http.listen));
     }
