@@ -41,6 +41,7 @@ pub const SOURCE_RECONNECTS_TOTAL: &str = "faultline_source_reconnects_total";
 pub const SOURCE_BACKLOG: &str = "faultline_source_backlog";
 pub const KAFKA_CONSUMER_LAG: &str = "faultline_kafka_consumer_lag";
 pub const REDELIVERED_SKIPPED_TOTAL: &str = "faultline_redelivered_skipped_total";
+pub const FALSE_ALERTS_TOTAL: &str = "faultline_false_alerts_total";
 
 /// Registers help texts; call once after installing a recorder.
 pub fn describe() {

@@ -13,6 +13,7 @@
 //! | | `mqtt/<client id>` | postcard `Vec<(u16, u64)>`: messages acknowledged by the last checkpoint |
 //! | `late` | u64 BE sequence | postcard [`Reading`]: the late store |
 //! | `quarantine` | u64 BE sequence | postcard [`Quarantined`]: refused payloads |
+//! | `labels` | device id, 0x00, start i64 BE | postcard (end, fault): maintenance feedback |
 //! | `outbox` | u64 BE sequence | postcard [`OutboxRecord`]: alert records not yet on the topic |
 //!
 //! A checkpoint writes the first four trees in one sled transaction and
@@ -191,6 +192,7 @@ pub struct Store {
     positions: sled::Tree,
     late: sled::Tree,
     quarantine: sled::Tree,
+    labels: sled::Tree,
     outbox: sled::Tree,
     next_seq: AtomicU64,
     pending: AtomicU64,
@@ -248,6 +250,7 @@ impl Store {
             windows: db.open_tree("windows")?,
             late: db.open_tree("late")?,
             quarantine: db.open_tree("quarantine")?,
+            labels: db.open_tree("labels")?,
             positions: db.open_tree("positions")?,
             outbox,
             db,
@@ -501,6 +504,27 @@ impl Store {
         for kv in self.windows.iter() {
             let (k, v) = kv?;
             out.push(decode("windows", &k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Records maintenance feedback: `[start, end)` of a device had a fault or not.
+    pub fn put_label(&self, device_id: &str, start_ms: i64, end_ms: i64, fault: bool) -> Result<(), StateError> {
+        self.labels.insert(window_key(device_id, start_ms), encode(&(end_ms, fault))?)?;
+        Ok(())
+    }
+
+    /// Labels of a device: (start, end, fault), oldest first.
+    pub fn labels(&self, device_id: &str) -> Result<Vec<(i64, i64, bool)>, StateError> {
+        let mut prefix = device_id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for kv in self.labels.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            let start =
+                <[u8; 8]>::try_from(&k[k.len() - 8..]).map(|b| (u64::from_be_bytes(b) ^ (1 << 63)) as i64).unwrap_or(0);
+            let (end, fault): (i64, bool) = decode("labels", &k, &v)?;
+            out.push((start, end, fault));
         }
         Ok(out)
     }

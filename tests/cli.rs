@@ -49,6 +49,17 @@ fn run_and_replay_say_what_is_wrong() {
     let o = faultline(&["run", "--config", "/nonexistent/faultline.toml"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("cannot read /nonexistent/faultline.toml"), "{}", stderr(&o));
+    // The API is not served beyond loopback without authentication (SPEC 7).
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("f.toml");
+    let text = format!(
+        "[state]\ndir = \"{}\"\n[http]\nlisten = \"0.0.0.0:0\"\n[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1\"\ntopics = [\"t\"]\n",
+        dir.path().join("state").display()
+    );
+    std::fs::write(&config, text).unwrap();
+    let o = faultline(&["run", "--config", config.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a loopback address"), "{}", stderr(&o));
     // No target.
     let o = faultline(&["replay", "--input", "x.csv", "--topic", "t"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));

@@ -233,3 +233,80 @@ fn tls_with_a_client_certificate_and_a_password() {
     daemon.wait_for_log("retrying in", Duration::from_secs(5));
     assert!(daemon.terminate().success(), "SIGTERM while disconnected still exits 0:\n{}", daemon.log_text());
 }
+
+#[test]
+fn the_api_lists_devices_windows_and_alerts_and_acknowledges() {
+    use common::brokers::http;
+    let broker = Mosquitto::start();
+    let Run { dir: _dir, mut d, .. } = start(&broker);
+    let port = d.http_port();
+    assert_eq!(http(port, "GET", "/healthz", None).0, 200);
+    let (status, body) = http(port, "GET", "/readyz", None);
+    assert_eq!(status, 200, "{body}");
+    let sample = sample();
+    replay(&mqtt_replay(&broker.url(), "max", sample.to_str().unwrap()));
+    d.wait_for_payloads(ROWS, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+
+    let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or_else(|e| panic!("{e}: {s}"));
+    let (status, body) = http(port, "GET", "/api/v1/devices", None);
+    assert_eq!(status, 200, "{body}");
+    let devices = json(&body);
+    assert_eq!(devices["total"], 1);
+    assert_eq!(devices["items"][0]["device_id"], "pump-1");
+    let (status, body) = http(port, "GET", "/api/v1/devices/pump-1/windows?limit=3", None);
+    assert_eq!(status, 200, "{body}");
+    let w = json(&body);
+    assert_eq!(w["items"].as_array().map(Vec::len), Some(3));
+    assert!(
+        w["items"][0]["window_start"].as_str().unwrap() > w["items"][1]["window_start"].as_str().unwrap(),
+        "newest first"
+    );
+
+    let (status, body) = http(port, "GET", "/api/v1/alerts?status=open", None);
+    assert_eq!(status, 200, "{body}");
+    let open = json(&body);
+    let id = open["items"][0]["alert_id"].as_str().expect("an open alert").to_owned();
+    let path = format!("/api/v1/alerts/{id}/ack");
+    let (status, body) =
+        http(port, "POST", &path, Some(r#"{"by": "maintenance <b>Ana</b>", "comment": "checking the valve"}"#));
+    assert_eq!(status, 200, "{body}");
+    let acked = json(&body);
+    assert_eq!(acked["status"], "acknowledged");
+    assert_eq!(acked["acknowledged_by"], "maintenance <b>Ana</b>");
+    // Once checkpointed the list shows it too.
+    std::thread::sleep(Duration::from_millis(600));
+    let (_, body) = http(port, "GET", "/api/v1/alerts?status=acknowledged", None);
+    assert_eq!(json(&body)["items"][0]["alert_id"], id.as_str(), "{body}");
+
+    // Refusals, as JSON with a message.
+    for (method, path, body, want) in [
+        ("GET", "/api/v1/alerts?status=maybe", None, 400),
+        ("POST", "/api/v1/alerts/nope/ack", Some(r#"{"by": "x"}"#), 404),
+        ("POST", path.as_str(), Some(r#"{"who": "x"}"#), 422),
+        ("POST", path.as_str(), Some("not json"), 400),
+        ("GET", "/no/such/page", None, 404),
+        ("POST", "/api/v1/labels", Some(r#"{"device_id": "pump-1", "start": "soon", "end": 1, "fault": true}"#), 400),
+    ] {
+        let (status, text) = http(port, method, path, body);
+        assert_eq!(status, want, "{method} {path}: {text}");
+        assert!(json(&text)["error"].as_str().is_some_and(|m| !m.is_empty()), "{method} {path}: {text}");
+    }
+    let big = format!("{{\"by\": \"{}\"}}", "x".repeat(100_000));
+    assert_eq!(http(port, "POST", &path, Some(&big)).0, 413, "body limit");
+
+    // A false-alarm label on the alert's window.
+    let label = format!(
+        r#"{{"device_id": "pump-1", "start": {}, "end": {}, "fault": false}}"#,
+        json(&acked.to_string())["window_start"],
+        json(&acked.to_string())["window_end"]
+    );
+    let (status, body) = http(port, "POST", "/api/v1/labels", Some(&label));
+    assert_eq!(status, 200, "{body}");
+    let outcome = json(&body);
+    assert_eq!(outcome["false_alerts"], 1, "{body}");
+    let (status, body) = http(port, "GET", "/api/v1/model", None);
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["name"], "pump-skab");
+    assert!(d.terminate().success());
+}

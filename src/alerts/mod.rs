@@ -182,6 +182,13 @@ pub struct DeviceState {
     current: Option<Alert>,
 }
 
+impl DeviceState {
+    /// The device's alert that is not cleared, if any.
+    pub fn current(&self) -> Option<&Alert> {
+        self.current.as_ref()
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AckError {
     #[error("no alert {0:?} is open")]

@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use crate::alerts::Alert;
 use crate::config::{Config, SinkConfig, SourceConfig};
+use crate::http::{Command, DeviceView, Label, LabelOutcome, View};
 use crate::model::ModelHandle;
 use crate::pipeline::{Pipeline, SourceId};
 use crate::scoring::Scorer;
@@ -154,6 +155,7 @@ pub struct CoreStats {
     pub redelivered_skipped: u64,
     pub outbox_dropped: u64,
     pub scoring_failures: u64,
+    pub false_alerts: u64,
 }
 
 /// The processing loop's state.
@@ -168,6 +170,7 @@ pub struct Core {
     alert_dirty: HashSet<String>,
     alert_records: Vec<Alert>,
     window_records: Vec<WindowRecord>,
+    view: Arc<View>,
     sink: Option<Arc<Notify>>,
     owed: usize,
     /// The last checkpoint failed: write everything next time.
@@ -236,6 +239,7 @@ impl Core {
             alert_dirty: HashSet::new(),
             alert_records: Vec::new(),
             window_records: Vec::new(),
+            view: Arc::new(View::default()),
             sink: None,
             owed: 0,
             full_next: false,
@@ -413,27 +417,8 @@ impl Core {
                         self.alert_dirty.insert(w.device_id.to_string());
                     }
                 }
-                if !batch.alerts.is_empty() {
-                    let records: Vec<OutboxRecord> = batch
-                        .alerts
-                        .iter()
-                        .map(|(_, a)| OutboxRecord { device_id: a.device_id.clone(), payload: a.to_json().to_string() })
-                        .collect();
-                    for (_, a) in &batch.alerts {
-                        tracing::info!(alert = %a.alert_id, status = ?a.status, severity = ?a.severity, p = a.fault_probability, "alert");
-                    }
-                    if self.sink.is_some() {
-                        match self.store.push_outbox(&records, self.outbox_cap) {
-                            Ok(dropped) => self.stats.outbox_dropped += dropped,
-                            Err(e) => tracing::error!("alert outbox: {}", crate::error_chain(&e)),
-                        }
-                        crate::metrics::outbox_pending(self.store.outbox_pending());
-                    }
-                    self.alert_records.extend(batch.alerts.into_iter().map(|(_, a)| a));
-                    if let Some(n) = &self.sink {
-                        n.notify_one();
-                    }
-                }
+                self.update_view(&batch.results, now_ms);
+                self.emit(batch.alerts.into_iter().map(|(_, a)| a).collect());
             }
             Err(e) => {
                 self.window_records.extend(self.closed.iter().map(|w| record(w, f32::NAN, "", "")));
@@ -442,6 +427,112 @@ impl Core {
             }
         }
         self.closed.clear();
+    }
+
+    /// Alert records: logged, into the outbox, kept for the next checkpoint.
+    fn emit(&mut self, alerts: Vec<Alert>) {
+        if alerts.is_empty() {
+            return;
+        }
+        for a in &alerts {
+            tracing::info!(alert = %a.alert_id, status = ?a.status, severity = ?a.severity, p = a.fault_probability, "alert");
+            self.alert_dirty.insert(a.device_id.clone());
+        }
+        if self.sink.is_some() {
+            let records: Vec<OutboxRecord> = alerts
+                .iter()
+                .map(|a| OutboxRecord { device_id: a.device_id.clone(), payload: a.to_json().to_string() })
+                .collect();
+            match self.store.push_outbox(&records, self.outbox_cap) {
+                Ok(dropped) => self.stats.outbox_dropped += dropped,
+                Err(e) => tracing::error!("alert outbox: {}", crate::error_chain(&e)),
+            }
+            crate::metrics::outbox_pending(self.store.outbox_pending());
+        }
+        self.alert_records.extend(alerts);
+        if let Some(n) = &self.sink {
+            n.notify_one();
+        }
+    }
+
+    /// The devices' latest windows and open alerts, for the HTTP side.
+    fn update_view(&self, results: &[crate::scoring::WindowResult], now_ms: i64) {
+        let Ok(mut view) = self.view.devices.write() else { return };
+        let policy = self.scorer.as_ref().map(|s| s.policy());
+        for r in results {
+            let open =
+                policy.and_then(|p| p.device_state(&r.device_id)).and_then(|d| d.current()).map(|a| a.alert_id.clone());
+            let entry = view.entry(r.device_id.to_string()).or_insert_with(|| DeviceView {
+                device_id: r.device_id.to_string(),
+                last_window_end: String::new(),
+                fault_probability: None,
+                open_alert: None,
+                updated_at: String::new(),
+            });
+            if r.update && crate::time::format_rfc3339(r.end_ms) < entry.last_window_end {
+                // A late update of an older window: the latest stays.
+                entry.open_alert = open;
+                continue;
+            }
+            entry.last_window_end = crate::time::format_rfc3339(r.end_ms);
+            entry.fault_probability = r.score.is_finite().then_some(f64::from(r.score));
+            entry.open_alert = open;
+            entry.updated_at = crate::time::format_rfc3339(now_ms);
+        }
+    }
+
+    /// A request of the HTTP side.
+    pub fn command(&mut self, cmd: Command, now_ms: i64) {
+        match cmd {
+            Command::Ack { alert_id, by, comment, reply } => {
+                let result = match &mut self.scorer {
+                    None => Err("no model is configured, so there are no alerts".to_owned()),
+                    Some(s) => s
+                        .policy_mut()
+                        .acknowledge(&alert_id, &by, comment.as_deref(), now_ms)
+                        .map_err(|e| e.to_string()),
+                };
+                if let Ok(a) = &result {
+                    self.emit(vec![a.clone()]);
+                    if let Ok(mut view) = self.view.devices.write() {
+                        if let Some(d) = view.get_mut(&a.device_id) {
+                            d.open_alert = Some(a.alert_id.clone());
+                        }
+                    }
+                }
+                let _ = reply.send(result);
+            }
+            Command::Label { label, reply } => {
+                let _ = reply.send(self.label(&label));
+            }
+        }
+    }
+
+    /// Records maintenance feedback; a "no fault" label on an alert's
+    /// window counts that alert as a false alarm.
+    fn label(&mut self, l: &Label) -> Result<LabelOutcome, String> {
+        let start = crate::http::label_time(&l.start).ok_or("start: give an RFC 3339 time or epoch milliseconds")?;
+        let end = crate::http::label_time(&l.end).ok_or("end: give an RFC 3339 time or epoch milliseconds")?;
+        if end <= start {
+            return Err("end must be after start".into());
+        }
+        if l.device_id.is_empty() || l.device_id.len() > 256 {
+            return Err("device_id: 1 to 256 bytes".into());
+        }
+        let mut alerts: Vec<Alert> = self.store.alerts().map_err(|e| crate::error_chain(&e))?;
+        alerts.extend(self.alert_records.iter().cloned());
+        let mut ids: Vec<String> = alerts
+            .iter()
+            .filter(|a| a.device_id == l.device_id && a.window_start_ms < end && a.window_end_ms > start)
+            .map(|a| a.alert_id.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let false_alerts = if l.fault { 0 } else { ids.len() };
+        self.stats.false_alerts += false_alerts as u64;
+        self.store.put_label(&l.device_id, start, end, l.fault).map_err(|e| crate::error_chain(&e))?;
+        tracing::info!(device = %l.device_id, fault = l.fault, alerts = ids.len(), "maintenance label");
+        Ok(LabelOutcome { alerts: ids, false_alerts })
     }
 
     /// Messages processed but not yet covered by a checkpoint.
@@ -558,6 +649,7 @@ impl Core {
         metrics::counter!(crate::metrics::CHECKPOINT_FAILURES_TOTAL).absolute(self.stats.checkpoint_failures);
         metrics::counter!(crate::metrics::REDELIVERED_SKIPPED_TOTAL).absolute(self.stats.redelivered_skipped);
         metrics::counter!(crate::metrics::ALERT_OUTBOX_DROPPED_TOTAL).absolute(self.stats.outbox_dropped);
+        metrics::counter!(crate::metrics::FALSE_ALERTS_TOTAL).absolute(self.stats.false_alerts);
     }
 
     /// Drops the acknowledgement and commit channels: the sources close
@@ -588,6 +680,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
 async fn run_async(config: Config) -> anyhow::Result<()> {
     use anyhow::Context as _;
+    // SPEC 7: no API for the network without authentication (which comes with issue 5).
+    let listen: std::net::SocketAddr =
+        config.http.listen.parse().with_context(|| format!("http.listen {:?}", config.http.listen))?;
+    if !listen.ip().is_loopback() {
+        anyhow::bail!(
+            "http.listen {listen} is not a loopback address and HTTP authentication is not built yet: \
+             refusing to serve the API to the network"
+        );
+    }
     let store = Arc::new(Store::open(&config.state.dir)?);
     let model = match &config.model {
         Some(m) => {
@@ -638,6 +739,30 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
         );
     }
 
+    // HTTP: bound before the loop starts, so a taken port fails the start.
+    let (cmd_tx, mut cmd_rx) = mpsc::channel::<Command>(64);
+    let app = crate::http::AppState {
+        store: store.clone(),
+        view: core.view.clone(),
+        commands: cmd_tx,
+        model: core.model.clone(),
+        sources: Arc::new(statuses.clone()),
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
+    tracing::info!("HTTP on http://{}", listener.local_addr().unwrap_or(listen));
+    let mut http_stop = stop_rx.clone();
+    let http = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, crate::http::router(app)).with_graceful_shutdown(shutdown).await {
+            tracing::error!("HTTP server: {e}");
+        }
+    });
+    core.view.started.store(true, Ordering::Relaxed);
+
     tokio::spawn(async move {
         wait_for_signal().await;
         let _ = stop_tx.send(true);
@@ -669,6 +794,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
                 }
                 core.score(now);
             }
+            Some(cmd) = cmd_rx.recv() => core.command(cmd, now_ms()),
             _ = tokio::time::sleep(wait) => idle = true,
             _ = stop.changed() => break,
         }
@@ -716,6 +842,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
         let _ = sink_stop_tx.send(true);
         let _ = tokio::time::timeout(grace, t).await;
     }
+    let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     store.flush()?;
     if !ok {
         anyhow::bail!("the final checkpoint failed; the brokers will deliver again what it did not cover");

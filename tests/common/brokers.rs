@@ -339,6 +339,12 @@ impl Daemon {
         lines.join("\n")
     }
 
+    /// The HTTP port of the current run (from its log).
+    pub fn http_port(&self) -> u16 {
+        let line = self.wait_for_log("HTTP on http://", Duration::from_secs(20));
+        line.rsplit(':').next().and_then(|p| p.trim().parse().ok()).expect("a port in the HTTP line")
+    }
+
     /// The last value of `name=123` among the log lines.
     pub fn last_field(&self, name: &str) -> Option<u64> {
         self.log.lock().expect("log lock").iter().rev().find_map(|l| field(l, name))
@@ -367,4 +373,38 @@ pub fn replay(args: &[&str]) {
         .output()
         .expect("faultline replay runs");
     assert!(out.status.success(), "faultline replay {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port`; returns the status and the body.
+pub fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the daemon's HTTP port");
+    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_owned() };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }

@@ -155,6 +155,8 @@ pub fn config_text(state: &Path, sources: &str, extra: &str) -> String {
 [state]
 dir = "{}"
 checkpoint_interval = "200ms"
+[http]
+listen = "127.0.0.1:0"
 [window]
 size = "2m"
 max_out_of_orderness = "10s"
