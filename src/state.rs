@@ -237,11 +237,12 @@ impl Store {
             }
         }
         let outbox = db.open_tree("outbox")?;
-        let next_seq = match outbox.last()? {
-            Some((k, _)) => seq_of(&k).saturating_add(1),
-            None => 0,
-        };
-        let pending = outbox.len() as u64;
+        // One forward pass (no `last()`: sled 0.34's reverse traversal can panic).
+        let (mut next_seq, mut pending) = (0u64, 0u64);
+        for k in outbox.iter().keys() {
+            next_seq = next_seq.max(seq_of(&k?).saturating_add(1));
+            pending += 1;
+        }
         Ok(Store {
             dir: dir.to_owned(),
             devices: db.open_tree("devices")?,
@@ -490,10 +491,13 @@ impl Store {
     pub fn windows(&self, device_id: &str, limit: usize) -> Result<Vec<WindowRecord>, StateError> {
         let mut prefix = device_id.as_bytes().to_vec();
         prefix.push(0);
-        let mut out = Vec::new();
-        for kv in self.windows.scan_prefix(&prefix).rev().take(limit) {
-            let (k, v) = kv?;
-            out.push(decode("windows", &k, &v)?);
+        // Forward only: sled 0.34's reverse iteration can panic on some tree
+        // shapes ("fucked up tree traversal next_back"). A device has at
+        // most WINDOWS_PER_DEVICE windows, so reading them all is cheap.
+        let keys: Vec<(sled::IVec, sled::IVec)> = self.windows.scan_prefix(&prefix).collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(limit.min(keys.len()));
+        for (k, v) in keys.iter().rev().take(limit) {
+            out.push(decode("windows", k, v)?);
         }
         Ok(out)
     }
@@ -562,6 +566,22 @@ fn seq_of(k: &[u8]) -> u64 {
 mod tests {
     use super::*;
 
+    /// sled lets go of its file lock shortly after the last handle is
+    /// dropped (its flusher thread holds one): a reopen in the same process
+    /// may have to wait.
+    fn retry<T>(mut f: impl FnMut() -> Result<T, String>) -> T {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match f() {
+                Ok(t) => return t,
+                Err(e) if std::time::Instant::now() < deadline && e.contains("lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
     #[test]
     fn window_history_is_trimmed_per_device() {
         let dir = tempfile::tempdir().unwrap();
@@ -626,7 +646,7 @@ mod tests {
             s.remove_outbox(1).unwrap();
             s.flush().unwrap();
         }
-        let s = Store::open(dir.path()).unwrap();
+        let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
         let r = s.restore().unwrap();
         assert_eq!(r.devices, vec![snap]);
         assert_eq!(r.positions.len(), 1);
@@ -643,11 +663,16 @@ mod tests {
         s.checkpoint(&c).unwrap();
         assert!(s.restore().unwrap().devices.is_empty());
         drop(s);
-        let meta = sled::open(dir.path()).unwrap().open_tree("meta").unwrap();
+        let db = retry(|| sled::open(dir.path()).map_err(|e| e.to_string()));
+        let meta = db.open_tree("meta").unwrap();
         meta.insert("layout", &99u32.to_be_bytes()).unwrap();
         meta.flush().unwrap();
-        drop(meta);
-        let e = Store::open(dir.path()).unwrap_err();
-        assert!(e.to_string().contains("layout 99"), "{e}");
+        drop((meta, db));
+        let e = retry(|| match Store::open(dir.path()) {
+            Ok(_) => Ok("opened".to_owned()),
+            Err(e) if crate::error_chain(&e).contains("could not acquire lock") => Err(e.to_string()),
+            Err(e) => Ok(e.to_string()),
+        });
+        assert!(e.contains("layout 99"), "{e}");
     }
 }
