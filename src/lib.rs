@@ -21,6 +21,7 @@
 //! - [`time`]: RFC 3339 / epoch-millisecond event times.
 //! - [`state`]: the sled database: checkpoints of window and alert state, source positions, the alert outbox.
 //! - [`daemon`]: `faultline run`: sources (MQTT, Kafka), the processing loop, checkpoints, the alert sink.
+//! - [`demo`]: `faultline demo`: the bundled model and sample, streamed in-process.
 //! - [`http`]: health, readiness and the JSON API (SPEC 7).
 //! - [`replay`]: `faultline replay`: a data set published as readings over MQTT or Kafka.
 
@@ -30,6 +31,7 @@ pub mod clean;
 pub mod config;
 pub mod daemon;
 pub mod decode;
+pub mod demo;
 pub mod features;
 pub mod http;
 pub mod metrics;

@@ -229,13 +229,9 @@ fn dispatch(cmd: Command) -> Result<(), Failure> {
             let config = load_config(&config)?;
             faultline::daemon::run(config).map_err(Failure::from)
         }
-        Command::Demo { .. } => Err(not_yet("demo", "the dashboard and demo (issue 5)")),
+        Command::Demo { listen } => faultline::demo::run(&listen).map_err(Failure::from),
         Command::Replay(args) => replay(*args),
     }
-}
-
-fn not_yet(cmd: &str, what: &str) -> Failure {
-    Failure { code: 1, error: anyhow::anyhow!("`faultline {cmd}` is not built yet: it arrives with {what}") }
 }
 
 fn load_config(path: &Path) -> Result<Config, Failure> {

@@ -38,10 +38,10 @@ fn check_config_accepts_a_good_file_and_lists_every_problem_of_a_bad_one() {
 }
 
 #[test]
-fn commands_of_later_milestones_say_so() {
-    let o = faultline(&["demo"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("is not built yet"), "{}", stderr(&o));
+fn demo_refuses_a_bad_listen_address() {
+    let o = faultline(&["demo", "--listen", "nowhere"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("http.listen \"nowhere\""), "{}", stderr(&o));
 }
 
 #[test]

@@ -63,6 +63,8 @@ pub enum Input {
     /// A Kafka partition's first and next offset, sent before its first
     /// record after an assignment.
     KafkaEnds { source: usize, topic: Arc<str>, partition: i32, low: i64, high: i64 },
+    /// A payload from inside the process (`faultline demo`'s stream).
+    Local { source: usize, payload: Vec<u8>, device: Option<String> },
     /// Write a checkpoint at once (a Kafka rebalance is revoking partitions).
     CheckpointNow,
 }
@@ -128,6 +130,8 @@ const IDLE_FLUSH: Duration = Duration::from_millis(20);
 const MAX_OWED: usize = 50_000;
 
 enum SourcePos {
+    /// An in-process stream: nothing to acknowledge.
+    Local { id: SourceId },
     Mqtt {
         id: SourceId,
         key: Vec<u8>,
@@ -372,6 +376,11 @@ impl Core {
                     }
                 }
             }
+            Input::Local { source, payload, device } => {
+                let Some(SourcePos::Local { id }) = self.sources.get(source) else { return };
+                let id = *id;
+                self.pipeline.ingest(id, &payload, device.as_deref(), now_ms, &mut self.closed);
+            }
             Input::CheckpointNow => {
                 self.checkpoint();
             }
@@ -577,6 +586,7 @@ impl Core {
                         cp.positions.push((key.clone(), v));
                     }
                 }
+                SourcePos::Local { .. } => {}
                 SourcePos::Kafka { group, next, changed, .. } => {
                     for (topic, part) in changed.iter() {
                         if let Some(n) = next.get(&(topic.clone(), *part)) {
@@ -627,6 +637,7 @@ impl Core {
                         let _ = tx.send(ids);
                     }
                 }
+                SourcePos::Local { .. } => {}
                 SourcePos::Kafka { next, changed, commits, .. } => {
                     let c: kafka::Commit =
                         changed.drain().filter_map(|(t, p)| next.get(&(t.clone(), p)).map(|n| (t, p, *n))).collect();
@@ -659,6 +670,7 @@ impl Core {
             match s {
                 SourcePos::Mqtt { acks, .. } => *acks = None,
                 SourcePos::Kafka { commits, .. } => *commits = None,
+                SourcePos::Local { .. } => {}
             }
         }
     }
@@ -669,16 +681,25 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(config: Config) -> anyhow::Result<()> {
+    run_with(config, None)
+}
+
+/// A task feeding the loop from inside the process, given its source index
+/// and links (`faultline demo`).
+pub type LocalFeed = Box<dyn FnOnce(usize, SourceLinks) -> tokio::task::JoinHandle<()> + Send>;
+
+/// [`run`], with an in-process source besides the configured ones.
+pub fn run_with(config: Config, feed: Option<LocalFeed>) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let result = rt.block_on(run_async(config));
+    let result = rt.block_on(run_async(config, feed));
     // Everything that matters is on disk and acknowledged by now; a task
     // still running (a broker that does not answer) must not hold the exit.
     rt.shutdown_background();
     result
 }
 
-async fn run_async(config: Config) -> anyhow::Result<()> {
+async fn run_async(config: Config, feed: Option<LocalFeed>) -> anyhow::Result<()> {
     use anyhow::Context as _;
     // SPEC 7: no API for the network without authentication (which comes with issue 5).
     let listen: std::net::SocketAddr =
@@ -725,6 +746,16 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
             }
             _ => unreachable!("sources are built from the same list"),
         }
+    }
+    if let Some(feed) = feed {
+        let i = core.sources.len();
+        let id = core.pipeline.source("local");
+        core.sources.push(SourcePos::Local { id });
+        let status = Arc::new(SourceStatus::default());
+        status.set_connected(true);
+        statuses.push(("local".to_owned(), status.clone()));
+        let links = SourceLinks { tx: tx.clone(), budget: budget.clone(), stop: stop_rx.clone(), status };
+        tasks.push(feed(i, links));
     }
     drop(tx);
     let (sink_stop_tx, sink_stop_rx) = watch::channel(false);
