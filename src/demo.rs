@@ -54,8 +54,8 @@ pub fn run(listen: &str) -> anyhow::Result<()> {
         ..Config::default()
     };
     eprintln!(
-        "faultline demo: {} pumps replaying SKAB valve1/1 at {SPEED}x; dashboard and API on http://{listen}/ \
-         (Ctrl-C to stop; state in {})",
+        "faultline demo: {} pumps replaying SKAB valve1/1 at {SPEED}x; open http://{listen}/ \
+         (the API's routes; try /api/v1/devices and /api/v1/alerts?status=open). Ctrl-C to stop; state in {})",
         DEVICES.len(),
         dir.0.display()
     );

@@ -241,6 +241,8 @@ fn the_api_lists_devices_windows_and_alerts_and_acknowledges() {
     let Run { dir: _dir, mut d, .. } = start(&broker);
     let port = d.http_port();
     assert_eq!(http(port, "GET", "/healthz", None).0, 200);
+    let (status, body) = http(port, "GET", "/", None);
+    assert!(status == 200 && body.contains("/api/v1/devices"), "{body}");
     let (status, body) = http(port, "GET", "/readyz", None);
     assert_eq!(status, 200, "{body}");
     let sample = sample();

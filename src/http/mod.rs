@@ -86,6 +86,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(index))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/devices", get(devices))
@@ -117,6 +118,19 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
     }
+}
+
+/// Until the dashboard pages exist: what is here.
+async fn index() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "name": "faultline",
+        "version": env!("CARGO_PKG_VERSION"),
+        "routes": [
+            "GET /healthz", "GET /readyz", "GET /api/v1/devices", "GET /api/v1/devices/{id}/windows?limit=N",
+            "GET /api/v1/alerts?status=open|acknowledged|cleared|all", "POST /api/v1/alerts/{alert_id}/ack",
+            "GET /api/v1/model", "POST /api/v1/labels"
+        ],
+    }))
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
