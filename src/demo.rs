@@ -55,7 +55,7 @@ pub fn run(listen: &str) -> anyhow::Result<()> {
     };
     eprintln!(
         "faultline demo: {} pumps replaying SKAB valve1/1 at {SPEED}x; open http://{listen}/ \
-         (the API's routes; try /api/v1/devices and /api/v1/alerts?status=open). Ctrl-C to stop; state in {})",
+         (overview; JSON under /api/v1/). Ctrl-C to stop; state in {})",
         DEVICES.len(),
         dir.0.display()
     );

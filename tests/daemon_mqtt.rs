@@ -241,8 +241,7 @@ fn the_api_lists_devices_windows_and_alerts_and_acknowledges() {
     let Run { dir: _dir, mut d, .. } = start(&broker);
     let port = d.http_port();
     assert_eq!(http(port, "GET", "/healthz", None).0, 200);
-    let (status, body) = http(port, "GET", "/", None);
-    assert!(status == 200 && body.contains("/api/v1/devices"), "{body}");
+
     let (status, body) = http(port, "GET", "/readyz", None);
     assert_eq!(status, 200, "{body}");
     let sample = sample();
@@ -310,5 +309,31 @@ fn the_api_lists_devices_windows_and_alerts_and_acknowledges() {
     let (status, body) = http(port, "GET", "/api/v1/model", None);
     assert_eq!(status, 200);
     assert_eq!(json(&body)["name"], "pump-skab");
+
+    // The overview page: every device, and what a device id says is shown, never run.
+    let jsonl = _dir.path().join("evil.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"device_id\": \"<script>alert(1)</script>\", \"ts\": 0, \"values\": {\"Temperature\": 1}}\n\
+         {\"device_id\": \"<script>alert(1)</script>\", \"ts\": 300000, \"values\": {\"Temperature\": 2}}\n",
+    )
+    .unwrap();
+    replay(&["--input", jsonl.to_str().unwrap(), "--mqtt", &broker.url(), "--topic", "plant/x/pumps/evil"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let page = loop {
+        let (status, page) = http(port, "GET", "/", None);
+        assert_eq!(status, 200, "{page}");
+        if page.contains("alert(1)") {
+            break page;
+        }
+        assert!(std::time::Instant::now() < deadline, "the device never showed: {page}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(page.contains("pump-1") && page.contains("/api/v1/devices"), "{page}");
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;") || page.contains("&#60;script&#62;"),
+        "escaped: {page}"
+    );
+    assert!(!page.contains("<script>alert(1)"), "never raw: {page}");
     assert!(d.terminate().success());
 }

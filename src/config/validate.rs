@@ -27,7 +27,7 @@ pub(super) fn validate(c: &Config, failed: &[String], p: &mut Vec<Problem>) {
         if w.size < Duration::from_millis(1) {
             problem(p, "window.size", "must be at least 1ms");
         }
-        if w.size.subsec_nanos() % 1_000_000 != 0 {
+        if !w.size.subsec_nanos().is_multiple_of(1_000_000) {
             problem(p, "window.size", "must be a whole number of milliseconds");
         }
         if w.size > Duration::from_secs(366 * 86_400) {

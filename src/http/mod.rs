@@ -86,7 +86,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(index))
+        .route("/", get(overview))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/devices", get(devices))
@@ -120,17 +120,62 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Until the dashboard pages exist: what is here.
-async fn index() -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "name": "faultline",
-        "version": env!("CARGO_PKG_VERSION"),
-        "routes": [
-            "GET /healthz", "GET /readyz", "GET /api/v1/devices", "GET /api/v1/devices/{id}/windows?limit=N",
-            "GET /api/v1/alerts?status=open|acknowledged|cleared|all", "POST /api/v1/alerts/{alert_id}/ack",
-            "GET /api/v1/model", "POST /api/v1/labels"
-        ],
-    }))
+/// One device's row on the overview.
+struct OverviewRow {
+    device_id: String,
+    probability: String,
+    last_window_end: String,
+    open_alert: String,
+    /// `critical` (alert open), `warning` (probability at or above 0.5) or `ok`.
+    class: &'static str,
+}
+
+#[derive(askama::Template)]
+#[template(path = "overview.html")]
+struct Overview {
+    devices: Vec<OverviewRow>,
+    open: usize,
+    acknowledged: usize,
+    model: String,
+}
+
+/// `GET /`: every device with its latest probability and open alert.
+async fn overview(State(s): State<AppState>) -> Response {
+    use askama::Template as _;
+    let devices: Vec<OverviewRow> = match s.view.devices.read() {
+        Ok(d) => d
+            .values()
+            .map(|d| OverviewRow {
+                device_id: d.device_id.clone(),
+                probability: d.fault_probability.map_or_else(|| "–".to_owned(), |p| format!("{p:.3}")),
+                last_window_end: d.last_window_end.clone(),
+                open_alert: d.open_alert.clone().unwrap_or_default(),
+                class: if d.open_alert.is_some() {
+                    "critical"
+                } else if d.fault_probability.is_some_and(|p| p >= 0.5) {
+                    "warning"
+                } else {
+                    "ok"
+                },
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let alerts = s.store.alerts().unwrap_or_default();
+    let count = |st: Status| alerts.iter().filter(|a| a.status == st).count();
+    let model = s
+        .model
+        .as_ref()
+        .map(|m| m.current())
+        .map_or_else(|| "none".to_owned(), |m| format!("{} version {}", m.package.name, m.package.version));
+    let page = Overview { devices, open: count(Status::Open), acknowledged: count(Status::Acknowledged), model };
+    match page.render() {
+        Ok(html) => axum::response::Html(html).into_response(),
+        Err(e) => {
+            tracing::error!("overview page: {e}");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the page could not be drawn").into_response()
+        }
+    }
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
