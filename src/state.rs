@@ -87,13 +87,42 @@ pub const WINDOWS_PER_DEVICE: usize = 500;
 /// Alerts kept in the `alerts` tree; past it the oldest cleared ones go.
 pub const ALERT_HISTORY: usize = 10_000;
 
-fn window_key(device: &str, start_ms: i64) -> Vec<u8> {
+/// The prefix of a device's keys in `windows` and `labels`: its id and a 0 byte.
+fn device_prefix(device: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(device.len() + 9);
     k.extend_from_slice(device.as_bytes());
     k.push(0);
+    k
+}
+
+fn window_key(device: &str, start_ms: i64) -> Vec<u8> {
+    let mut k = device_prefix(device);
     // Order-preserving for negative times too.
     k.extend_from_slice(&((start_ms as u64) ^ (1 << 63)).to_be_bytes());
     k
+}
+
+/// The start time a [`window_key`] ends with.
+fn start_of(key: &[u8]) -> i64 {
+    key.len()
+        .checked_sub(8)
+        .and_then(|i| <[u8; 8]>::try_from(&key[i..]).ok())
+        .map_or(0, |b| (u64::from_be_bytes(b) ^ (1 << 63)) as i64)
+}
+
+/// Every record of `tree` (or of the keys starting with `prefix`), decoded, with its key.
+fn decode_all<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    name: &'static str,
+    prefix: &[u8],
+) -> Result<Vec<(sled::IVec, T)>, StateError> {
+    let mut out = Vec::new();
+    for kv in tree.scan_prefix(prefix) {
+        let (k, v) = kv?;
+        let t = decode(name, &k, &v)?;
+        out.push((k, t));
+    }
+    Ok(out)
 }
 
 /// What changed in a [`BoundedLog`] since the last checkpoint.
@@ -266,29 +295,25 @@ impl Store {
 
     /// Reads everything a restart needs.
     pub fn restore(&self) -> Result<Restored, StateError> {
-        let mut r = Restored::default();
-        for kv in self.devices.iter() {
-            let (k, v) = kv?;
-            r.devices.push(decode("devices", &k, &v)?);
-        }
-        for kv in self.alert_state.iter() {
-            let (k, v) = kv?;
-            r.alert_states.push((String::from_utf8_lossy(&k).into_owned(), decode("alert_state", &k, &v)?));
-        }
+        let mut positions = Vec::new();
         for kv in self.positions.iter() {
             let (k, v) = kv?;
-            r.positions.push((k.to_vec(), v.to_vec()));
+            positions.push((k.to_vec(), v.to_vec()));
         }
-        for kv in self.late.iter() {
-            let (k, v) = kv?;
-            r.late.push((seq_of(&k), decode("late", &k, &v)?));
-        }
-        for kv in self.quarantine.iter() {
-            let (k, v) = kv?;
-            r.quarantine.push((seq_of(&k), decode("quarantine", &k, &v)?));
-        }
-        r.outbox_pending = self.pending.load(Ordering::Relaxed);
-        Ok(r)
+        Ok(Restored {
+            devices: decode_all(&self.devices, "devices", &[])?.into_iter().map(|(_, d)| d).collect(),
+            alert_states: decode_all(&self.alert_state, "alert_state", &[])?
+                .into_iter()
+                .map(|(k, s)| (String::from_utf8_lossy(&k).into_owned(), s))
+                .collect(),
+            positions,
+            outbox_pending: self.pending.load(Ordering::Relaxed),
+            late: decode_all(&self.late, "late", &[])?.into_iter().map(|(k, t)| (seq_of(&k), t)).collect(),
+            quarantine: decode_all(&self.quarantine, "quarantine", &[])?
+                .into_iter()
+                .map(|(k, t)| (seq_of(&k), t))
+                .collect(),
+        })
     }
 
     /// Writes a checkpoint atomically and flushes it to disk.
@@ -394,9 +419,8 @@ impl Store {
 
     /// Keeps the newest [`WINDOWS_PER_DEVICE`] windows of a device.
     fn trim_windows(&self, device_id: &str) -> Result<(), StateError> {
-        let mut prefix = device_id.as_bytes().to_vec();
-        prefix.push(0);
-        let keys: Vec<sled::IVec> = self.windows.scan_prefix(&prefix).keys().collect::<Result<_, _>>()?;
+        let keys: Vec<sled::IVec> =
+            self.windows.scan_prefix(device_prefix(device_id)).keys().collect::<Result<_, _>>()?;
         if keys.len() > WINDOWS_PER_DEVICE {
             let mut batch = sled::Batch::default();
             for k in &keys[..keys.len() - WINDOWS_PER_DEVICE] {
@@ -410,19 +434,18 @@ impl Store {
     /// Keeps at most [`ALERT_HISTORY`] alerts, dropping the oldest cleared
     /// ones (down to 90 %, so this runs seldom). Alerts not cleared stay.
     fn trim_alerts(&self) -> Result<(), StateError> {
-        if self.alerts.len() <= ALERT_HISTORY {
+        // `Tree::len` scans the whole tree: once.
+        let len = self.alerts.len();
+        if len <= ALERT_HISTORY {
             return Ok(());
         }
-        let mut cleared = Vec::new();
-        for kv in self.alerts.iter() {
-            let (k, v) = kv?;
-            let a: Alert = decode("alerts", &k, &v)?;
-            if a.status == crate::alerts::Status::Cleared {
-                cleared.push((a.updated_at_ms, k));
-            }
-        }
+        let mut cleared: Vec<(i64, sled::IVec)> = decode_all::<Alert>(&self.alerts, "alerts", &[])?
+            .into_iter()
+            .filter(|(_, a)| a.status == crate::alerts::Status::Cleared)
+            .map(|(k, a)| (a.updated_at_ms, k))
+            .collect();
         cleared.sort();
-        let excess = self.alerts.len().saturating_sub(ALERT_HISTORY * 9 / 10);
+        let excess = len.saturating_sub(ALERT_HISTORY * 9 / 10);
         let mut batch = sled::Batch::default();
         for (_, k) in cleared.iter().take(excess) {
             batch.remove(k);
@@ -479,37 +502,21 @@ impl Store {
 
     /// Latest record of every alert (history), in alert-id order.
     pub fn alerts(&self) -> Result<Vec<Alert>, StateError> {
-        let mut out = Vec::new();
-        for kv in self.alerts.iter() {
-            let (k, v) = kv?;
-            out.push(decode("alerts", &k, &v)?);
-        }
-        Ok(out)
+        Ok(decode_all(&self.alerts, "alerts", &[])?.into_iter().map(|(_, a)| a).collect())
     }
 
     /// The last `limit` windows of a device, newest first.
     pub fn windows(&self, device_id: &str, limit: usize) -> Result<Vec<WindowRecord>, StateError> {
-        let mut prefix = device_id.as_bytes().to_vec();
-        prefix.push(0);
         // Forward only: sled 0.34's reverse iteration can panic on some tree
         // shapes ("fucked up tree traversal next_back"). A device has at
         // most WINDOWS_PER_DEVICE windows, so reading them all is cheap.
-        let keys: Vec<(sled::IVec, sled::IVec)> = self.windows.scan_prefix(&prefix).collect::<Result<_, _>>()?;
-        let mut out = Vec::with_capacity(limit.min(keys.len()));
-        for (k, v) in keys.iter().rev().take(limit) {
-            out.push(decode("windows", k, v)?);
-        }
-        Ok(out)
+        let all = decode_all(&self.windows, "windows", &device_prefix(device_id))?;
+        Ok(all.into_iter().rev().take(limit).map(|(_, w)| w).collect())
     }
 
     /// Every kept window of every device, in device then time order.
     pub fn all_windows(&self) -> Result<Vec<WindowRecord>, StateError> {
-        let mut out = Vec::new();
-        for kv in self.windows.iter() {
-            let (k, v) = kv?;
-            out.push(decode("windows", &k, &v)?);
-        }
-        Ok(out)
+        Ok(decode_all(&self.windows, "windows", &[])?.into_iter().map(|(_, w)| w).collect())
     }
 
     /// Records maintenance feedback: `[start, end)` of a device had a fault or not.
@@ -520,17 +527,8 @@ impl Store {
 
     /// Labels of a device: (start, end, fault), oldest first.
     pub fn labels(&self, device_id: &str) -> Result<Vec<(i64, i64, bool)>, StateError> {
-        let mut prefix = device_id.as_bytes().to_vec();
-        prefix.push(0);
-        let mut out = Vec::new();
-        for kv in self.labels.scan_prefix(&prefix) {
-            let (k, v) = kv?;
-            let start =
-                <[u8; 8]>::try_from(&k[k.len() - 8..]).map(|b| (u64::from_be_bytes(b) ^ (1 << 63)) as i64).unwrap_or(0);
-            let (end, fault): (i64, bool) = decode("labels", &k, &v)?;
-            out.push((start, end, fault));
-        }
-        Ok(out)
+        let all: Vec<(sled::IVec, (i64, bool))> = decode_all(&self.labels, "labels", &device_prefix(device_id))?;
+        Ok(all.into_iter().map(|(k, (end, fault))| (start_of(&k), end, fault)).collect())
     }
 
     /// Size of the database on disk, bytes.
@@ -605,6 +603,11 @@ mod tests {
         assert_eq!(a[0].start_ms, (509 * 3 - 700) * 60_000, "newest first");
         assert_eq!(a.last().unwrap().start_ms, (10 * 3 - 700) * 60_000);
         assert_eq!(s.windows("b", 10).unwrap().len(), 1);
+        // Labels share the key layout (negative times included).
+        s.put_label("a", -60_000, 60_000, false).unwrap();
+        s.put_label("a", 120_000, 180_000, true).unwrap();
+        assert_eq!(s.labels("a").unwrap(), vec![(-60_000, 60_000, false), (120_000, 180_000, true)]);
+        assert!(s.labels("b").unwrap().is_empty());
     }
 
     #[test]
