@@ -43,7 +43,7 @@ pub fn run(listen: &str) -> anyhow::Result<()> {
     let rows = Arc::new(sample()?);
     let config = Config {
         state: StateConfig { dir: dir.0.join("state"), checkpoint_interval: Duration::from_secs(1) },
-        http: HttpConfig { listen: listen.to_owned() },
+        http: HttpConfig { listen: listen.to_owned(), ..HttpConfig::default() },
         window: WindowConfig {
             size: Duration::from_secs(120),
             max_out_of_orderness: Duration::from_secs(10),

@@ -47,6 +47,24 @@ enum Command {
     Model(ModelCommand),
     /// Publish a data set as sensor readings over MQTT or Kafka.
     Replay(Box<ReplayArgs>),
+    /// Make entries for [http.auth]: password hashes and API tokens.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Read a password from standard input (first line) and print its argon2id hash for `password_hash`.
+    HashPassword,
+    /// Print a new random API token, and the [[http.auth.token]] entry (its SHA-256) for the configuration.
+    NewToken {
+        /// Who will use the token.
+        #[arg(long, default_value = "api")]
+        name: String,
+        /// viewer (read only) or operator.
+        #[arg(long, default_value = "viewer")]
+        role: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -199,6 +217,33 @@ fn usage(msg: impl Into<String>) -> Failure {
     Failure { code: 2, error: anyhow::anyhow!(msg.into()) }
 }
 
+fn hash_password() -> Result<(), Failure> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| usage(format!("cannot read standard input: {e}")))?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err(usage("no password on standard input (e.g. `read -rs P; echo \"$P\" | faultline auth hash-password`)"));
+    }
+    let hash = faultline::http::auth::hash_password(password).map_err(|e| Failure::from(anyhow::anyhow!(e)))?;
+    println!("{hash}");
+    Ok(())
+}
+
+fn new_token(name: &str, role: &str) -> Result<(), Failure> {
+    use faultline::http::auth;
+    if !matches!(role, "viewer" | "operator") {
+        return Err(usage(format!("--role {role:?}: use viewer or operator")));
+    }
+    let token = auth::random_token();
+    println!("token (give it to the client; it is not stored): {token}");
+    println!();
+    println!("[[http.auth.token]]");
+    println!("name = {name:?}");
+    println!("role = {role:?}");
+    println!("sha256 = \"{}\"", auth::hex(&auth::sha256(&token)));
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -231,6 +276,8 @@ fn dispatch(cmd: Command) -> Result<(), Failure> {
         }
         Command::Demo { listen } => faultline::demo::run(&listen).map_err(Failure::from),
         Command::Replay(args) => replay(*args),
+        Command::Auth(AuthCommand::HashPassword) => hash_password(),
+        Command::Auth(AuthCommand::NewToken { name, role }) => new_token(&name, &role),
     }
 }
 

@@ -94,6 +94,12 @@ impl Scorer {
         &self.retired
     }
 
+    /// The feature row of window `i` of the last [`Scorer::process`] call.
+    pub fn row(&self, i: usize) -> Option<&[f32]> {
+        let width = self.model.width();
+        self.rows.get(i * width..(i + 1) * width)
+    }
+
     pub fn policy(&self) -> &Policy {
         &self.policy
     }

@@ -53,7 +53,93 @@ pub struct StateConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Address of the dashboard, API and `/metrics` (default `127.0.0.1:8080`).
+    /// An address beyond loopback needs `[http.auth]`.
     pub listen: String,
+    /// PEM certificate chain and private key: with both, serve HTTPS only
+    /// (and mark the session cookie `Secure`).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// `[http.auth]`: sign-in for the pages and bearer tokens for the API.
+    /// Without it every caller may do everything, so only loopback is allowed.
+    pub auth: Option<AuthConfig>,
+}
+
+/// `[http.auth]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `[[http.auth.user]]`: who may sign in to the pages.
+    #[serde(default)]
+    pub user: Vec<UserConfig>,
+    /// `[[http.auth.token]]`: bearer tokens for the API (`Authorization: Bearer ...`).
+    #[serde(default)]
+    pub token: Vec<TokenConfig>,
+    /// A TOML file with more `[[user]]` and `[[token]]` entries, so that hashes
+    /// can live in a file only the daemon's user reads.
+    #[serde(default)]
+    pub users_file: Option<PathBuf>,
+    /// How long a sign-in lasts without use (default `12h`).
+    #[serde(default = "default_session_ttl", with = "duration")]
+    pub session_ttl: Duration,
+}
+
+fn default_session_ttl() -> Duration {
+    Duration::from_secs(12 * 3600)
+}
+
+/// One user of the pages.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// Argon2 hash in PHC form (`$argon2id$v=19$...`), as `faultline auth hash-password` prints.
+    pub password_hash: String,
+    pub role: Role,
+}
+
+/// One API token.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who uses it; recorded as the acknowledger of alerts it acknowledges.
+    pub name: String,
+    /// SHA-256 of the token, hex, as `faultline auth new-token` prints.
+    pub sha256: String,
+    pub role: Role,
+}
+
+/// What a user or token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read everything; change nothing.
+    Viewer,
+    /// Also acknowledge alerts and record maintenance feedback.
+    Operator,
+}
+
+/// The entries of `http.auth.users_file`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersFile {
+    #[serde(default)]
+    user: Vec<UserConfig>,
+    #[serde(default)]
+    token: Vec<TokenConfig>,
+}
+
+impl AuthConfig {
+    /// The users and tokens of the config and of `users_file` together.
+    pub fn entries(&self) -> Result<(Vec<UserConfig>, Vec<TokenConfig>), String> {
+        let (mut users, mut tokens) = (self.user.clone(), self.token.clone());
+        if let Some(f) = &self.users_file {
+            let text = std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            let more: UsersFile = toml::from_str(&text).map_err(|e| format!("{}: {}", f.display(), e.message()))?;
+            users.extend(more.user);
+            tokens.extend(more.token);
+        }
+        Ok((users, tokens))
+    }
 }
 
 /// `[window]`: event-time tumbling windows (SPEC 2).
@@ -246,7 +332,7 @@ impl Default for StateConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "127.0.0.1:8080".to_owned() }
+        HttpConfig { listen: "127.0.0.1:8080".to_owned(), tls_cert_file: None, tls_key_file: None, auth: None }
     }
 }
 

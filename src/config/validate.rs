@@ -19,8 +19,8 @@ pub(super) fn validate(c: &Config, failed: &[String], p: &mut Vec<Problem>) {
     if ok("state") && !(Duration::from_millis(10)..=Duration::from_secs(3600)).contains(&c.state.checkpoint_interval) {
         problem(p, "state.checkpoint_interval", "must be between 10ms and 1h");
     }
-    if ok("http") && c.http.listen.parse::<SocketAddr>().is_err() {
-        problem(p, "http.listen", format!("{:?} is not an address like 127.0.0.1:8080", c.http.listen));
+    if ok("http") {
+        http(&c.http, p);
     }
     if ok("window") {
         let w = &c.window;
@@ -312,4 +312,68 @@ fn check_kafka_topic(t: &str) -> Result<(), String> {
         return Err(format!("{t:?} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)"));
     }
     Ok(())
+}
+
+fn http(h: &super::HttpConfig, p: &mut Vec<Problem>) {
+    match h.listen.parse::<SocketAddr>() {
+        Err(_) => problem(p, "http.listen", format!("{:?} is not an address like 127.0.0.1:8080", h.listen)),
+        Ok(a) if !a.ip().is_loopback() && h.auth.is_none() => problem(
+            p,
+            "http.listen",
+            format!("{a} is not a loopback address: configure [http.auth] before listening beyond this host"),
+        ),
+        Ok(_) => {}
+    }
+    match (&h.tls_cert_file, &h.tls_key_file) {
+        (Some(_), None) => problem(p, "http.tls_key_file", "needed with http.tls_cert_file"),
+        (None, Some(_)) => problem(p, "http.tls_cert_file", "needed with http.tls_key_file"),
+        (Some(c), Some(k)) => {
+            for (key, f) in [("http.tls_cert_file", c), ("http.tls_key_file", k)] {
+                if !f.is_file() {
+                    problem(p, key, format!("{} is not a readable file", f.display()));
+                }
+            }
+        }
+        (None, None) => {}
+    }
+    let Some(auth) = &h.auth else { return };
+    if auth.session_ttl < Duration::from_secs(60) {
+        problem(p, "http.auth.session_ttl", "must be at least 1m");
+    }
+    let (users, tokens) = match auth.entries() {
+        Ok(e) => e,
+        Err(e) => return problem(p, "http.auth.users_file", e),
+    };
+    if users.is_empty() && tokens.is_empty() {
+        problem(p, "http.auth", "names no user and no token: nobody could sign in");
+    }
+    let mut names = std::collections::HashSet::new();
+    for (i, u) in users.iter().enumerate() {
+        let key = format!("http.auth.user[{i}]");
+        if u.name.trim().is_empty() || u.name.len() > 100 {
+            problem(p, &format!("{key}.name"), "must be 1 to 100 bytes");
+        } else if !names.insert(u.name.as_str()) {
+            problem(p, &format!("{key}.name"), format!("{:?} appears twice", u.name));
+        }
+        if let Err(e) = argon2::PasswordHash::new(&u.password_hash) {
+            problem(
+                p,
+                &format!("{key}.password_hash"),
+                format!("not a PHC hash ({e}); make one with `faultline auth hash-password`"),
+            );
+        }
+    }
+    for (i, t) in tokens.iter().enumerate() {
+        let key = format!("http.auth.token[{i}]");
+        if t.name.trim().is_empty() || t.name.len() > 100 {
+            problem(p, &format!("{key}.name"), "must be 1 to 100 bytes");
+        }
+        if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            problem(
+                p,
+                &format!("{key}.sha256"),
+                "must be 64 hex digits (SHA-256 of the token); make one with `faultline auth new-token`",
+            );
+        }
+    }
 }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::alerts::Alert;
+use crate::alerts::{Alert, Status};
 use crate::config::{Config, SinkConfig, SourceConfig};
 use crate::http::{Command, DeviceView, Label, LabelOutcome, View};
 use crate::model::ModelHandle;
@@ -183,6 +183,8 @@ pub struct Core {
     quarantine_mark: LogMark,
     pub stats: CoreStats,
     hasher: foldhash::fast::FixedState,
+    /// When the ingest rate was last taken, and the readings count then.
+    rate_mark: (Instant, u64),
 }
 
 fn source_label(config: &Config, i: usize) -> String {
@@ -251,6 +253,7 @@ impl Core {
             quarantine_mark: LogMark::default(),
             stats: CoreStats::default(),
             hasher: foldhash::fast::FixedState::with_seed(0x6661_756c_746c_696e),
+            rate_mark: (Instant::now(), 0),
         };
         core.restore()?;
         Ok(core)
@@ -260,6 +263,7 @@ impl Core {
         let started = Instant::now();
         let r = self.store.restore().map_err(|e| crate::error_chain(&e))?;
         let n = r.devices.len();
+        self.restore_view(&r.devices);
         let mut refused = 0;
         for d in r.devices {
             if !self.pipeline.engine_mut().restore(d) {
@@ -311,6 +315,34 @@ impl Core {
         );
         crate::metrics::outbox_pending(r.outbox_pending);
         Ok(())
+    }
+
+    /// The overview as it was: each device's latest stored window, the alerts not cleared.
+    fn restore_view(&self, devices: &[crate::window::DeviceSnapshot]) {
+        let alerts = self.store.alerts().unwrap_or_default();
+        let mut open: HashMap<&str, &Alert> = HashMap::new();
+        {
+            let mut m = self.view.alerts.write().unwrap_or_else(|e| e.into_inner());
+            for a in alerts.iter().filter(|a| a.status != Status::Cleared) {
+                m.insert(a.alert_id.clone(), a.status);
+                open.insert(&a.device_id, a);
+            }
+        }
+        let mut view = self.view.devices.write().unwrap_or_else(|e| e.into_inner());
+        for d in devices {
+            let Some(w) = self.store.windows(&d.id, 1).ok().and_then(|w| w.into_iter().next()) else { continue };
+            view.insert(
+                d.id.clone(),
+                DeviceView {
+                    device_id: d.id.clone(),
+                    last_window_end: crate::time::format_rfc3339(w.end_ms),
+                    fault_probability: w.score.is_finite().then_some(f64::from(w.score)),
+                    open_alert: open.get(d.id.as_str()).map(|a| a.alert_id.clone()),
+                    updated_at: crate::time::format_rfc3339(d.last_seen_ms),
+                    features: None,
+                },
+            );
+        }
     }
 
     pub fn pipeline(&self) -> &Pipeline {
@@ -390,6 +422,21 @@ impl Core {
     /// Closes idle windows (call about once a second).
     pub fn tick(&mut self, now_ms: i64) {
         self.pipeline.tick(now_ms, &mut self.closed);
+        let readings: u64 = self.pipeline.sources().iter().map(|s| s.readings).sum();
+        let (t, n) = self.rate_mark;
+        let dt = t.elapsed().as_secs_f64();
+        if dt >= 1.0 {
+            self.view.set_rate(readings.saturating_sub(n) as f64 / dt);
+            self.rate_mark = (Instant::now(), readings);
+            // Devices the engine forgot (limits.device_ttl) leave the view
+            // unless an alert of theirs is still open: it stays bounded.
+            let engine = self.pipeline.engine();
+            if let Ok(mut view) = self.view.devices.write() {
+                if view.len() > engine.device_count() {
+                    view.retain(|id, d| d.open_alert.is_some() || engine.watermark(id).is_some());
+                }
+            }
+        }
     }
 
     /// Scores the windows closed since the last call; alert records go to the outbox.
@@ -426,7 +473,9 @@ impl Core {
                         self.alert_dirty.insert(w.device_id.to_string());
                     }
                 }
-                self.update_view(&batch.results, now_ms);
+                let rows: Vec<Option<Arc<[f32]>>> =
+                    (0..batch.results.len()).map(|i| scorer.row(i).map(Arc::from)).collect();
+                self.update_view(&batch.results, &rows, now_ms);
                 self.emit(batch.alerts.into_iter().map(|(_, a)| a).collect());
             }
             Err(e) => {
@@ -446,6 +495,7 @@ impl Core {
         for a in &alerts {
             tracing::info!(alert = %a.alert_id, status = ?a.status, severity = ?a.severity, p = a.fault_probability, "alert");
             self.alert_dirty.insert(a.device_id.clone());
+            self.view.alert_changed(a);
         }
         if self.sink.is_some() {
             let records: Vec<OutboxRecord> = alerts
@@ -465,10 +515,10 @@ impl Core {
     }
 
     /// The devices' latest windows and open alerts, for the HTTP side.
-    fn update_view(&self, results: &[crate::scoring::WindowResult], now_ms: i64) {
+    fn update_view(&self, results: &[crate::scoring::WindowResult], rows: &[Option<Arc<[f32]>>], now_ms: i64) {
         let Ok(mut view) = self.view.devices.write() else { return };
         let policy = self.scorer.as_ref().map(|s| s.policy());
-        for r in results {
+        for (r, row) in results.iter().zip(rows) {
             let open =
                 policy.and_then(|p| p.device_state(&r.device_id)).and_then(|d| d.current()).map(|a| a.alert_id.clone());
             let entry = view.entry(r.device_id.to_string()).or_insert_with(|| DeviceView {
@@ -477,6 +527,7 @@ impl Core {
                 fault_probability: None,
                 open_alert: None,
                 updated_at: String::new(),
+                features: None,
             });
             if r.update && crate::time::format_rfc3339(r.end_ms) < entry.last_window_end {
                 // A late update of an older window: the latest stays.
@@ -487,6 +538,10 @@ impl Core {
             entry.fault_probability = r.score.is_finite().then_some(f64::from(r.score));
             entry.open_alert = open;
             entry.updated_at = crate::time::format_rfc3339(now_ms);
+            entry.features = row.clone();
+            if let Ok(v) = serde_json::to_value(&*entry) {
+                self.view.publish("device", &v);
+            }
         }
     }
 
@@ -701,15 +756,23 @@ pub fn run_with(config: Config, feed: Option<LocalFeed>) -> anyhow::Result<()> {
 
 async fn run_async(config: Config, feed: Option<LocalFeed>) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    // SPEC 7: no API for the network without authentication (which comes with issue 5).
     let listen: std::net::SocketAddr =
         config.http.listen.parse().with_context(|| format!("http.listen {:?}", config.http.listen))?;
-    if !listen.ip().is_loopback() {
+    // SPEC 7: nothing for the network without authentication (checked with the
+    // configuration too; here again for configurations built in code).
+    if !listen.ip().is_loopback() && config.http.auth.is_none() {
         anyhow::bail!(
-            "http.listen {listen} is not a loopback address and HTTP authentication is not built yet: \
-             refusing to serve the API to the network"
+            "http.listen {listen} is not a loopback address and [http.auth] is not configured: \
+             refusing to serve the dashboard and API to the network"
         );
     }
+    let tls = match (&config.http.tls_cert_file, &config.http.tls_key_file) {
+        (Some(c), Some(k)) => Some(crate::http::tls::server_config(c, k).map_err(anyhow::Error::msg)?),
+        _ => None,
+    };
+    let auth = Arc::new(
+        crate::http::auth::Auth::from_config(config.http.auth.as_ref(), tls.is_some()).map_err(anyhow::Error::msg)?,
+    );
     let store = Arc::new(Store::open(&config.state.dir)?);
     let model = match &config.model {
         Some(m) => {
@@ -778,17 +841,29 @@ async fn run_async(config: Config, feed: Option<LocalFeed>) -> anyhow::Result<()
         commands: cmd_tx,
         model: core.model.clone(),
         sources: Arc::new(statuses.clone()),
+        auth,
+        live: Arc::new(tokio::sync::Semaphore::new(crate::http::MAX_LIVE)),
+        stop: stop_rx.clone(),
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
-    tracing::info!("HTTP on http://{}", listener.local_addr().unwrap_or(listen));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!("HTTP on {scheme}://{}", listener.local_addr().unwrap_or(listen));
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
         let shutdown = async move {
             let _ = http_stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, crate::http::router(app)).with_graceful_shutdown(shutdown).await {
+        let app = crate::http::router(app);
+        let served = match tls {
+            Some(tls) => match crate::http::tls::TlsListener::new(listener, tls) {
+                Ok(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+                Err(e) => Err(e),
+            },
+            None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+        };
+        if let Err(e) = served {
             tracing::error!("HTTP server: {e}");
         }
     });

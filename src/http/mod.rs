@@ -1,10 +1,16 @@
-//! The HTTP side (SPEC 7): health, readiness and the JSON API. Handlers
-//! read the sled store and the processing loop's [`View`]; what changes
-//! state (acknowledging an alert, a label) goes to the processing loop as
-//! a [`Command`], so the alert policy has one owner.
+//! The HTTP side (SPEC 7): health, readiness, the JSON API, the dashboard
+//! ([`pages`]) and who may use them ([`auth`]). Handlers read the sled
+//! store and the processing loop's [`View`]; what changes state
+//! (acknowledging an alert, a label) goes to the processing loop as a
+//! [`Command`], so the alert policy has one owner.
+
+pub mod auth;
+pub mod charts;
+pub mod pages;
+pub mod tls;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -13,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::alerts::{Alert, Status};
 use crate::model::ModelHandle;
@@ -32,14 +38,78 @@ pub struct DeviceView {
     pub open_alert: Option<String>,
     /// Processing time the latest window closed (RFC 3339).
     pub updated_at: String,
+    /// The latest window's model input, in the package's feature order.
+    #[serde(skip)]
+    pub features: Option<Arc<[f32]>>,
 }
 
 /// The processing loop's state as the HTTP side sees it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct View {
     pub devices: RwLock<BTreeMap<String, DeviceView>>,
+    /// Alerts not cleared, by id: their status.
+    pub alerts: RwLock<BTreeMap<String, Status>>,
     /// The daemon restored its state and started its sources.
     pub started: AtomicBool,
+    /// Readings accepted per second, lately (f64 bits).
+    rate: AtomicU64,
+    /// Changes for live pages: (event name, JSON).
+    events: broadcast::Sender<(&'static str, Arc<str>)>,
+}
+
+impl Default for View {
+    fn default() -> Self {
+        View {
+            devices: RwLock::default(),
+            alerts: RwLock::default(),
+            started: AtomicBool::new(false),
+            rate: AtomicU64::new(0),
+            events: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl View {
+    /// Tells live pages about a change; nobody listening is fine.
+    pub fn publish(&self, event: &'static str, data: &serde_json::Value) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send((event, Arc::from(data.to_string())));
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<(&'static str, Arc<str>)> {
+        self.events.subscribe()
+    }
+
+    pub fn set_rate(&self, per_s: f64) {
+        self.rate.store(per_s.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn rate(&self) -> f64 {
+        f64::from_bits(self.rate.load(Ordering::Relaxed))
+    }
+
+    /// Open and acknowledged alerts.
+    pub fn counts(&self) -> (usize, usize) {
+        let a = self.alerts.read().unwrap_or_else(|e| e.into_inner());
+        let n = |st: Status| a.values().filter(|s| **s == st).count();
+        (n(Status::Open), n(Status::Acknowledged))
+    }
+
+    /// Keeps the alert counts in step with an alert record, and tells live pages.
+    pub fn alert_changed(&self, a: &Alert) {
+        {
+            let mut m = self.alerts.write().unwrap_or_else(|e| e.into_inner());
+            if a.status == Status::Cleared {
+                m.remove(&a.alert_id);
+            } else {
+                m.insert(a.alert_id.clone(), a.status);
+            }
+        }
+        self.publish("alert", &a.to_json());
+        let (open, acknowledged) = self.counts();
+        self.publish("counts", &serde_json::json!({"open": open, "acknowledged": acknowledged}));
+    }
 }
 
 /// What the HTTP side asks of the processing loop.
@@ -79,14 +149,32 @@ pub struct AppState {
     pub model: Option<Arc<ModelHandle>>,
     /// Connection state of each source, by label.
     pub sources: Arc<Vec<(String, Arc<crate::daemon::SourceStatus>)>>,
+    pub auth: Arc<auth::Auth>,
+    /// Live pages open at once (`/events`).
+    pub live: Arc<tokio::sync::Semaphore>,
+    /// Becomes true when the daemon stops; live streams end then.
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
+
+/// Live pages (`/events` streams) open at once.
+pub const MAX_LIVE: usize = 256;
 
 /// Requests larger than this are refused (413).
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(overview))
+        .route("/", get(pages::overview))
+        .route("/devices/{id}", get(pages::device))
+        .route("/alerts", get(pages::alerts))
+        .route("/alerts/ack", post(pages::ack_form))
+        .route("/alerts/feedback", post(pages::feedback_form))
+        .route("/models", get(pages::models))
+        .route("/login", get(pages::login_form).post(pages::login))
+        .route("/logout", post(pages::logout))
+        .route("/events", get(pages::events))
+        .route("/assets/style.css", get(pages::style))
+        .route("/assets/app.js", get(pages::script))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/devices", get(devices))
@@ -96,9 +184,89 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts/{*alert_id_ack}", post(ack))
         .route("/api/v1/model", get(model))
         .route("/api/v1/labels", post(label))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .route("/api/v1/openapi.json", get(openapi))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
+        .layer(axum::middleware::from_fn(security_headers))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// Routes anyone may call: probes, the sign-in page and what it needs.
+fn public(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/login" | "/assets/style.css" | "/assets/app.js")
+}
+
+fn is_api(path: &str) -> bool {
+    path.starts_with("/api/") || path == "/events"
+}
+
+/// Finds out who calls; refuses callers without credentials (401 for the
+/// API, the sign-in page for pages), and session-authenticated API posts
+/// without the session's CSRF token in `X-CSRF-Token`.
+async fn gate(State(s): State<AppState>, mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = req.uri().path();
+    if public(path) {
+        return next.run(req).await;
+    }
+    let Some(who) = s.auth.identify(req.headers()) else {
+        if is_api(path) {
+            let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "sign in, or send Authorization: Bearer <token>")
+                .into_response();
+            r.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+            return r;
+        }
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        return axum::response::Redirect::to(&format!("/login?next={}", pages::enc(target))).into_response();
+    };
+    let changes = !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if changes && is_api(path) && who.via == auth::Via::Session {
+        let sent = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !who.csrf_ok(sent) {
+            return ApiError::new(StatusCode::FORBIDDEN, "a signed-in API call that changes something needs X-CSRF-Token")
+                .into_response();
+        }
+    }
+    req.extensions_mut().insert(who);
+    next.run(req).await
+}
+
+/// Headers on every response: no framing, no sniffing, scripts and styles from here only.
+async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::{header, HeaderValue};
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    r
+}
+
+async fn not_found(req: axum::extract::Request) -> Response {
+    if is_api(req.uri().path()) {
+        ApiError::new(StatusCode::NOT_FOUND, "no such route").into_response()
+    } else {
+        let who = req.extensions().get::<auth::Who>().cloned();
+        pages::error_page(who.as_ref(), StatusCode::NOT_FOUND, "There is no such page.")
+    }
+}
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("../../web/openapi.json"),
+    )
+        .into_response()
 }
 
 /// An error as JSON: `{"error": "..."}`.
@@ -114,67 +282,15 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
 }
 
-/// One device's row on the overview.
-struct OverviewRow {
-    device_id: String,
-    probability: String,
-    last_window_end: String,
-    open_alert: String,
-    /// `critical` (alert open), `warning` (probability at or above 0.5) or `ok`.
-    class: &'static str,
-}
-
-#[derive(askama::Template)]
-#[template(path = "overview.html")]
-struct Overview {
-    devices: Vec<OverviewRow>,
-    open: usize,
-    acknowledged: usize,
-    model: String,
-}
-
-/// `GET /`: every device with its latest probability and open alert.
-async fn overview(State(s): State<AppState>) -> Response {
-    use askama::Template as _;
-    let devices: Vec<OverviewRow> = match s.view.devices.read() {
-        Ok(d) => d
-            .values()
-            .map(|d| OverviewRow {
-                device_id: d.device_id.clone(),
-                probability: d.fault_probability.map_or_else(|| "–".to_owned(), |p| format!("{p:.3}")),
-                last_window_end: d.last_window_end.clone(),
-                open_alert: d.open_alert.clone().unwrap_or_default(),
-                class: if d.open_alert.is_some() {
-                    "critical"
-                } else if d.fault_probability.is_some_and(|p| p >= 0.5) {
-                    "warning"
-                } else {
-                    "ok"
-                },
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    let alerts = s.store.alerts().unwrap_or_default();
-    let count = |st: Status| alerts.iter().filter(|a| a.status == st).count();
-    let model = s
-        .model
-        .as_ref()
-        .map(|m| m.current())
-        .map_or_else(|| "none".to_owned(), |m| format!("{} version {}", m.package.name, m.package.version));
-    let page = Overview { devices, open: count(Status::Open), acknowledged: count(Status::Acknowledged), model };
-    match page.render() {
-        Ok(html) => axum::response::Html(html).into_response(),
-        Err(e) => {
-            tracing::error!("overview page: {e}");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the page could not be drawn").into_response()
-        }
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
     }
 }
 
@@ -256,7 +372,7 @@ fn finite(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
 }
 
-fn internal(e: impl std::error::Error) -> ApiError {
+pub(crate) fn internal(e: impl std::error::Error) -> ApiError {
     tracing::error!("HTTP: {}", crate::error_chain(&e));
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the state database could not be read; see the daemon's log")
 }
@@ -287,28 +403,45 @@ async fn alerts(State(s): State<AppState>, Query(p): Query<Page>) -> Result<Json
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AckBody {
-    /// Who acknowledges.
-    by: String,
+    /// Who acknowledges (default, when signed in or with a token: that name).
+    by: Option<String>,
     comment: Option<String>,
+}
+
+fn operator(who: &auth::Who) -> Result<(), ApiError> {
+    if who.may_change() {
+        Ok(())
+    } else {
+        Err(ApiError::new(StatusCode::FORBIDDEN, "this role reads only; an operator may change alerts and labels"))
+    }
 }
 
 async fn ack(
     State(s): State<AppState>,
+    axum::Extension(who): axum::Extension<auth::Who>,
     Path(rest): Path<String>,
     body: Result<Json<AckBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Some(alert_id) = rest.strip_suffix("/ack").map(str::to_owned) else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such route: POST /api/v1/alerts/{alert_id}/ack"));
     };
+    operator(&who)?;
     let Json(body) = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    if body.by.trim().is_empty() || body.by.len() > 200 {
+    // Signed in: the record names the account, and whom it acted for if that differs.
+    let by = match (body.by.map(|b| b.trim().to_owned()), &who.name) {
+        (Some(b), Some(n)) if !b.is_empty() && b != *n => format!("{b} (via {n})"),
+        (_, Some(n)) => n.clone(),
+        (Some(b), None) => b,
+        (None, None) => String::new(),
+    };
+    if by.is_empty() || by.len() > 200 {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "by: say who acknowledges (1 to 200 bytes)"));
     }
     if body.comment.as_ref().is_some_and(|c| c.len() > 2000) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "comment: at most 2000 bytes"));
     }
     let (reply, rx) = oneshot::channel();
-    let cmd = Command::Ack { alert_id, by: body.by, comment: body.comment, reply };
+    let cmd = Command::Ack { alert_id, by, comment: body.comment, reply };
     let result = ask(&s, cmd, rx).await?;
     match result {
         Ok(a) => Ok(Json(a.to_json())),
@@ -318,8 +451,10 @@ async fn ack(
 
 async fn label(
     State(s): State<AppState>,
+    axum::Extension(who): axum::Extension<auth::Who>,
     body: Result<Json<Label>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<LabelOutcome>, ApiError> {
+    operator(&who)?;
     let Json(label) = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     let (reply, rx) = oneshot::channel();
     match ask(&s, Command::Label { label, reply }, rx).await? {
@@ -328,7 +463,7 @@ async fn label(
     }
 }
 
-async fn ask<T>(s: &AppState, cmd: Command, rx: oneshot::Receiver<T>) -> Result<T, ApiError> {
+pub(crate) async fn ask<T>(s: &AppState, cmd: Command, rx: oneshot::Receiver<T>) -> Result<T, ApiError> {
     let busy = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the daemon is shutting down");
     s.commands.send(cmd).await.map_err(|_| busy())?;
     tokio::time::timeout(std::time::Duration::from_secs(10), rx).await.map_err(|_| busy())?.map_err(|_| busy())

@@ -68,6 +68,11 @@ impl ModelHandle {
         })
     }
 
+    /// The package directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The model to score the next batch with.
     pub fn current(&self) -> Arc<Model> {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
