@@ -4,9 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::brokers::http;
@@ -17,34 +14,8 @@ fn json(s: &str) -> serde_json::Value {
 
 #[test]
 fn the_demo_streams_pumps_raises_an_alert_and_takes_an_acknowledgement() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(["demo", "--listen", "127.0.0.1:0"])
-        .env("FAULTLINE_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("faultline demo starts");
-    let log = Arc::new(Mutex::new(Vec::<String>::new()));
-    let sink = log.clone();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(l);
-        }
-    });
-    let wait_line = |needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(l) = log.lock().unwrap().iter().find(|l| l.contains(needle)) {
-                return l.clone();
-            }
-            assert!(Instant::now() < deadline, "no {needle:?} in {:?}", log.lock().unwrap());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    let intro = wait_line("faultline demo:");
-    let state = intro.rsplit("state in ").next().unwrap().trim_end_matches(')').to_owned();
-    let port: u16 = wait_line("HTTP on http://").rsplit(':').next().unwrap().trim().parse().unwrap();
+    let mut demo = common::Demo::start();
+    let (port, state, log) = (demo.port, demo.state.display().to_string(), demo.log.clone());
     assert!(std::path::Path::new(&state).is_dir(), "{state}");
 
     let started = Instant::now();
@@ -81,15 +52,7 @@ fn the_demo_streams_pumps_raises_an_alert_and_takes_an_acknowledgement() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the demo did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = demo.stop();
     assert!(status.success(), "{:?}", log.lock().unwrap());
     assert!(!std::path::Path::new(&state).exists(), "{state} removed at exit");
 }

@@ -5,8 +5,10 @@
 
 use std::fmt::Write as _;
 
-const W: f64 = 640.0;
-const H: f64 = 170.0;
+/// Sizes in the viewBox: large charts, and small ones shown several to a row
+/// (smaller box, so the same text size reads the same on the page).
+const LARGE: (f64, f64) = (640.0, 170.0);
+const SMALL: (f64, f64) = (380.0, 150.0);
 const LEFT: f64 = 56.0;
 const RIGHT: f64 = 8.0;
 const TOP: f64 = 8.0;
@@ -27,6 +29,8 @@ pub struct Chart<'a> {
     pub y_range: Option<(f64, f64)>,
     /// A dashed horizontal line and its label.
     pub level: Option<(f64, &'a str)>,
+    /// Drawn small (several to a row).
+    pub small: bool,
 }
 
 /// Escapes text for XML content and attributes.
@@ -45,16 +49,16 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-/// Short label for a y value.
-fn num(v: f64) -> String {
+/// Short label for a y value on an axis spanning `span`: enough decimals
+/// to tell the three ticks apart.
+fn num(v: f64, span: f64) -> String {
     let a = v.abs();
-    if a != 0.0 && !(0.01..10_000.0).contains(&a) {
-        format!("{v:.2e}")
-    } else if a >= 100.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.2}")
+    if a >= 1e6 || (a != 0.0 && a < 1e-4 && span < 1e-4) {
+        return format!("{v:.2e}");
     }
+    let step = (span / 2.0).abs().max(f64::MIN_POSITIVE);
+    let decimals = (-step.log10()).ceil().clamp(0.0, 8.0) as usize;
+    format!("{v:.decimals$}")
 }
 
 /// `HH:MM` (UTC) of epoch milliseconds.
@@ -66,16 +70,17 @@ fn clock(ms: i64) -> String {
 impl Chart<'_> {
     /// The chart as an `<svg>` element.
     pub fn svg(&self) -> String {
+        let (w, h) = if self.small { SMALL } else { LARGE };
         let n = self.times.len().min(self.values.len());
         let mut out = String::new();
         let _ = write!(
             out,
-            r#"<svg class="chart" viewBox="0 0 {W} {H}" role="img" aria-label="{}" preserveAspectRatio="none">"#,
+            r#"<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-label="{}">"#,
             esc(self.title)
         );
         let _ = write!(out, "<title>{}</title>", esc(self.title));
-        let (x0, x1) = (LEFT, W - RIGHT);
-        let (y0, y1) = (H - BOTTOM, TOP);
+        let (x0, x1) = (LEFT, w - RIGHT);
+        let (y0, y1) = (h - BOTTOM, TOP);
         let _ = write!(out, r#"<rect x="{x0}" y="{y1}" width="{}" height="{}" class="frame"/>"#, x1 - x0, y0 - y1);
         let finite: Vec<f64> = self.values[..n]
             .iter()
@@ -86,7 +91,7 @@ impl Chart<'_> {
             .filter(|v| v.is_finite())
             .collect();
         if n == 0 || finite.is_empty() {
-            let _ = write!(out, r#"<text x="{}" y="{}" class="empty">no data yet</text></svg>"#, W / 2.0 - 30.0, H / 2.0);
+            let _ = write!(out, r#"<text x="{}" y="{}" class="empty">no data yet</text></svg>"#, w / 2.0 - 30.0, h / 2.0);
             return out;
         }
         let (mut lo, mut hi) = self.y_range.unwrap_or_else(|| {
@@ -107,7 +112,7 @@ impl Chart<'_> {
             let _ = write!(
                 out,
                 r#"<line x1="{x0}" x2="{x1}" y1="{py:.1}" y2="{py:.1}" class="grid"/><text x="{tx}" y="{ty:.1}" class="tick" text-anchor="end">{}</text>"#,
-                num(v),
+                num(v, hi - lo),
                 py = y(v),
                 tx = x0 - 4.0,
                 ty = y(v) + 4.0
@@ -118,7 +123,7 @@ impl Chart<'_> {
             r#"<text x="{x0}" y="{ty}" class="tick">{}</text><text x="{x1}" y="{ty}" class="tick" text-anchor="end">{} UTC</text>"#,
             clock(t0),
             clock(t1),
-            ty = H - 6.0
+            ty = h - 6.0
         );
         if let Some(band) = &self.band {
             // One polygon per run of points that have a band.
@@ -196,9 +201,10 @@ mod tests {
         assert_eq!(svg.matches("<polygon").count(), 2);
         assert!(svg.contains("class=\"level\"") && svg.contains("threshold 0.7"));
         // 0.7 of 0..1 sits 70 % up the plot area.
-        let want = (H - BOTTOM) - 0.7 * (H - BOTTOM - TOP);
+        let want = (LARGE.1 - BOTTOM) - 0.7 * (LARGE.1 - BOTTOM - TOP);
         assert!(svg.contains(&format!("y1=\"{want:.1}\"")), "{svg}");
         assert!(svg.contains("00:00") && svg.contains("00:04 UTC"));
+        assert!(svg.contains(">0.0<") && svg.contains(">0.5<") && svg.contains(">1.0<"), "{svg}");
     }
 
     #[test]
@@ -208,6 +214,11 @@ mod tests {
         let flat = Chart { title: "flat", times: vec![5, 6], values: vec![Some(3.0), Some(3.0)], ..Chart::default() };
         let svg = flat.svg();
         assert!(svg.contains("<polyline") && !svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+        let narrow =
+            Chart { title: "n", times: vec![1, 2], values: vec![Some(0.0301), Some(0.0309)], ..Chart::default() };
+        let svg = narrow.svg();
+        let ticks: Vec<&str> = svg.split("class=\"tick\" text-anchor=\"end\">").skip(1).map(|t| &t[..t.find('<').unwrap()]).take(3).collect();
+        assert!(ticks[0] != ticks[1] && ticks[1] != ticks[2], "ticks tell values apart: {ticks:?}");
         let one = Chart { title: "one", times: vec![5], values: vec![Some(1e-7)], ..Chart::default() };
         assert!(one.svg().contains("<circle"));
     }

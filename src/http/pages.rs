@@ -234,6 +234,8 @@ pub struct AlertRow {
     device_href: String,
     status: &'static str,
     severity: &'static str,
+    /// Row colour: open red (warning: amber), acknowledged amber, cleared green.
+    row_class: &'static str,
     probability: String,
     window_start: String,
     window_end: String,
@@ -250,6 +252,11 @@ fn alert_row(a: &Alert) -> AlertRow {
         device_href: format!("/devices/{}", enc(&a.device_id)),
         status: a.status.as_str(),
         severity: a.severity.as_str(),
+        row_class: match a.status {
+            Status::Open => a.severity.as_str(),
+            Status::Acknowledged => "warning",
+            Status::Cleared => "ok",
+        },
         probability: format!("{:.3}", a.fault_probability),
         window_start: format_rfc3339(a.window_start_ms),
         window_end: format_rfc3339(a.window_end_ms),
@@ -557,6 +564,7 @@ pub async fn device(State(s): State<AppState>, Extension(who): Extension<Who>, P
         band: None,
         y_range: Some((0.0, 1.0)),
         level: threshold.zip(level_label.as_deref()),
+        small: false,
     }
     .svg();
     let mut names: Vec<&str> = Vec::new();
@@ -583,6 +591,7 @@ pub async fn device(State(s): State<AppState>, Extension(who): Extension<Who>, P
                 ),
                 y_range: None,
                 level: None,
+                small: true,
             };
             ((*name).to_owned(), chart.svg())
         })

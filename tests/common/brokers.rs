@@ -341,7 +341,7 @@ impl Daemon {
 
     /// The HTTP port of the current run (from its log).
     pub fn http_port(&self) -> u16 {
-        let line = self.wait_for_log("HTTP on http://", Duration::from_secs(20));
+        let line = self.wait_for_log("HTTP on http", Duration::from_secs(20));
         line.rsplit(':').next().and_then(|p| p.trim().parse().ok()).expect("a port in the HTTP line")
     }
 
@@ -375,25 +375,80 @@ pub fn replay(args: &[&str]) {
     assert!(out.status.success(), "faultline replay {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// One HTTP/1.1 request to 127.0.0.1:`port`; returns the status and the body.
+/// One HTTP/1.1 request to 127.0.0.1:`port` with a JSON body; returns the status and the body.
 pub fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let r = request(port, method, path, &[("Content-Type", "application/json")], body.unwrap_or(""));
+    (r.status, r.body)
+}
+
+/// A response: status, header lines (lower-cased names), body.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of header `name` (lower case).
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+    }
+}
+
+/// One HTTP/1.1 request with the given headers and body.
+pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the daemon's HTTP port");
     s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-    let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     s.write_all(req.as_bytes()).expect("send");
+    // To the end of the body: Content-Length when given (chromedriver keeps
+    // the connection open whatever the request says), else end of stream.
     let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = s.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if length.is_some_and(|len| raw.len() >= end + 4 + len) {
+                break;
+            }
+        }
+    }
+    parse_response(&String::from_utf8_lossy(&raw))
+}
+
+/// Splits a raw HTTP/1.1 response.
+pub fn parse_response(text: &str) -> Response {
     let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body =
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_owned() };
-    (status, body)
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(rest) } else { rest.to_owned() };
+    Response { status, headers, body }
 }
 
 fn dechunk(mut s: &str) -> String {
