@@ -222,7 +222,9 @@ fn hash_password() -> Result<(), Failure> {
     std::io::stdin().read_line(&mut line).map_err(|e| usage(format!("cannot read standard input: {e}")))?;
     let password = line.trim_end_matches(['\r', '\n']);
     if password.is_empty() {
-        return Err(usage("no password on standard input (e.g. `read -rs P; echo \"$P\" | faultline auth hash-password`)"));
+        return Err(usage(
+            "no password on standard input (e.g. `read -rs P; echo \"$P\" | faultline auth hash-password`)",
+        ));
     }
     let hash = faultline::http::auth::hash_password(password).map_err(|e| Failure::from(anyhow::anyhow!(e)))?;
     println!("{hash}");

@@ -286,7 +286,7 @@ fn the_api_lists_devices_windows_and_alerts_and_acknowledges() {
         ("POST", "/api/v1/alerts/nope/ack", Some(r#"{"by": "x"}"#), 404),
         ("POST", path.as_str(), Some(r#"{"who": "x"}"#), 422),
         ("POST", path.as_str(), Some("not json"), 400),
-        ("GET", "/no/such/page", None, 404),
+        ("GET", "/api/v1/no/such/route", None, 404),
         ("POST", "/api/v1/labels", Some(r#"{"device_id": "pump-1", "start": "soon", "end": 1, "fault": true}"#), 400),
     ] {
         let (status, text) = http(port, method, path, body);
@@ -335,5 +335,20 @@ fn the_api_lists_devices_windows_and_alerts_and_acknowledges() {
         "escaped: {page}"
     );
     assert!(!page.contains("<script>alert(1)"), "never raw: {page}");
+    // Its page too (charts titled with it, alert history), and every other page.
+    let (status, dev) = http(port, "GET", "/devices/%3Cscript%3Ealert(1)%3C%2Fscript%3E", None);
+    assert_eq!(status, 200, "{dev}");
+    assert!(dev.contains("&lt;script&gt;alert(1)") || dev.contains("&#60;script&#62;"), "{dev}");
+    assert!(!dev.contains("<script>alert(1)"), "never raw: {dev}");
+    for path in ["/devices/pump-1", "/alerts", "/alerts?status=open&severity=critical&device_id=pump-1", "/models"] {
+        let (status, page) = http(port, "GET", path, None);
+        assert_eq!(status, 200, "{path}: {page}");
+        assert!(page.contains("pump-"), "{path}: {page}");
+    }
+    let (status, page) = http(port, "GET", "/devices/no-such-pump", None);
+    assert_eq!(status, 404, "{page}");
+    assert!(page.contains("<html"), "pages answer errors as pages: {page}");
+    let (status, page) = http(port, "GET", "/alerts?from=yesterday", None);
+    assert_eq!(status, 400, "{page}");
     assert!(d.terminate().success());
 }

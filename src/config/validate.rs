@@ -351,14 +351,14 @@ fn http(h: &super::HttpConfig, p: &mut Vec<Problem>) {
     for (i, u) in users.iter().enumerate() {
         let key = format!("http.auth.user[{i}]");
         if u.name.trim().is_empty() || u.name.len() > 100 {
-            problem(p, &format!("{key}.name"), "must be 1 to 100 bytes");
+            problem(p, format!("{key}.name"), "must be 1 to 100 bytes");
         } else if !names.insert(u.name.as_str()) {
-            problem(p, &format!("{key}.name"), format!("{:?} appears twice", u.name));
+            problem(p, format!("{key}.name"), format!("{:?} appears twice", u.name));
         }
         if let Err(e) = argon2::PasswordHash::new(&u.password_hash) {
             problem(
                 p,
-                &format!("{key}.password_hash"),
+                format!("{key}.password_hash"),
                 format!("not a PHC hash ({e}); make one with `faultline auth hash-password`"),
             );
         }
@@ -366,12 +366,12 @@ fn http(h: &super::HttpConfig, p: &mut Vec<Problem>) {
     for (i, t) in tokens.iter().enumerate() {
         let key = format!("http.auth.token[{i}]");
         if t.name.trim().is_empty() || t.name.len() > 100 {
-            problem(p, &format!("{key}.name"), "must be 1 to 100 bytes");
+            problem(p, format!("{key}.name"), "must be 1 to 100 bytes");
         }
         if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             problem(
                 p,
-                &format!("{key}.sha256"),
+                format!("{key}.sha256"),
                 "must be 64 hex digits (SHA-256 of the token); make one with `faultline auth new-token`",
             );
         }

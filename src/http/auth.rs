@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 use ring::rand::SecureRandom as _;
 
-pub use crate::config::Role;
 use crate::config::AuthConfig;
+pub use crate::config::Role;
 
 /// The session cookie.
 pub const SESSION_COOKIE: &str = "faultline_session";
@@ -126,12 +126,16 @@ pub fn hash_password(password: &str) -> Result<String, String> {
     let mut bytes = [0u8; 16];
     ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| "the system random source failed".to_owned())?;
     let salt = SaltString::encode_b64(&bytes).map_err(|e| e.to_string())?;
-    argon2::Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn verify(password: &str, phc: &str) -> bool {
     use argon2::password_hash::PasswordVerifier as _;
-    argon2::PasswordHash::new(phc).is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    argon2::PasswordHash::new(phc)
+        .is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
 /// The value of cookie `name` in the request.
@@ -266,8 +270,16 @@ mod tests {
     fn config() -> AuthConfig {
         AuthConfig {
             user: vec![
-                UserConfig { name: "ana".into(), password_hash: hash_password("pump-room").unwrap(), role: Role::Operator },
-                UserConfig { name: "viv".into(), password_hash: hash_password("look-only").unwrap(), role: Role::Viewer },
+                UserConfig {
+                    name: "ana".into(),
+                    password_hash: hash_password("pump-room").unwrap(),
+                    role: Role::Operator,
+                },
+                UserConfig {
+                    name: "viv".into(),
+                    password_hash: hash_password("look-only").unwrap(),
+                    role: Role::Viewer,
+                },
             ],
             token: vec![TokenConfig { name: "grafana".into(), sha256: hex(&sha256("t0ken")), role: Role::Viewer }],
             users_file: None,

@@ -73,11 +73,7 @@ impl Chart<'_> {
         let (w, h) = if self.small { SMALL } else { LARGE };
         let n = self.times.len().min(self.values.len());
         let mut out = String::new();
-        let _ = write!(
-            out,
-            r#"<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-label="{}">"#,
-            esc(self.title)
-        );
+        let _ = write!(out, r#"<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-label="{}">"#, esc(self.title));
         let _ = write!(out, "<title>{}</title>", esc(self.title));
         let (x0, x1) = (LEFT, w - RIGHT);
         let (y0, y1) = (h - BOTTOM, TOP);
@@ -91,7 +87,8 @@ impl Chart<'_> {
             .filter(|v| v.is_finite())
             .collect();
         if n == 0 || finite.is_empty() {
-            let _ = write!(out, r#"<text x="{}" y="{}" class="empty">no data yet</text></svg>"#, w / 2.0 - 30.0, h / 2.0);
+            let _ =
+                write!(out, r#"<text x="{}" y="{}" class="empty">no data yet</text></svg>"#, w / 2.0 - 30.0, h / 2.0);
             return out;
         }
         let (mut lo, mut hi) = self.y_range.unwrap_or_else(|| {
@@ -191,6 +188,7 @@ mod tests {
             band: Some(vec![Some((0.0, 0.2)), Some((0.1, 0.3)), None, Some((0.8, 1.0)), None]),
             y_range: Some((0.0, 1.0)),
             level: Some((0.7, "threshold 0.7")),
+            small: false,
         };
         let svg = c.svg();
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
@@ -217,7 +215,12 @@ mod tests {
         let narrow =
             Chart { title: "n", times: vec![1, 2], values: vec![Some(0.0301), Some(0.0309)], ..Chart::default() };
         let svg = narrow.svg();
-        let ticks: Vec<&str> = svg.split("class=\"tick\" text-anchor=\"end\">").skip(1).map(|t| &t[..t.find('<').unwrap()]).take(3).collect();
+        let ticks: Vec<&str> = svg
+            .split("class=\"tick\" text-anchor=\"end\">")
+            .skip(1)
+            .map(|t| &t[..t.find('<').unwrap()])
+            .take(3)
+            .collect();
         assert!(ticks[0] != ticks[1] && ticks[1] != ticks[2], "ticks tell values apart: {ticks:?}");
         let one = Chart { title: "one", times: vec![5], values: vec![Some(1e-7)], ..Chart::default() };
         assert!(one.svg().contains("<circle"));

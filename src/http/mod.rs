@@ -213,7 +213,8 @@ async fn gate(State(s): State<AppState>, mut req: axum::extract::Request, next: 
         if is_api(path) {
             let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "sign in, or send Authorization: Bearer <token>")
                 .into_response();
-            r.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+            r.headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
             return r;
         }
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -223,8 +224,11 @@ async fn gate(State(s): State<AppState>, mut req: axum::extract::Request, next: 
     if changes && is_api(path) && who.via == auth::Via::Session {
         let sent = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("");
         if !who.csrf_ok(sent) {
-            return ApiError::new(StatusCode::FORBIDDEN, "a signed-in API call that changes something needs X-CSRF-Token")
-                .into_response();
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "a signed-in API call that changes something needs X-CSRF-Token",
+            )
+            .into_response();
         }
     }
     req.extensions_mut().insert(who);
@@ -262,11 +266,7 @@ async fn not_found(req: axum::extract::Request) -> Response {
 }
 
 async fn openapi() -> Response {
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        include_str!("../../web/openapi.json"),
-    )
-        .into_response()
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], include_str!("../../web/openapi.json")).into_response()
 }
 
 /// An error as JSON: `{"error": "..."}`.

@@ -340,7 +340,9 @@ pub async fn alerts(
         "open" => Some(Status::Open),
         "acknowledged" => Some(Status::Acknowledged),
         "cleared" => Some(Status::Cleared),
-        other => return error_page(Some(&who), StatusCode::BAD_REQUEST, format!("status {other:?} is not one to filter by")),
+        other => {
+            return error_page(Some(&who), StatusCode::BAD_REQUEST, format!("status {other:?} is not one to filter by"))
+        }
     };
     let (from, to) = match (filter_time(&q.from), filter_time(&q.to)) {
         (Ok(f), Ok(t)) => (f, t),
@@ -396,16 +398,20 @@ pub struct AckForm {
 }
 
 /// Checks what every changing form needs: an operator, and the caller's CSRF token.
-fn may_post(who: &Who, csrf: &str) -> Result<(), Response> {
+fn may_post(who: &Who, csrf: &str) -> Result<(), Box<Response>> {
     if !who.csrf_ok(csrf) {
-        return Err(error_page(
+        return Err(Box::new(error_page(
             Some(who),
             StatusCode::FORBIDDEN,
             "The form's security token does not match your session: reload the page and try again.",
-        ));
+        )));
     }
     if !who.may_change() {
-        return Err(error_page(Some(who), StatusCode::FORBIDDEN, "Your role may read but not change alerts."));
+        return Err(Box::new(error_page(
+            Some(who),
+            StatusCode::FORBIDDEN,
+            "Your role may read but not change alerts.",
+        )));
     }
     Ok(())
 }
@@ -426,7 +432,7 @@ pub async fn ack_form(
         return error_page(Some(&who), StatusCode::BAD_REQUEST, "The form is incomplete.");
     };
     if let Err(r) = may_post(&who, &f.csrf) {
-        return r;
+        return *r;
     }
     let by = match &who.name {
         Some(n) => n.clone(),
@@ -466,7 +472,7 @@ pub async fn feedback_form(
         return error_page(Some(&who), StatusCode::BAD_REQUEST, "The form is incomplete.");
     };
     if let Err(r) = may_post(&who, &f.csrf) {
-        return r;
+        return *r;
     }
     let alert = match s.store.alerts() {
         Ok(list) => list.into_iter().find(|a| a.alert_id == f.alert_id),
@@ -578,7 +584,9 @@ pub async fn device(State(s): State<AppState>, Extension(who): Extension<Who>, P
     let signal_charts = names
         .iter()
         .map(|name| {
-            let stat = |w: &crate::state::WindowRecord| w.signals.iter().find(|(n, _, _)| n == name).map(|(_, m, sd)| (*m, *sd));
+            let stat = |w: &crate::state::WindowRecord| {
+                w.signals.iter().find(|(n, _, _)| n == name).map(|(_, m, sd)| (*m, *sd))
+            };
             let chart = Chart {
                 title: name,
                 times: times.clone(),
@@ -586,7 +594,9 @@ pub async fn device(State(s): State<AppState>, Extension(who): Extension<Who>, P
                 band: Some(
                     windows
                         .iter()
-                        .map(|w| stat(w).filter(|(m, sd)| m.is_finite() && sd.is_finite()).map(|(m, sd)| (m - sd, m + sd)))
+                        .map(|w| {
+                            stat(w).filter(|(m, sd)| m.is_finite() && sd.is_finite()).map(|(m, sd)| (m - sd, m + sd))
+                        })
                         .collect(),
                 ),
                 y_range: None,
@@ -600,7 +610,7 @@ pub async fn device(State(s): State<AppState>, Extension(who): Extension<Who>, P
     let history: Vec<Alert> = {
         let mut l = s.store.alerts().unwrap_or_default();
         l.retain(|a| a.device_id == id);
-        l.sort_by(|a, b| b.updated_at_ms.cmp(&a.updated_at_ms));
+        l.sort_by_key(|a| std::cmp::Reverse(a.updated_at_ms));
         l.truncate(ALERTS_PER_PAGE);
         l
     };
@@ -620,10 +630,20 @@ pub async fn device(State(s): State<AppState>, Extension(who): Extension<Who>, P
             }),
         };
         for (name, v) in named.unwrap_or_default() {
-            let (p05, p50, p95) =
-                (reference(training, &name, "p05"), reference(training, &name, "p50"), reference(training, &name, "p95"));
+            let (p05, p50, p95) = (
+                reference(training, &name, "p05"),
+                reference(training, &name, "p50"),
+                reference(training, &name, "p95"),
+            );
             let outside = matches!((p05, p95), (Some(lo), Some(hi)) if v < lo || v > hi);
-            features.push(FeatureRow { value: short(Some(v)), p05: short(p05), p50: short(p50), p95: short(p95), outside, name });
+            features.push(FeatureRow {
+                value: short(Some(v)),
+                p05: short(p05),
+                p50: short(p50),
+                p95: short(p95),
+                outside,
+                name,
+            });
         }
     }
     let p = live.as_ref().and_then(|d| d.fault_probability);
@@ -700,7 +720,12 @@ pub async fn models(State(s): State<AppState>, Extension(who): Extension<Who>) -
                 .map(|t| {
                     t.iter()
                         .filter(|(k, _)| k.as_str() != "reference")
-                        .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| serde_json::to_string(v).unwrap_or_default(), str::to_owned)))
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                v.as_str().map_or_else(|| serde_json::to_string(v).unwrap_or_default(), str::to_owned),
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -770,7 +795,11 @@ pub struct LoginForm {
 }
 
 /// `POST /login`: a session cookie, or the form again.
-pub async fn login(State(s): State<AppState>, headers: HeaderMap, form: Result<Form<LoginForm>, FormRejection>) -> Response {
+pub async fn login(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
     if !s.auth.enabled() {
         return Redirect::to("/").into_response();
     }
@@ -836,7 +865,9 @@ pub async fn events(State(s): State<AppState>) -> Response {
     };
     let rx = s.view.subscribe();
     let (open, acknowledged) = s.view.counts();
-    let first = Event::default().event("counts").data(serde_json::json!({"open": open, "acknowledged": acknowledged}).to_string());
+    let first = Event::default()
+        .event("counts")
+        .data(serde_json::json!({"open": open, "acknowledged": acknowledged}).to_string());
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let state = (rx, tick, s.view.clone(), s.stop.clone(), permit);

@@ -187,9 +187,14 @@ impl Run {
     /// Writes `config_text(state, sources, extra)`, starts the daemon and
     /// waits for `ready` in its log.
     pub fn start(sources: &str, extra: &str, ready: &[&str]) -> Run {
+        Run::start_with(sources, extra, ready, |t| t)
+    }
+
+    /// [`Run::start`], with the configuration text changed by `edit` first.
+    pub fn start_with(sources: &str, extra: &str, ready: &[&str], edit: impl FnOnce(String) -> String) -> Run {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("state");
-        let text = config_text(&state, sources, extra);
+        let text = edit(config_text(&state, sources, extra));
         let d = Daemon::start(&write_config(dir.path(), &text));
         for r in ready {
             d.wait_for_log(r, Duration::from_secs(30));

@@ -25,7 +25,9 @@ fn tools() -> Result<(String, String), String> {
     let chromium = std::env::var("FAULTLINE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     for p in [&driver, &chromium] {
         if !Path::new(p).exists() {
-            return Err(format!("{p} is missing (Debian packages chromium and chromium-driver; .ci/run installs them)"));
+            return Err(format!(
+                "{p} is missing (Debian packages chromium and chromium-driver; .ci/run installs them)"
+            ));
         }
     }
     Ok((driver, chromium))
@@ -104,7 +106,9 @@ impl Browser {
     /// Elements matching a CSS selector (maybe none).
     pub fn find_all(&self, css: &str) -> Vec<String> {
         let v = self.call("POST", &self.at("/elements"), Some(json!({"using": "css selector", "value": css})));
-        v.as_array().map(|a| a.iter().filter_map(|e| e[ELEMENT].as_str().map(str::to_owned)).collect()).unwrap_or_default()
+        v.as_array()
+            .map(|a| a.iter().filter_map(|e| e[ELEMENT].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
     }
 
     /// The first element matching, waiting up to `timeout` for one.
