@@ -309,6 +309,9 @@ fn the_api_lists_devices_windows_and_alerts_and_acknowledges() {
     let (status, body) = http(port, "GET", "/api/v1/model", None);
     assert_eq!(status, 200);
     assert_eq!(json(&body)["name"], "pump-skab");
+    let (status, body) = http(port, "GET", "/api/v1/openapi.json", None);
+    assert_eq!(status, 200);
+    assert!(json(&body)["paths"]["/api/v1/alerts"]["get"].is_object());
 
     // The overview page: every device, and what a device id says is shown, never run.
     let jsonl = _dir.path().join("evil.jsonl");

@@ -493,3 +493,26 @@ pub fn label_time(v: &serde_json::Value) -> Option<i64> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_openapi_document_is_json_and_names_every_api_route() {
+        let doc: serde_json::Value = serde_json::from_str(include_str!("../../web/openapi.json")).expect("JSON");
+        assert_eq!(doc["openapi"], "3.0.3");
+        for p in [
+            "/api/v1/devices",
+            "/api/v1/devices/{id}/windows",
+            "/api/v1/alerts",
+            "/api/v1/alerts/{alert_id}/ack",
+            "/api/v1/model",
+            "/api/v1/labels",
+            "/api/v1/openapi.json",
+            "/events",
+            "/healthz",
+            "/readyz",
+        ] {
+            assert!(doc["paths"].get(p).is_some(), "{p} documented");
+        }
+    }
+}
