@@ -58,8 +58,8 @@ fn run_and_replay_say_what_is_wrong() {
     );
     std::fs::write(&config, text).unwrap();
     let o = faultline(&["run", "--config", config.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("not a loopback address"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(2), "a configuration error: {}", stderr(&o));
+    assert!(stderr(&o).contains("not a loopback address") && stderr(&o).contains("[http.auth]"), "{}", stderr(&o));
     // No target.
     let o = faultline(&["replay", "--input", "x.csv", "--topic", "t"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
