@@ -47,6 +47,8 @@ fn an_engineer_watches_the_demo_and_acknowledges_an_alert_in_the_browser() {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert_eq!(b.run("return window.faultlineTestMark === 1;"), serde_json::json!(true), "updated without a reload");
+    let empty_note = "var e = document.getElementById('no-devices'); return e === null || e.hidden;";
+    assert_eq!(b.run(empty_note), serde_json::json!(true), "no 'no device yet' note beside the rows");
     let first = b.find_all(rows)[0].clone();
     assert_eq!(b.attribute(&first, "class").as_deref(), Some("critical"), "the device with an open alert is marked");
     // Times are shown in the browser's zone (the datetime attribute stays RFC 3339).

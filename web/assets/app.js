@@ -47,6 +47,8 @@
       a.textContent = d.device_id;
       cell(tr, 0).appendChild(a);
       set("device-count", String(body.rows.length));
+      var empty = document.getElementById("no-devices");
+      if (empty) empty.hidden = true;
     }
     tr.className = stateOf(d);
     var p = cell(tr, 1);
