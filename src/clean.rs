@@ -81,6 +81,18 @@ impl Cleaning {
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }
+
+    /// Takes `new`'s rules, keeping the drop counts of signals that still
+    /// have a rule (counters must not go backwards).
+    pub fn replace_rules(&mut self, new: Cleaning) {
+        let mut dropped = vec![[0; 2]; new.rules.len()];
+        for (i, r) in new.rules.iter().enumerate() {
+            if let Some(&old) = self.by_name.get(&r.signal) {
+                dropped[i] = self.dropped[old];
+            }
+        }
+        *self = Cleaning { dropped, ..new };
+    }
 }
 
 #[cfg(test)]

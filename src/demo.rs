@@ -60,7 +60,7 @@ pub fn run(listen: &str) -> anyhow::Result<()> {
         dir.0.display()
     );
     let feed: LocalFeed = Box::new(move |source, links| tokio::spawn(feed(source, links, rows)));
-    crate::daemon::run_with(config, Some(feed))
+    crate::daemon::run_with(config, Some(feed), None)
 }
 
 /// One row of the sample: event time and the eight signals.

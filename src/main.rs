@@ -273,8 +273,9 @@ fn dispatch(cmd: Command) -> Result<(), Failure> {
         Command::Model(ModelCommand::Check { dir }) => model_check(&dir),
         Command::Model(ModelCommand::Score { dir, input, output }) => model_score(&dir, &input, &output),
         Command::Run { config } => {
-            let config = load_config(&config)?;
-            faultline::daemon::run(config).map_err(Failure::from)
+            let path = config;
+            let config = load_config(&path)?;
+            faultline::daemon::run(config, &path).map_err(Failure::from)
         }
         Command::Demo { listen } => faultline::demo::run(&listen).map_err(Failure::from),
         Command::Replay(args) => replay(*args),

@@ -42,6 +42,60 @@ pub const SOURCE_BACKLOG: &str = "faultline_source_backlog";
 pub const KAFKA_CONSUMER_LAG: &str = "faultline_kafka_consumer_lag";
 pub const REDELIVERED_SKIPPED_TOTAL: &str = "faultline_redelivered_skipped_total";
 pub const FALSE_ALERTS_TOTAL: &str = "faultline_false_alerts_total";
+pub const BUILD_INFO: &str = "faultline_build_info";
+pub const WINDOW_CLOSE_DELAY_SECONDS: &str = "faultline_window_close_delay_seconds";
+pub const ALERT_DELIVERY_SECONDS: &str = "faultline_alert_delivery_seconds";
+pub const STATE_BYTES: &str = "faultline_state_bytes";
+pub const CONFIG_RELOADS_TOTAL: &str = "faultline_config_reloads_total";
+
+/// Histogram buckets (upper bounds, seconds), chosen for what each measures.
+const BUCKETS: &[(&str, &[f64])] = &[
+    // One batch of windows through tract: microseconds to tens of milliseconds.
+    (INFERENCE_SECONDS, &[5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1]),
+    // One sled transaction + flush.
+    (CHECKPOINT_SECONDS, &[1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+    // A window's end (event time) to its emission (wall clock): out-of-orderness, idle timeouts, replays.
+    (
+        WINDOW_CLOSE_DELAY_SECONDS,
+        &[0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0],
+    ),
+    // An alert record made to Kafka's acknowledgement of it.
+    (ALERT_DELIVERY_SECONDS, &[1e-3, 2.5e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+];
+
+static EXPORTER: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+    std::sync::OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process; later calls get the
+/// same handle) with the buckets above, the help texts and build info.
+pub fn exporter() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    EXPORTER
+        .get_or_init(|| {
+            use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+            let mut b = PrometheusBuilder::new();
+            for (name, buckets) in BUCKETS {
+                b = match b.set_buckets_for_metric(Matcher::Full((*name).to_owned()), buckets) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!("metrics: buckets of {name}: {e}");
+                        return None;
+                    }
+                };
+            }
+            match b.install_recorder() {
+                Ok(h) => {
+                    describe();
+                    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+                    Some(h)
+                }
+                Err(e) => {
+                    tracing::error!("metrics: cannot install the Prometheus recorder: {e}");
+                    None
+                }
+            }
+        })
+        .clone()
+}
 
 /// Registers help texts; call once after installing a recorder.
 pub fn describe() {
@@ -81,6 +135,20 @@ pub fn describe() {
         REDELIVERED_SKIPPED_TOTAL,
         "Messages a broker delivered again that a checkpoint already covered."
     );
+    describe_counter!(FALSE_ALERTS_TOTAL, "Alerts that maintenance feedback called false alarms.");
+    describe_gauge!(BUILD_INFO, "1, labelled with the faultline version.");
+    describe_histogram!(
+        WINDOW_CLOSE_DELAY_SECONDS,
+        Unit::Seconds,
+        "Wall-clock time from a window's end (event time) to its emission."
+    );
+    describe_histogram!(
+        ALERT_DELIVERY_SECONDS,
+        Unit::Seconds,
+        "Time from an alert record being made to Kafka acknowledging it."
+    );
+    describe_gauge!(STATE_BYTES, "Size of the state database (sled) on disk.");
+    describe_counter!(CONFIG_RELOADS_TOTAL, "Configuration reloads on SIGHUP, by result (applied, refused).");
 }
 
 /// Copies the pipeline's counters into the metrics registry.

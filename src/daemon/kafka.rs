@@ -256,7 +256,11 @@ pub fn spawn_sink(
                     let r = FutureRecord::to(&topic).key(rec.device_id.as_str()).payload(rec.payload.as_str());
                     match producer.send_result(r) {
                         Ok(f) => {
-                            inflight.push_back((seq, f));
+                            // When the record was made, for the delivery latency.
+                            let made = serde_json::from_str::<serde_json::Value>(&rec.payload)
+                                .ok()
+                                .and_then(|v| v["updated_at"].as_str().and_then(crate::time::parse_cell));
+                            inflight.push_back((seq, made, f));
                             next = seq + 1;
                         }
                         Err((e, _)) => {
@@ -266,7 +270,7 @@ pub fn spawn_sink(
                     }
                 }
             }
-            let Some((seq, fut)) = inflight.pop_front() else {
+            let Some((seq, made, fut)) = inflight.pop_front() else {
                 tokio::select! {
                     _ = notify.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -279,6 +283,10 @@ pub fn spawn_sink(
                     status.set_connected(true);
                     status.received.fetch_add(1, Ordering::Relaxed);
                     backoff.reset();
+                    if let Some(made) = made {
+                        let secs = (crate::time::now_ms() - made).max(0) as f64 / 1000.0;
+                        metrics::histogram!(crate::metrics::ALERT_DELIVERY_SECONDS).record(secs);
+                    }
                     if let Err(e) = store.remove_outbox(seq) {
                         tracing::error!("alert outbox: {e}");
                     }

@@ -455,6 +455,12 @@ impl Core {
             update: w.update,
             signals: w.signals.iter().map(|(n, s)| (n.to_string(), s[1], s[2])).collect(),
         };
+        for w in &self.closed {
+            if !w.update {
+                let delay = (now_ms - w.end_ms).max(0) as f64 / 1000.0;
+                metrics::histogram!(crate::metrics::WINDOW_CLOSE_DELAY_SECONDS).record(delay);
+            }
+        }
         let Some(scorer) = &mut self.scorer else {
             self.window_records.extend(self.closed.iter().map(|w| record(w, f32::NAN, "", "")));
             self.closed.clear();
@@ -705,6 +711,84 @@ impl Core {
         true
     }
 
+    /// One line for systemd's STATUS=.
+    pub fn status_line(&self) -> String {
+        let (open, acknowledged) = self.view.counts();
+        format!(
+            "{} devices, {:.0} readings/s, {open} open and {acknowledged} acknowledged alerts",
+            self.pipeline.engine().device_count(),
+            self.view.rate()
+        )
+    }
+
+    /// Applies what a new configuration (SIGHUP) may change at run time:
+    /// cleaning rules, the alert policy, the model path. Other changes are
+    /// named in the log and wait for a restart.
+    pub fn reload(&mut self, running: &Config, new: &Config) {
+        let mut applied = Vec::new();
+        if new.cleaning != running.cleaning
+            || new.cleaning.cleaning().rules() != self.pipeline.engine().cleaning().rules()
+        {
+            self.pipeline.engine_mut().set_cleaning(new.cleaning.cleaning());
+            applied.push("cleaning");
+        }
+        if let (Some(h), Some(m)) = (&self.model, &new.model) {
+            if h.dir() != m.path {
+                match h.switch(&m.path) {
+                    Ok(r) => {
+                        tracing::info!("SIGHUP: model {r:?}");
+                        applied.push("model.path");
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            "SIGHUP: model package {} refused, the running model stays: {e}",
+                            m.path.display()
+                        );
+                        metrics::counter!(crate::metrics::CONFIG_RELOADS_TOTAL, "result" => "refused").increment(1);
+                        return;
+                    }
+                }
+            }
+        }
+        if let Some(s) = &mut self.scorer {
+            let threshold = self.model.as_ref().and_then(|h| h.current().package.threshold);
+            match crate::scoring::policy_config(&new.alerts, threshold) {
+                Ok(p) => {
+                    if *s.policy().config() != p {
+                        s.policy_mut().set_config(p);
+                        applied.push("alerts");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("SIGHUP: [alerts] refused: {e}");
+                    metrics::counter!(crate::metrics::CONFIG_RELOADS_TOTAL, "result" => "refused").increment(1);
+                    return;
+                }
+            }
+        }
+        let mut restart = Vec::new();
+        for (key, changed) in [
+            ("state", new.state != running.state),
+            ("http", new.http != running.http),
+            ("window", new.window != running.window),
+            ("ingest", new.ingest != running.ingest),
+            ("limits", new.limits != running.limits),
+            ("source", new.sources != running.sources),
+            ("sink", new.sinks != running.sinks),
+            ("model (added or removed)", new.model.is_some() != running.model.is_some()),
+        ] {
+            if changed {
+                restart.push(key);
+            }
+        }
+        tracing::info!(
+            "SIGHUP: configuration reloaded; applied: {}; needs a restart: {}",
+            if applied.is_empty() { "nothing changed".to_owned() } else { applied.join(", ") },
+            if restart.is_empty() { "nothing".to_owned() } else { restart.join(", ") }
+        );
+        metrics::counter!(crate::metrics::CONFIG_RELOADS_TOTAL, "result" => "applied").increment(1);
+    }
+
     /// Publishes the loop's counters and gauges.
     pub fn publish_metrics(&self) {
         crate::metrics::publish_pipeline(&self.pipeline);
@@ -735,8 +819,8 @@ impl Core {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub fn run(config: Config) -> anyhow::Result<()> {
-    run_with(config, None)
+pub fn run(config: Config, path: &std::path::Path) -> anyhow::Result<()> {
+    run_with(config, None, Some(path.to_owned()))
 }
 
 /// A task feeding the loop from inside the process, given its source index
@@ -744,18 +828,20 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 pub type LocalFeed = Box<dyn FnOnce(usize, SourceLinks) -> tokio::task::JoinHandle<()> + Send>;
 
 /// [`run`], with an in-process source besides the configured ones.
-pub fn run_with(config: Config, feed: Option<LocalFeed>) -> anyhow::Result<()> {
+/// `path`: the configuration file, read again on SIGHUP.
+pub fn run_with(config: Config, feed: Option<LocalFeed>, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let result = rt.block_on(run_async(config, feed));
+    let result = rt.block_on(run_async(config, feed, path));
     // Everything that matters is on disk and acknowledged by now; a task
     // still running (a broker that does not answer) must not hold the exit.
     rt.shutdown_background();
     result
 }
 
-async fn run_async(config: Config, feed: Option<LocalFeed>) -> anyhow::Result<()> {
+async fn run_async(config: Config, feed: Option<LocalFeed>, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     use anyhow::Context as _;
+    let prometheus = crate::metrics::exporter();
     let listen: std::net::SocketAddr =
         config.http.listen.parse().with_context(|| format!("http.listen {:?}", config.http.listen))?;
     // SPEC 7: nothing for the network without authentication (checked with the
@@ -844,6 +930,7 @@ async fn run_async(config: Config, feed: Option<LocalFeed>) -> anyhow::Result<()
         auth,
         live: Arc::new(tokio::sync::Semaphore::new(crate::http::MAX_LIVE)),
         stop: stop_rx.clone(),
+        metrics: prometheus.clone(),
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -874,7 +961,15 @@ async fn run_async(config: Config, feed: Option<LocalFeed>) -> anyhow::Result<()
         let _ = stop_tx.send(true);
     });
     let mut stop = stop_rx.clone();
+    // SIGHUP: the file is read and checked here; the loop applies what can change.
+    let (reload_tx, mut reload_rx) = mpsc::channel::<Config>(1);
+    if let Some(path) = path.clone() {
+        tokio::spawn(reload_on_hangup(path, reload_tx));
+    }
     tracing::info!(sources = config.sources.len(), "faultline running");
+    // State restored, model loaded, HTTP bound: tell systemd (Type=notify).
+    let notify = Notifier::from_env();
+    notify.ready(&core.status_line());
 
     // The loop.
     let interval = config.state.checkpoint_interval;
@@ -901,6 +996,7 @@ async fn run_async(config: Config, feed: Option<LocalFeed>) -> anyhow::Result<()
                 core.score(now);
             }
             Some(cmd) = cmd_rx.recv() => core.command(cmd, now_ms()),
+            Some(new) = reload_rx.recv() => core.reload(&config, &new),
             _ = tokio::time::sleep(wait) => idle = true,
             _ = stop.changed() => break,
         }
@@ -918,6 +1014,15 @@ async fn run_async(config: Config, feed: Option<LocalFeed>) -> anyhow::Result<()
             }
             metrics::gauge!(crate::metrics::SOURCE_BACKLOG).set(rx.len() as f64);
             last_tick = Instant::now();
+            // The loop is alive and turning: the watchdog ping comes from here,
+            // so a stuck loop stops the pings and systemd restarts the daemon.
+            notify.tick(&core);
+            if let Some(h) = &prometheus {
+                if notify.every_10s() {
+                    h.run_upkeep();
+                    metrics::gauge!(crate::metrics::STATE_BYTES).set(store.size_on_disk() as f64);
+                }
+            }
         }
         if last_checkpoint.elapsed() >= interval || core.owed() >= MAX_OWED || (idle && core.owed() > 0) {
             core.checkpoint();
@@ -928,6 +1033,7 @@ async fn run_async(config: Config, feed: Option<LocalFeed>) -> anyhow::Result<()
     // Shutdown: stop intake, process what is already queued, checkpoint,
     // acknowledge and commit, close the sessions. No window closes early.
     tracing::info!("shutting down");
+    notify.stopping();
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     let now = now_ms();
     while let Ok(input) = rx.try_recv() {
@@ -955,6 +1061,99 @@ async fn run_async(config: Config, feed: Option<LocalFeed>) -> anyhow::Result<()
     }
     tracing::info!(pending_alerts = store.outbox_pending(), "stopped");
     Ok(())
+}
+
+/// Reads the configuration again on every SIGHUP; a good one goes to the
+/// loop, a bad one is refused with its problems and nothing changes.
+async fn reload_on_hangup(path: std::path::PathBuf, tx: mpsc::Sender<Config>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        let p = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || Config::from_file(&p)).await;
+        match loaded {
+            Ok(Ok(c)) => {
+                if tx.send(c).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Err(problems)) => {
+                let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+                tracing::error!(
+                    "SIGHUP: {} refused, the running configuration stays: {}",
+                    path.display(),
+                    list.join("; ")
+                );
+                metrics::counter!(crate::metrics::CONFIG_RELOADS_TOTAL, "result" => "refused").increment(1);
+            }
+            Err(e) => tracing::error!("SIGHUP: {e}"),
+        }
+    }
+}
+
+/// The sd_notify side of `Type=notify`: READY=1, STATUS= lines, WATCHDOG=1
+/// pings from the loop's tick, STOPPING=1. Without `NOTIFY_SOCKET` it does nothing.
+struct Notifier {
+    enabled: bool,
+    watchdog: Option<Duration>,
+    last_ping: std::cell::Cell<Instant>,
+    last_status: std::cell::Cell<Instant>,
+    ticks: std::cell::Cell<u64>,
+}
+
+impl Notifier {
+    fn from_env() -> Notifier {
+        let enabled = std::env::var_os("NOTIFY_SOCKET").is_some();
+        // As sd_watchdog_enabled(3): WATCHDOG_USEC set, and WATCHDOG_PID, if
+        // set, ours. Ping at half the interval systemd waits.
+        let env_u64 = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+        let ours = env_u64("WATCHDOG_PID").is_none_or(|p| p == u64::from(std::process::id()));
+        let watchdog =
+            env_u64("WATCHDOG_USEC").filter(|u| enabled && ours && *u > 0).map(|u| Duration::from_micros(u / 2));
+        Notifier {
+            enabled,
+            watchdog,
+            last_ping: std::cell::Cell::new(Instant::now()),
+            last_status: std::cell::Cell::new(Instant::now()),
+            ticks: std::cell::Cell::new(0),
+        }
+    }
+
+    fn send(&self, states: &[sd_notify::NotifyState]) {
+        if self.enabled {
+            if let Err(e) = sd_notify::notify(false, states) {
+                tracing::warn!("sd_notify: {e}");
+            }
+        }
+    }
+
+    fn ready(&self, status: &str) {
+        self.send(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(status)]);
+        if let Some(w) = self.watchdog {
+            tracing::info!("systemd watchdog: pinging every {w:?}");
+        }
+    }
+
+    /// Called from the loop about once a second.
+    fn tick(&self, core: &Core) {
+        self.ticks.set(self.ticks.get() + 1);
+        if self.watchdog.is_some_and(|w| self.last_ping.get().elapsed() >= w) {
+            self.send(&[sd_notify::NotifyState::Watchdog]);
+            self.last_ping.set(Instant::now());
+        }
+        if self.enabled && self.last_status.get().elapsed() >= Duration::from_secs(5) {
+            self.send(&[sd_notify::NotifyState::Status(&core.status_line())]);
+            self.last_status.set(Instant::now());
+        }
+    }
+
+    fn every_10s(&self) -> bool {
+        self.ticks.get() % 10 == 1
+    }
+
+    fn stopping(&self) {
+        self.send(&[sd_notify::NotifyState::Stopping, sd_notify::NotifyState::Status("stopping")]);
+    }
 }
 
 async fn wait_for_signal() {

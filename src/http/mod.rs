@@ -154,6 +154,8 @@ pub struct AppState {
     pub live: Arc<tokio::sync::Semaphore>,
     /// Becomes true when the daemon stops; live streams end then.
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// The Prometheus registry behind `/metrics`.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// Live pages (`/events` streams) open at once.
@@ -185,6 +187,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/model", get(model))
         .route("/api/v1/labels", post(label))
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/metrics", get(prometheus))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         .layer(axum::middleware::from_fn(security_headers))
@@ -198,7 +201,18 @@ fn public(path: &str) -> bool {
 }
 
 fn is_api(path: &str) -> bool {
-    path.starts_with("/api/") || path == "/events"
+    path.starts_with("/api/") || path == "/events" || path == "/metrics"
+}
+
+/// `GET /metrics`: Prometheus text format (behind `[http.auth]` when it is on:
+/// scrape with a viewer token).
+async fn prometheus(State(s): State<AppState>) -> Response {
+    match &s.metrics {
+        Some(h) => ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], h.render())
+            .into_response(),
+        None => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the metrics registry could not be installed")
+            .into_response(),
+    }
 }
 
 /// Finds out who calls; refuses callers without credentials (401 for the

@@ -48,7 +48,7 @@ fn id(m: &Model) -> (String, String) {
 /// The current model, the previous one, and what the package directory held when last looked at.
 #[derive(Debug)]
 pub struct ModelHandle {
-    dir: PathBuf,
+    dir: RwLock<PathBuf>,
     current: RwLock<Arc<Model>>,
     previous: Mutex<Option<Arc<Model>>>,
     /// (fingerprint last looked at, whether it was refused)
@@ -61,7 +61,7 @@ impl ModelHandle {
         let seen = fingerprint(dir);
         let model = Model::load(dir)?;
         Ok(ModelHandle {
-            dir: dir.to_owned(),
+            dir: RwLock::new(dir.to_owned()),
             current: RwLock::new(Arc::new(model)),
             previous: Mutex::new(None),
             seen: Mutex::new((seen, false)),
@@ -69,8 +69,21 @@ impl ModelHandle {
     }
 
     /// The package directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    pub fn dir(&self) -> PathBuf {
+        self.dir.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Runs the package in `dir` from now on (a changed `model.path` on
+    /// SIGHUP); a package that does not load changes nothing.
+    pub fn switch(&self, dir: &Path) -> Result<Reload, String> {
+        let m = Model::load(dir).map_err(|e| crate::error_chain(&e))?;
+        let new = Arc::new(m);
+        *self.dir.write().unwrap_or_else(|e| e.into_inner()) = dir.to_owned();
+        *lock(&self.seen) = (fingerprint(dir), false);
+        let old = std::mem::replace(&mut *self.current.write().unwrap_or_else(|e| e.into_inner()), new.clone());
+        let outcome = Reload::Swapped { from: id(&old), to: id(&new) };
+        *lock(&self.previous) = Some(old);
+        Ok(outcome)
     }
 
     /// The model to score the next batch with.
@@ -85,7 +98,7 @@ impl ModelHandle {
 
     /// Loads the package again if its files changed since the last look.
     pub fn reload_if_changed(&self) -> Reload {
-        let now = fingerprint(&self.dir);
+        let now = fingerprint(&self.dir());
         let mut seen = lock(&self.seen);
         if now == seen.0 {
             return if seen.1 { Reload::StillRefused } else { Reload::Unchanged };
@@ -101,7 +114,7 @@ impl ModelHandle {
 
     /// Loads the package now (SIGHUP); a valid one replaces the running model.
     pub fn reload(&self) -> Reload {
-        match Model::load(&self.dir) {
+        match Model::load(&self.dir()) {
             Err(e) => Reload::Refused(crate::error_chain(&e)),
             Ok(m) => {
                 let new = Arc::new(m);

@@ -239,6 +239,17 @@ impl Engine {
         &self.cleaning
     }
 
+    /// New cleaning rules (SIGHUP): from the next value on, every device's
+    /// signals are checked against them.
+    pub fn set_cleaning(&mut self, cleaning: Cleaning) {
+        self.cleaning.replace_rules(cleaning);
+        for d in self.devices.values_mut() {
+            for s in &mut d.signals {
+                s.rule = self.cleaning.rule_for(&s.name);
+            }
+        }
+    }
+
     pub fn late_store(&self) -> &LateStore {
         &self.late
     }

@@ -248,14 +248,41 @@ pub struct Daemon {
     config: PathBuf,
     /// Log lines before this one are of earlier runs.
     run_start: usize,
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
     pub fn start(config: &Path) -> Daemon {
-        let mut d =
-            Daemon { child: None, log: Arc::new(Mutex::new(Vec::new())), config: config.to_owned(), run_start: 0 };
+        Daemon::start_with_env(config, &[])
+    }
+
+    /// Starts it with more environment variables.
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut d = Daemon {
+            child: None,
+            log: Arc::new(Mutex::new(Vec::new())),
+            config: config.to_owned(),
+            run_start: 0,
+            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        };
         d.restart();
         d
+    }
+
+    /// The process id of the current run.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the daemon runs").id()
+    }
+
+    /// Sends a signal (`-HUP`, `-STOP`, ...) to the current run.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").arg(sig).arg(self.pid().to_string()).status().expect("kill runs");
+        assert!(ok.success());
+    }
+
+    /// Whether the current run is still alive.
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// Starts it again with the same configuration (after [`Daemon::kill9`] or [`Daemon::terminate`]).
@@ -266,6 +293,7 @@ impl Daemon {
             .args(["run", "--config"])
             .arg(&self.config)
             .env("FAULTLINE_LOG", "info,faultline::daemon=debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -192,10 +192,21 @@ impl Run {
 
     /// [`Run::start`], with the configuration text changed by `edit` first.
     pub fn start_with(sources: &str, extra: &str, ready: &[&str], edit: impl FnOnce(String) -> String) -> Run {
+        Run::start_env(sources, extra, ready, edit, &[])
+    }
+
+    /// [`Run::start_with`], with more environment variables for the daemon.
+    pub fn start_env(
+        sources: &str,
+        extra: &str,
+        ready: &[&str],
+        edit: impl FnOnce(String) -> String,
+        env: &[(&str, &str)],
+    ) -> Run {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("state");
         let text = edit(config_text(&state, sources, extra));
-        let d = Daemon::start(&write_config(dir.path(), &text));
+        let d = Daemon::start_with_env(&write_config(dir.path(), &text), env);
         for r in ready {
             d.wait_for_log(r, Duration::from_secs(30));
         }
