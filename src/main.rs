@@ -263,7 +263,17 @@ fn init_logging() {
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    let json = std::env::var("FAULTLINE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    // systemd sets JOURNAL_STREAM when stderr goes to the journal, which stamps lines itself.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi && !json);
+    if json {
+        fmt.json().init();
+    } else if journal {
+        fmt.without_time().init();
+    } else {
+        fmt.init();
+    }
 }
 
 fn dispatch(cmd: Command) -> Result<(), Failure> {

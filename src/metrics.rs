@@ -303,3 +303,22 @@ mod tests {
         assert_eq!(c.get("faultline_quarantine_size{}"), Some(2.0));
     }
 }
+
+#[cfg(test)]
+mod dashboard {
+    /// Every `faultline_*` name the Grafana dashboard queries is one we emit.
+    #[test]
+    fn the_grafana_dashboard_uses_only_our_names() {
+        let text = include_str!("../packaging/grafana-dashboard.json");
+        let ours = include_str!("metrics.rs");
+        let mut seen = 0;
+        for (i, _) in text.match_indices("faultline_") {
+            let name: String =
+                text[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>();
+            let base = name.trim_end_matches("_bucket");
+            assert!(ours.contains(&format!("\"{base}\"")), "{base} is not a metric of src/metrics.rs");
+            seen += 1;
+        }
+        assert!(seen >= 20, "{seen}");
+    }
+}
