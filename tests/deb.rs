@@ -33,6 +33,16 @@ fn is_root() -> bool {
     run("id", &["-u"]).stdout.starts_with(b"0")
 }
 
+/// Kills the daemon if the test fails before stopping it.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn the_package_installs_runs_and_purges() {
     let deb = match std::env::var("FAULTLINE_DEB") {
@@ -101,12 +111,23 @@ fn the_package_installs_runs_and_purges() {
     let config = dir.path().join("faultline.toml");
     std::fs::write(&config, text).unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut child = Command::new("runuser")
-        .args(["-u", "faultline", "--", "/usr/bin/faultline", "run", "--config"])
+    // setpriv execs the daemon itself, so the pid is the daemon's.
+    let child = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "faultline",
+            "--regid",
+            "faultline",
+            "--init-groups",
+            "/usr/bin/faultline",
+            "run",
+            "--config",
+        ])
         .arg(&config)
         .env("FAULTLINE_LOG", "warn")
         .spawn()
-        .expect("runuser starts the installed binary");
+        .expect("setpriv starts the installed binary");
+    let mut child = Killed(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && http(port, "GET", "/readyz", None).0 == 200 {
@@ -115,12 +136,20 @@ fn the_package_installs_runs_and_purges() {
         assert!(Instant::now() < deadline, "the installed daemon never became ready");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (status, metrics) = http(port, "GET", "/metrics", None);
-    assert_eq!(status, 200);
-    assert!(metrics.contains("faultline_model_info{name=\"pump-skab\",version=\"1\"} 1"), "{metrics}");
-    assert!(metrics.contains("faultline_source_connected{source=\"mqtt\"} 1"), "{metrics}");
-    let _ = run("kill", &["-TERM", &child.id().to_string()]);
-    assert!(child.wait().unwrap().success(), "a clean stop");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, metrics) = http(port, "GET", "/metrics", None);
+        assert_eq!(status, 200);
+        if metrics.contains("faultline_model_info{name=\"pump-skab\",version=\"1\"} 1")
+            && metrics.contains("faultline_source_connected{source=\"mqtt\"} 1")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = run("kill", &["-TERM", &child.0.id().to_string()]);
+    assert!(child.0.wait().unwrap().success(), "a clean stop");
     assert!(
         Path::new("/var/lib/faultline/db").exists()
             || std::fs::read_dir("/var/lib/faultline").unwrap().next().is_some()

@@ -969,6 +969,7 @@ async fn run_async(config: Config, feed: Option<LocalFeed>, path: Option<std::pa
     tracing::info!(sources = config.sources.len(), "faultline running");
     // State restored, model loaded, HTTP bound: tell systemd (Type=notify).
     let notify = Notifier::from_env();
+    core.publish_metrics();
     notify.ready(&core.status_line());
 
     // The loop.
