@@ -545,8 +545,11 @@ impl Core {
             entry.open_alert = open;
             entry.updated_at = crate::time::format_rfc3339(now_ms);
             entry.features = row.clone();
-            if let Ok(v) = serde_json::to_value(&*entry) {
-                self.view.publish("device", &v);
+            // Serialised only when a live page listens.
+            if self.view.listened() {
+                if let Ok(v) = serde_json::to_value(&*entry) {
+                    self.view.publish("device", &v);
+                }
             }
         }
     }
@@ -726,9 +729,8 @@ impl Core {
     /// named in the log and wait for a restart.
     pub fn reload(&mut self, running: &Config, new: &Config) {
         let mut applied = Vec::new();
-        if new.cleaning != running.cleaning
-            || new.cleaning.cleaning().rules() != self.pipeline.engine().cleaning().rules()
-        {
+        // Against the rules in force (an earlier SIGHUP may have changed them).
+        if new.cleaning.cleaning().rules() != self.pipeline.engine().cleaning().rules() {
             self.pipeline.engine_mut().set_cleaning(new.cleaning.cleaning());
             applied.push("cleaning");
         }

@@ -70,9 +70,14 @@ impl Default for View {
 }
 
 impl View {
+    /// Whether a live page is open (so events are worth making).
+    pub fn listened(&self) -> bool {
+        self.events.receiver_count() > 0
+    }
+
     /// Tells live pages about a change; nobody listening is fine.
     pub fn publish(&self, event: &'static str, data: &serde_json::Value) {
-        if self.events.receiver_count() > 0 {
+        if self.listened() {
             let _ = self.events.send((event, Arc::from(data.to_string())));
         }
     }
@@ -106,9 +111,11 @@ impl View {
                 m.insert(a.alert_id.clone(), a.status);
             }
         }
-        self.publish("alert", &a.to_json());
-        let (open, acknowledged) = self.counts();
-        self.publish("counts", &serde_json::json!({"open": open, "acknowledged": acknowledged}));
+        if self.listened() {
+            self.publish("alert", &a.to_json());
+            let (open, acknowledged) = self.counts();
+            self.publish("counts", &serde_json::json!({"open": open, "acknowledged": acknowledged}));
+        }
     }
 }
 
@@ -392,26 +399,31 @@ pub(crate) fn internal(e: impl std::error::Error) -> ApiError {
 }
 
 async fn alerts(State(s): State<AppState>, Query(p): Query<Page>) -> Result<Json<serde_json::Value>, ApiError> {
-    let want = match p.status.as_deref().unwrap_or("all") {
-        "all" => None,
-        "open" => Some(Status::Open),
-        "acknowledged" => Some(Status::Acknowledged),
-        "cleared" => Some(Status::Cleared),
-        other => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("status {other:?}: use open, acknowledged, cleared or all"),
-            ))
-        }
-    };
+    let want =
+        status_filter(p.status.as_deref().unwrap_or("all")).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
     let mut list = s.store.alerts().map_err(internal)?;
     list.retain(|a| want.is_none_or(|w| a.status == w));
     if let Some(d) = &p.device_id {
         list.retain(|a| &a.device_id == d);
     }
-    // Newest first.
-    list.sort_by(|a, b| b.updated_at_ms.cmp(&a.updated_at_ms).then_with(|| a.alert_id.cmp(&b.alert_id)));
+    newest_first(&mut list);
     Ok(page(list.iter().map(Alert::to_json).collect(), &p))
+}
+
+/// An alert status filter (`open`, `acknowledged`, `cleared`; `all`: none).
+pub(crate) fn status_filter(s: &str) -> Result<Option<Status>, String> {
+    match s {
+        "all" => Ok(None),
+        "open" => Ok(Some(Status::Open)),
+        "acknowledged" => Ok(Some(Status::Acknowledged)),
+        "cleared" => Ok(Some(Status::Cleared)),
+        other => Err(format!("status {other:?}: use open, acknowledged, cleared or all")),
+    }
+}
+
+/// Alerts by their latest change, newest first (ties by id).
+pub(crate) fn newest_first(list: &mut [Alert]) {
+    list.sort_by(|a, b| b.updated_at_ms.cmp(&a.updated_at_ms).then_with(|| a.alert_id.cmp(&b.alert_id)));
 }
 
 #[derive(Debug, Deserialize)]

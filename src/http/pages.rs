@@ -335,14 +335,9 @@ pub async fn alerts(
     q: Result<Query<AlertsQuery>, QueryRejection>,
 ) -> Response {
     let q = q.map(|Query(q)| q).unwrap_or_default();
-    let status = match q.status.as_str() {
-        "" | "all" => None,
-        "open" => Some(Status::Open),
-        "acknowledged" => Some(Status::Acknowledged),
-        "cleared" => Some(Status::Cleared),
-        other => {
-            return error_page(Some(&who), StatusCode::BAD_REQUEST, format!("status {other:?} is not one to filter by"))
-        }
+    let status = match super::status_filter(if q.status.is_empty() { "all" } else { &q.status }) {
+        Ok(s) => s,
+        Err(e) => return error_page(Some(&who), StatusCode::BAD_REQUEST, e),
     };
     let (from, to) = match (filter_time(&q.from), filter_time(&q.to)) {
         (Ok(f), Ok(t)) => (f, t),
@@ -359,7 +354,7 @@ pub async fn alerts(
             && from.is_none_or(|f| a.raised_at_ms >= f)
             && to.is_none_or(|t| a.raised_at_ms <= t)
     });
-    list.sort_by(|a, b| b.updated_at_ms.cmp(&a.updated_at_ms).then_with(|| a.alert_id.cmp(&b.alert_id)));
+    super::newest_first(&mut list);
     let total = list.len();
     let offset = q.offset.min(total);
     let rows: Vec<AlertRow> = list.iter().skip(offset).take(ALERTS_PER_PAGE).map(alert_row).collect();
