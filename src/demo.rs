@@ -64,9 +64,10 @@ pub fn run(listen: &str) -> anyhow::Result<()> {
 }
 
 /// One row of the sample: event time and the eight signals.
-type Row = (i64, Vec<(String, f64)>);
+pub(crate) type Row = (i64, Vec<(String, f64)>);
 
-fn sample() -> anyhow::Result<Vec<Row>> {
+/// The bundled SKAB run's rows.
+pub(crate) fn sample() -> anyhow::Result<Vec<Row>> {
     let mut r = csv::ReaderBuilder::new().delimiter(b';').from_reader(SAMPLE.as_bytes());
     let header: Vec<String> = r.headers()?.iter().map(str::to_owned).collect();
     let mut rows = Vec::new();

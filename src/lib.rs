@@ -24,6 +24,7 @@
 //! - [`demo`]: `faultline demo`: the bundled model and sample, streamed in-process.
 //! - [`http`]: health, readiness and the JSON API (SPEC 7).
 //! - [`replay`]: `faultline replay`: a data set published as readings over MQTT or Kafka.
+//! - [`synth`]: synthetic plants of many devices for load runs (`replay --devices`).
 
 pub mod alerts;
 pub mod bounded;
@@ -42,6 +43,7 @@ pub mod replay;
 pub mod scoring;
 pub mod sources;
 pub mod state;
+pub mod synth;
 pub mod time;
 pub mod window;
 

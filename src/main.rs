@@ -155,8 +155,23 @@ impl CsvArgs {
 #[derive(clap::Args)]
 struct ReplayArgs {
     /// Input: CSV (read with the options below) or JSON lines (`.jsonl`, one reading or batch per line).
-    #[arg(long, value_name = "CSV|JSONL")]
-    input: PathBuf,
+    /// With --devices: the CSV whose rows the synthetic devices replay (default: the bundled SKAB run).
+    #[arg(long, value_name = "CSV|JSONL", required_unless_present = "devices")]
+    input: Option<PathBuf>,
+    /// Synthetic load: this many devices, each replaying the input's rows from its own starting row,
+    /// one reading per device per --interval of event time (ids dev-00000, dev-00001, ...).
+    #[arg(long, value_name = "N", help_heading = "Synthetic load")]
+    devices: Option<u64>,
+    /// With --devices: readings to send in all (default: 60 per device).
+    #[arg(long, value_name = "N", requires = "devices", help_heading = "Synthetic load")]
+    readings: Option<u64>,
+    /// With --devices: readings per second in all (default: as fast as the broker confirms).
+    #[arg(long, value_name = "R", requires = "devices", help_heading = "Synthetic load")]
+    rate: Option<f64>,
+    /// With --devices: event time between a device's readings.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration,
+          requires = "devices", help_heading = "Synthetic load")]
+    interval: std::time::Duration,
     #[command(flatten)]
     csv: CsvArgs,
     /// MQTT broker, mqtt://host:port (QoS 1).
@@ -422,12 +437,43 @@ fn replay(a: ReplayArgs) -> Result<(), Failure> {
         (None, Some(brokers)) => Target::Kafka { brokers },
         (None, None) => return Err(usage("say where to publish: --mqtt URL or --kafka BROKERS")),
     };
-    let csv = a.csv.options(&a.input, None);
     let opts = Options { target, topic: a.topic, speed: a.speed, batch: a.batch, omit_device: a.omit_device_id };
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("tokio")?;
     let started = std::time::Instant::now();
-    let s = rt.block_on(faultline::replay::run(&a.input, &csv, &opts)).context("replay")?;
+    let s = match (a.devices, &a.input) {
+        (None, None) => return Err(usage("say what to send: --input FILE or --devices N")),
+        (None, Some(input)) => {
+            let csv = a.csv.options(input, None);
+            rt.block_on(faultline::replay::run(input, &csv, &opts)).context("replay")?
+        }
+        (Some(devices), input) => {
+            if devices == 0 {
+                return Err(usage("--devices must be at least 1"));
+            }
+            if a.omit_device_id {
+                return Err(usage("--omit-device-id: synthetic readings always carry their device id"));
+            }
+            if a.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                return Err(usage("--rate must be a positive number of readings per second"));
+            }
+            let interval = i64::try_from(a.interval.as_millis()).unwrap_or(i64::MAX).max(1);
+            let plant = match input {
+                Some(input) => faultline::synth::Plant::from_csv(input, &a.csv.options(input, None), devices, interval)
+                    .context("replay")?,
+                None => faultline::synth::Plant::bundled(devices, interval)
+                    .map_err(|e| Failure::from(anyhow::anyhow!(e)))?,
+            };
+            let readings = a.readings.unwrap_or(devices.saturating_mul(60));
+            // Event times end about now when sent at full speed (or start
+            // now when paced), so none is refused as too far in the future.
+            let rounds = readings.div_ceil(devices) as i64;
+            let now = faultline::time::now_ms();
+            let t0 = if a.rate.is_some() { now } else { now - rounds.saturating_mul(interval) };
+            let plant = plant.starting_at(t0);
+            rt.block_on(faultline::replay::run_synthetic(&plant, readings, a.rate, &opts)).context("replay")?
+        }
+    };
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "faultline replay: {} readings in {} messages, all confirmed, in {secs:.2} s ({:.0} readings/s)",

@@ -366,3 +366,52 @@ pub async fn run(input: &Path, csv: &CsvOptions, opts: &Options) -> Result<Summa
     publisher.finish(summary.messages).await?;
     Ok(summary)
 }
+
+/// Publishes `readings` readings of a synthetic plant (`faultline replay
+/// --devices`), `opts.batch` per message, paced at `rate` readings per
+/// second or as fast as the broker confirms them. Kafka records carry the
+/// device id as key when a message holds one reading.
+pub async fn run_synthetic(
+    plant: &crate::synth::Plant,
+    readings: u64,
+    rate: Option<f64>,
+    opts: &Options,
+) -> Result<Summary, ReplayError> {
+    let mut publisher = Publisher::connect(&opts.target).await?;
+    let mut summary = Summary::default();
+    let start = tokio::time::Instant::now();
+    let batch = opts.batch.max(1) as u64;
+    let mut payload = String::new();
+    let mut k = 0;
+    while k < readings {
+        if let Some(rate) = rate.filter(|r| *r > 0.0) {
+            let due = start + Duration::from_secs_f64(k as f64 / rate);
+            if due > tokio::time::Instant::now() + Duration::from_millis(1) {
+                tokio::time::sleep_until(due).await;
+            }
+        }
+        let n = batch.min(readings - k);
+        payload.clear();
+        if n > 1 {
+            payload.push('[');
+        }
+        for i in 0..n {
+            if i > 0 {
+                payload.push(',');
+            }
+            plant.write(k + i, &mut payload);
+        }
+        if n > 1 {
+            payload.push(']');
+        }
+        let device = plant.device_id(k % plant.devices());
+        let topic = topic_for(&opts.topic, Some(&device));
+        let key = (n == 1).then_some(device.as_str());
+        publisher.send(&topic, key, payload.as_bytes().to_vec()).await?;
+        summary.messages += 1;
+        summary.readings += n;
+        k += n;
+    }
+    publisher.finish(summary.messages).await?;
+    Ok(summary)
+}

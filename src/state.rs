@@ -245,6 +245,11 @@ fn decode<'a, T: Deserialize<'a>>(tree: &'static str, key: &[u8], v: &'a [u8]) -
     })
 }
 
+/// sled's page cache (its default is 1 GiB, which it fills with the
+/// checkpoints' page versions): the whole window state of 10,000 devices
+/// is about 18 MB, and reads at start and on the API pages are few.
+const CACHE_BYTES: u64 = 16 << 20;
+
 impl Store {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StateError> {
@@ -252,7 +257,12 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|e| open_err(sled::Error::Io(e)))?;
         // Checkpoints flush explicitly; the background flush only bounds
         // how much of the outbox a crash can make us send twice.
-        let db = sled::Config::new().path(dir).flush_every_ms(Some(1000)).open().map_err(open_err)?;
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(Some(1000))
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(open_err)?;
         let meta = db.open_tree("meta")?;
         match meta.get("layout")? {
             None => {

@@ -1,0 +1,372 @@
+#!/usr/bin/env bash
+# End-to-end load runs of the release binary against real brokers on
+# loopback: throughput, loss, alert latency, memory and restart time, as
+# one table. Not part of the test suite (timings belong here, not in tests).
+#
+#   benches/load.sh [CASE...]      # default: all of them, in this order
+#
+# Cases:
+#   mqtt        QoS 1, one reading per message, as fast as it goes
+#   mqtt-batch  QoS 1, 100 readings per message
+#   kafka       one reading per record (tansu, in memory, 2 partitions)
+#   latency     MQTT at LATENCY_RATE readings/s (half of max), alerts to Kafka:
+#               alert record made -> broker's ack, p50 / p99
+#   memory      DEVICES_MEM devices x 8 signals at one reading per device per
+#               second for SOAK (default 3m; the issue's soak is 30m), RSS sampled
+#   restart     the memory case's state (every device with open windows):
+#               start -> /readyz answering
+#   ceilings    the brokers alone: mosquitto (replay -> mosquitto_sub), tansu (replay only)
+#
+# Environment: READINGS (default 2000000), DEVICES (1000), SOAK (3m),
+# DEVICES_MEM (10000), LATENCY_RATE (25000), FAULTLINE_TANSU (default
+# target/tools/bin/tansu). Needs mosquitto; mosquitto_sub (Debian
+# mosquitto-clients) for the MQTT ceiling; curl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+READINGS=${READINGS:-2000000}
+DEVICES=${DEVICES:-1000}
+SOAK=${SOAK:-3m}
+DEVICES_MEM=${DEVICES_MEM:-10000}
+LATENCY_RATE=${LATENCY_RATE:-25000}
+TANSU=${FAULTLINE_TANSU:-$ROOT/target/tools/bin/tansu}
+BIN=$ROOT/target/release/faultline
+WORK=$ROOT/target/load
+CASES=("$@")
+[ ${#CASES[@]} -gt 0 ] || CASES=(ceilings mqtt mqtt-batch kafka latency memory restart)
+
+cargo build --release --locked --quiet
+mkdir -p "$WORK"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+say() { printf '%s\n' "$*" >&2; }
+RESULTS=()
+result() { RESULTS+=("$(printf '| %s | %s | %s |' "$1" "$2" "$3")"); say "  => $1: $2 ($3)"; }
+
+free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 40000))
+        (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo "$p"; return; }
+    done
+}
+
+wait_port() {
+    for _ in $(seq 1 500); do
+        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+        sleep 0.02
+    done
+    say "nothing listens on port $1"; exit 1
+}
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+per_s() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
+human() { awk -v n="$1" 'BEGIN { if (n >= 1e6) printf "%.2f M", n / 1e6; else if (n >= 1e3) printf "%.0f k", n / 1e3; else printf "%d", n }'; }
+
+start_mosquitto() { # dir -> MQ_PORT, MOSQUITTO_PID
+    local dir=$1 port
+    port=$(free_port)
+    cat >"$dir/mosquitto.conf" <<EOF
+persistence false
+max_queued_messages 0
+max_inflight_messages 0
+listener $port 127.0.0.1
+allow_anonymous true
+EOF
+    mosquitto -c "$dir/mosquitto.conf" >"$dir/mosquitto.log" 2>&1 &
+    PIDS+=($!)
+    MOSQUITTO_PID=$!
+    wait_port "$port"
+    MQ_PORT=$port
+}
+
+start_tansu() { # dir -> K_PORT
+    local dir=$1 port
+    [ -x "$TANSU" ] || { say "no tansu at $TANSU: cargo install --locked tansu --version 0.6.0 --features dynostore --root target/tools"; exit 1; }
+    port=$(free_port)
+    RUST_LOG=warn "$TANSU" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+        --storage-engine memory://tansu/ >"$dir/tansu.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$port"
+    K_PORT=$port
+}
+
+topic() { # port name partitions
+    "$TANSU" topic create --broker "tcp://127.0.0.1:$1" --partitions "$3" "$2" >/dev/null
+}
+
+# config dir http_port source_toml [sink_toml]
+write_config() {
+    cat >"$1/faultline.toml" <<EOF
+[state]
+dir = "$1/state"
+checkpoint_interval = "${CHECKPOINT:-1s}"
+[http]
+listen = "127.0.0.1:$2"
+[window]
+size = "2m"
+max_out_of_orderness = "10s"
+allowed_lateness = "1m"
+idle_timeout = "10m"
+[limits]
+max_devices = 100000
+[model]
+path = "$ROOT/models/pump-skab"
+$3
+${4:-}
+EOF
+}
+
+start_daemon() { # dir http_port -> pid in DAEMON_PID
+    FAULTLINE_LOG=warn ${WRAP:-} "$BIN" run --config "$1/faultline.toml" >>"$1/faultline.log" 2>&1 &
+    DAEMON_PID=$!
+    PIDS+=("$DAEMON_PID")
+    for _ in $(seq 1 1000); do
+        curl -fsS "http://127.0.0.1:$2/readyz" >/dev/null 2>&1 && return 0
+        kill -0 "$DAEMON_PID" 2>/dev/null || { say "faultline exited:"; tail "$1/faultline.log" >&2; exit 1; }
+        sleep 0.01
+    done
+    say "faultline not ready"; exit 1
+}
+
+# Waits until the daemon's source is connected (and subscribed: half a second more).
+wait_connected() { # http_port source
+    for _ in $(seq 1 500); do
+        [ "$(metric "$1" "faultline_source_connected{source=\"$2\"}")" != 1 ] || { sleep 0.5; return 0; }
+        sleep 0.02
+    done
+    say "the daemon's $2 source did not connect"; exit 1
+}
+
+metric() { # http_port name{labels} -> value (0 when absent)
+    curl -fsS "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { v = $2 } END { print v + 0 }'
+}
+
+# Quantile q of a Prometheus histogram: the upper bound of the bucket it falls in.
+quantile() { # http_port name q
+    curl -fsS "http://127.0.0.1:$1/metrics" | awk -v m="$2_bucket" -v q="$3" '
+        index($1, m "{") == 1 { split($1, a, "le=\""); split(a[2], b, "\""); le[n] = b[1]; c[n++] = $2 }
+        END {
+            if (n == 0 || c[n - 1] == 0) { print "-"; exit }
+            for (i = 0; i < n; i++) if (c[i] >= q * c[n - 1]) { print le[i]; exit }
+        }'
+}
+
+# Waits until readings_total{source} reaches want or stops moving for 20 s; prints the time it got there.
+wait_counted() { # http_port source want
+    local last=-1 same=0 got
+    while :; do
+        got=$(metric "$1" "faultline_readings_total{source=\"$2\"}")
+        if [ "${got%.*}" -ge "$3" ]; then now; return; fi
+        if [ "$got" = "$last" ]; then same=$((same + 1)); else same=0; last=$got; fi
+        [ $same -lt 100 ] || { now; return; }
+        sleep 0.2
+    done
+}
+
+rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+hwm_kb() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status"; }
+mb() { awk -v k="$1" 'BEGIN { printf "%.1f MB", k / 1024 }'; }
+
+# One throughput run over MQTT: batch -> result row.
+run_mqtt() { # name batch
+    local dir=$WORK/$1 port http t0 t1 counted rejected replay_out
+    rm -rf "$dir"; mkdir -p "$dir"
+    start_mosquitto "$dir"; port=$MQ_PORT
+    http=$(free_port)
+    write_config "$dir" "$http" "[[source]]
+type = \"mqtt\"
+url = \"mqtt://127.0.0.1:$port\"
+topics = [\"load/+\"]
+client_id = \"faultline-load\""
+    start_daemon "$dir" "$http"
+    wait_connected "$http" mqtt
+    say "$1: $READINGS readings of $DEVICES devices, $2 per message"
+    t0=$(now)
+    replay_out=$("$BIN" replay --devices "$DEVICES" --readings "$READINGS" --batch "$2" \
+        --mqtt "mqtt://127.0.0.1:$port" --topic 'load/{device_id}' 2>&1)
+    say "  $replay_out"
+    t1=$(wait_counted "$http" mqtt "$READINGS")
+    counted=$(metric "$http" 'faultline_readings_total{source="mqtt"}')
+    rejected=$(curl -fsS "http://127.0.0.1:$http/metrics" | awk '$1 ~ /^faultline_readings_rejected_total/ { s += $2 } END { print s + 0 }')
+    local secs; secs=$(elapsed "$t0" "$t1")
+    result "MQTT QoS 1, $2 reading(s)/message, $DEVICES devices" "$(human "$(per_s "$counted" "$secs")") readings/s" \
+        "$counted of $READINGS counted in $secs s, $((READINGS - ${counted%.*})) lost, $rejected refused; peak RSS $(mb "$(hwm_kb "$DAEMON_PID")")"
+    kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
+    kill "$MOSQUITTO_PID"
+}
+
+case_kafka() {
+    local dir=$WORK/kafka kport http t0 t1 counted replay_out
+    rm -rf "$dir"; mkdir -p "$dir"
+    start_tansu "$dir"; kport=$K_PORT
+    topic "$kport" load 2
+    http=$(free_port)
+    write_config "$dir" "$http" "[[source]]
+type = \"kafka\"
+brokers = \"127.0.0.1:$kport\"
+topics = [\"load\"]
+group_id = \"faultline-load\""
+    # Produce first, then let the daemon read the backlog: the daemon's rate, not the producer's.
+    say "kafka: producing $READINGS readings of $DEVICES devices"
+    replay_out=$("$BIN" replay --devices "$DEVICES" --readings "$READINGS" --kafka "127.0.0.1:$kport" --topic load 2>&1)
+    say "  $replay_out"
+    t0=$(now)
+    start_daemon "$dir" "$http"
+    t1=$(wait_counted "$http" kafka "$READINGS")
+    counted=$(metric "$http" 'faultline_readings_total{source="kafka"}')
+    local secs; secs=$(elapsed "$t0" "$t1")
+    result "Kafka, one reading per record, $DEVICES devices (backlog read)" "$(human "$(per_s "$counted" "$secs")") readings/s" \
+        "$counted of $READINGS counted in $secs s from start, $((READINGS - ${counted%.*})) lost; peak RSS $(mb "$(hwm_kb "$DAEMON_PID")")"
+    kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
+}
+
+case_latency() {
+    local dir=$WORK/latency port kport http n secs replay_out
+    rm -rf "$dir"; mkdir -p "$dir"
+    start_mosquitto "$dir"; port=$MQ_PORT
+    start_tansu "$dir"; kport=$K_PORT
+    topic "$kport" alert-signals 1
+    http=$(free_port)
+    write_config "$dir" "$http" "[[source]]
+type = \"mqtt\"
+url = \"mqtt://127.0.0.1:$port\"
+topics = [\"load/+\"]
+client_id = \"faultline-load\"" "[[sink]]
+type = \"kafka\"
+brokers = \"127.0.0.1:$kport\"
+topic = \"alert-signals\""
+    start_daemon "$dir" "$http"
+    wait_connected "$http" mqtt
+    n=$((LATENCY_RATE * 40))
+    say "latency: $n readings of $DEVICES devices at $LATENCY_RATE/s, alerts to Kafka"
+    replay_out=$("$BIN" replay --devices "$DEVICES" --readings "$n" --rate "$LATENCY_RATE" \
+        --mqtt "mqtt://127.0.0.1:$port" --topic 'load/{device_id}' 2>&1)
+    say "  $replay_out"
+    wait_counted "$http" mqtt "$n" >/dev/null
+    sleep 2
+    local alerts p50 p99 close99
+    alerts=$(metric "$http" 'faultline_alert_delivery_seconds_count')
+    p50=$(quantile "$http" faultline_alert_delivery_seconds 0.5)
+    p99=$(quantile "$http" faultline_alert_delivery_seconds 0.99)
+    close99=$(quantile "$http" faultline_checkpoint_seconds 0.99)
+    result "alert latency at $LATENCY_RATE readings/s (MQTT in, Kafka out)" "p50 ≤ ${p50} s, p99 ≤ ${p99} s" \
+        "$alerts alerts delivered; bucket upper bounds; checkpoint p99 ≤ ${close99} s"
+    kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
+    kill "$MOSQUITTO_PID"
+}
+
+case_memory() {
+    local dir=$WORK/memory port http secs n replay_pid start_rss peak=0 samples=() r
+    rm -rf "$dir"; mkdir -p "$dir"
+    start_mosquitto "$dir"; port=$MQ_PORT
+    http=$(free_port)
+    write_config "$dir" "$http" "[[source]]
+type = \"mqtt\"
+url = \"mqtt://127.0.0.1:$port\"
+topics = [\"load/+\"]
+client_id = \"faultline-load\""
+    start_daemon "$dir" "$http"
+    wait_connected "$http" mqtt
+    start_rss=$(rss_kb "$DAEMON_PID")
+    secs=$(awk -v s="$SOAK" 'BEGIN { n = s + 0; if (s ~ /m$/) n *= 60; if (s ~ /h$/) n *= 3600; print n }')
+    n=$((DEVICES_MEM * secs))
+    say "memory: $DEVICES_MEM devices, one reading each per second, for $SOAK ($n readings)"
+    "$BIN" replay --devices "$DEVICES_MEM" --readings "$n" --rate "$DEVICES_MEM" \
+        --mqtt "mqtt://127.0.0.1:$port" --topic 'load/{device_id}' >"$dir/replay.log" 2>&1 &
+    replay_pid=$!
+    PIDS+=("$replay_pid")
+    while kill -0 "$replay_pid" 2>/dev/null; do
+        sleep 10
+        r=$(rss_kb "$DAEMON_PID")
+        samples+=("$((r / 1024))")
+        [ "$r" -le "$peak" ] || peak=$r
+    done
+    wait "$replay_pid" || { cat "$dir/replay.log" >&2; exit 1; }
+    wait_counted "$http" mqtt "$n" >/dev/null
+    local devices open; devices=$(metric "$http" faultline_devices); open=$(metric "$http" faultline_open_windows)
+    say "  RSS every 10 s (MB): ${samples[*]}"
+    local q=$(( ${#samples[@]} / 4 ))
+    result "memory, $DEVICES_MEM devices × 8 signals, $SOAK at $DEVICES_MEM readings/s" "peak RSS $(mb "$peak")" \
+        "at ready $(mb "$start_rss"); after the first quarter $(( ${samples[$q]:-0} )) MB, at the end ${samples[-1]:-?} MB; $devices devices, $open open windows; state $(du -sh "$dir/state" | cut -f1)"
+    kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
+    kill "$MOSQUITTO_PID"
+    MEMORY_PORT=$port
+}
+
+case_restart() {
+    local dir=$WORK/memory http port t0 t1 runs=() i
+    [ -d "$dir/state" ] || case_memory
+    start_mosquitto "$dir"; port=$MQ_PORT
+    http=$(free_port)
+    sed -i "s/^listen = .*/listen = \"127.0.0.1:$http\"/; s#^url = .*#url = \"mqtt://127.0.0.1:$port\"#" "$dir/faultline.toml"
+    for i in 1 2 3 4 5; do
+        t0=$(now)
+        start_daemon "$dir" "$http"
+        t1=$(now)
+        runs+=("$(elapsed "$t0" "$t1")")
+        [ "$i" != 1 ] || devices=$(metric "$http" faultline_devices)
+        kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
+    done
+    local median; median=$(printf '%s\n' "${runs[@]}" | sort -n | sed -n 3p)
+    result "restart with $devices devices of state ($(du -sh "$dir/state" | cut -f1) in sled)" "$median s to /readyz (median of 5)" \
+        "runs: ${runs[*]} s; from exec, polling every 10 ms"
+    kill "$MOSQUITTO_PID"
+}
+
+case_ceilings() {
+    local dir=$WORK/ceilings port kport t0 t1 out n=$((READINGS / 2))
+    rm -rf "$dir"; mkdir -p "$dir"
+    start_mosquitto "$dir"; port=$MQ_PORT
+    if command -v mosquitto_sub >/dev/null; then
+        mosquitto_sub -p "$port" -q 1 -c -i ceiling -t 'load/+' -C "$n" >/dev/null &
+        local sub=$!
+        PIDS+=("$sub")
+        sleep 0.5
+        t0=$(now)
+        "$BIN" replay --devices "$DEVICES" --readings "$n" --mqtt "mqtt://127.0.0.1:$port" --topic 'load/{device_id}' 2>/dev/null
+        wait "$sub"
+        t1=$(now)
+        result "mosquitto alone (replay → mosquitto → mosquitto_sub, QoS 1, one reading per message)" \
+            "$(human "$(per_s "$n" "$(elapsed "$t0" "$t1")")") messages/s" "$n messages in $(elapsed "$t0" "$t1") s"
+    else
+        say "ceilings: no mosquitto_sub (apt-get install mosquitto-clients): MQTT ceiling skipped"
+    fi
+    t0=$(now)
+    "$BIN" replay --devices "$DEVICES" --readings "$n" --mqtt "mqtt://127.0.0.1:$port" --topic 'load/{device_id}' 2>/dev/null
+    t1=$(now)
+    result "mosquitto, no subscriber (replay → PUBACK)" "$(human "$(per_s "$n" "$(elapsed "$t0" "$t1")")") messages/s" "$n messages"
+    kill "$MOSQUITTO_PID"
+    start_tansu "$dir"; kport=$K_PORT
+    topic "$kport" ceiling 2
+    t0=$(now)
+    "$BIN" replay --devices "$DEVICES" --readings "$n" --kafka "127.0.0.1:$kport" --topic ceiling 2>/dev/null
+    t1=$(now)
+    result "tansu alone (replay → acks=all, in memory)" "$(human "$(per_s "$n" "$(elapsed "$t0" "$t1")")") records/s" "$n records"
+}
+
+for c in "${CASES[@]}"; do
+    case $c in
+        mqtt) run_mqtt mqtt 1 ;;
+        mqtt-batch) run_mqtt mqtt-batch 100 ;;
+        kafka) case_kafka ;;
+        latency) case_latency ;;
+        memory) case_memory ;;
+        restart) case_restart ;;
+        ceilings) case_ceilings ;;
+        *) say "unknown case $c"; exit 2 ;;
+    esac
+done
+
+echo
+echo "$(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo); $(git rev-parse --short HEAD); $(date -u +%FT%TZ)"
+echo "| what | measured | details |"
+echo "|---|---|---|"
+printf '%s\n' "${RESULTS[@]}"
