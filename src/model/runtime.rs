@@ -265,8 +265,17 @@ impl Model {
     pub fn assemble(&self, w: &ClosedWindow, out: &mut Vec<f32>) {
         let unseen = SignalStats::default().finish();
         let start = out.len();
+        // Features come signal by signal: look a signal up once for its run of features.
+        let mut current: Option<(&str, &[f64; 13])> = None;
         for f in &self.package.features {
-            let stats = w.signals.iter().find(|(s, _)| **s == *f.signal).map_or(&unseen, |(_, v)| v);
+            let stats = match current {
+                Some((name, stats)) if name == &*f.signal => stats,
+                _ => {
+                    let stats = w.signals.iter().find(|(s, _)| **s == *f.signal).map_or(&unseen, |(_, v)| v);
+                    current = Some((&f.signal, stats));
+                    stats
+                }
+            };
             out.push(stats[f.stat] as f32);
         }
         self.fill(&mut out[start..]);
