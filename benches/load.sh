@@ -17,6 +17,8 @@
 #               start -> /readyz answering
 #   ceilings    the brokers alone: mosquitto (replay -> mosquitto_sub), tansu (replay only)
 #
+# WRAP runs the daemon under a profiler, e.g. WRAP="perf record -g -o perf.data"
+# or WRAP="heaptrack -o target/load/heap" (its RSS figures are then the wrapper's).
 # Environment: READINGS (default 2000000), DEVICES (1000), SOAK (3m),
 # DEVICES_MEM (10000), LATENCY_RATE (25000), FAULTLINE_TANSU (default
 # target/tools/bin/tansu). Needs mosquitto; mosquitto_sub (Debian
@@ -40,14 +42,27 @@ cargo build --release --locked --quiet
 mkdir -p "$WORK"
 PIDS=()
 cleanup() {
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    # Children first: a WRAP (perf, heaptrack) runs the daemon under it.
+    for p in "${PIDS[@]}"; do pkill -9 -P "$p" 2>/dev/null || true; kill -9 "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
 }
 trap cleanup EXIT
 
 say() { printf '%s\n' "$*" >&2; }
+# CPU time the hypervisor gave to others (steal), as a share of all CPU time since a mark:
+# on a shared VM it shows how much of the machine the run really had.
+cpu_mark() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print $9, t }' /proc/stat; }
+steal_since() { # "steal total" from cpu_mark
+    local now; now=$(cpu_mark)
+    awk -v a="$1" -v b="$now" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[2] - x[2]; printf "%.0f %%", (d > 0 ? 100 * (y[1] - x[1]) / d : 0) }'
+}
+START_MARK=$(cpu_mark)
 RESULTS=()
-result() { RESULTS+=("$(printf '| %s | %s | %s |' "$1" "$2" "$3")"); say "  => $1: $2 ($3)"; }
+CASE_MARK=$(cpu_mark)
+result() {
+    local d; d="$3; CPU steal $(steal_since "$CASE_MARK")"
+    RESULTS+=("$(printf '| %s | %s | %s |' "$1" "$2" "$d")"); say "  => $1: $2 ($d)"
+}
 
 free_port() {
     local p
@@ -171,6 +186,10 @@ wait_counted() { # http_port source want
     done
 }
 
+# CPU time (user + system) of a process so far, in seconds.
+cpu_s() { awk -v t="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat"; }
+us_per() { awk -v s="$1" -v n="$2" 'BEGIN { printf "%.1f", s * 1e6 / n }'; }
+
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status"; }
 mb() { awk -v k="$1" 'BEGIN { printf "%.1f MB", k / 1024 }'; }
@@ -197,8 +216,9 @@ client_id = \"faultline-load\""
     counted=$(metric "$http" 'faultline_readings_total{source="mqtt"}')
     rejected=$(curl -fsS "http://127.0.0.1:$http/metrics" | awk '$1 ~ /^faultline_readings_rejected_total/ { s += $2 } END { print s + 0 }')
     local secs; secs=$(elapsed "$t0" "$t1")
+    local cpu; cpu=$(cpu_s "$DAEMON_PID")
     result "MQTT QoS 1, $2 reading(s)/message, $DEVICES devices" "$(human "$(per_s "$counted" "$secs")") readings/s" \
-        "$counted of $READINGS counted in $secs s, $((READINGS - ${counted%.*})) lost, $rejected refused; peak RSS $(mb "$(hwm_kb "$DAEMON_PID")")"
+        "$counted of $READINGS counted in $secs s, $((READINGS - ${counted%.*})) lost, $rejected refused; daemon CPU $(us_per "$cpu" "$counted") µs/reading; peak RSS $(mb "$(hwm_kb "$DAEMON_PID")")"
     kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
     kill "$MOSQUITTO_PID"
 }
@@ -213,7 +233,8 @@ case_kafka() {
 type = \"kafka\"
 brokers = \"127.0.0.1:$kport\"
 topics = [\"load\"]
-group_id = \"faultline-load\""
+group_id = \"faultline-load\"
+${KAFKA_OPTIONS:-}"
     # Produce first, then let the daemon read the backlog: the daemon's rate, not the producer's.
     say "kafka: producing $READINGS readings of $DEVICES devices"
     replay_out=$("$BIN" replay --devices "$DEVICES" --readings "$READINGS" --kafka "127.0.0.1:$kport" --topic load 2>&1)
@@ -223,8 +244,9 @@ group_id = \"faultline-load\""
     t1=$(wait_counted "$http" kafka "$READINGS")
     counted=$(metric "$http" 'faultline_readings_total{source="kafka"}')
     local secs; secs=$(elapsed "$t0" "$t1")
+    local cpu; cpu=$(cpu_s "$DAEMON_PID")
     result "Kafka, one reading per record, $DEVICES devices (backlog read)" "$(human "$(per_s "$counted" "$secs")") readings/s" \
-        "$counted of $READINGS counted in $secs s from start, $((READINGS - ${counted%.*})) lost; peak RSS $(mb "$(hwm_kb "$DAEMON_PID")")"
+        "$counted of $READINGS counted in $secs s from start, $((READINGS - ${counted%.*})) lost; daemon CPU $(us_per "$cpu" "$counted") µs/reading; peak RSS $(mb "$(hwm_kb "$DAEMON_PID")")"
     kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
 }
 
@@ -254,6 +276,7 @@ topic = \"alert-signals\""
     sleep 2
     local alerts p50 p99 close99
     alerts=$(metric "$http" 'faultline_alert_delivery_seconds_count')
+    say "  delivery buckets: $(curl -fsS "http://127.0.0.1:$http/metrics" | awk '/^faultline_alert_delivery_seconds_bucket/ { split($1, a, "le=\""); sub(/".*/, "", a[2]); printf "≤%s:%s ", a[2], $2 }')"
     p50=$(quantile "$http" faultline_alert_delivery_seconds 0.5)
     p99=$(quantile "$http" faultline_alert_delivery_seconds 0.99)
     close99=$(quantile "$http" faultline_checkpoint_seconds 0.99)
@@ -353,9 +376,10 @@ case_ceilings() {
 }
 
 for c in "${CASES[@]}"; do
+    CASE_MARK=$(cpu_mark)
     case $c in
         mqtt) run_mqtt mqtt 1 ;;
-        mqtt-batch) run_mqtt mqtt-batch 100 ;;
+        mqtt-batch) READINGS=$((READINGS * 5)) run_mqtt mqtt-batch 100 ;;
         kafka) case_kafka ;;
         latency) case_latency ;;
         memory) case_memory ;;
@@ -366,7 +390,7 @@ for c in "${CASES[@]}"; do
 done
 
 echo
-echo "$(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo); $(git rev-parse --short HEAD); $(date -u +%FT%TZ)"
+echo "$(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo); $(git rev-parse --short HEAD); $(date -u +%FT%TZ); CPU steal during the runs: $(steal_since "$START_MARK")"
 echo "| what | measured | details |"
 echo "|---|---|---|"
 printf '%s\n' "${RESULTS[@]}"

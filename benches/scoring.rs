@@ -26,6 +26,17 @@ use faultline::synth::Plant;
 use faultline::window::{ClosedWindow, Engine, StateLimits, WindowSpec};
 
 const DEVICES: u64 = 10_000;
+/// Under `cargo test --benches` (a debug build) each benchmark runs once as
+/// a check: a few devices are enough.
+const TEST_DEVICES: u64 = 100;
+
+fn devices() -> u64 {
+    if std::env::args().any(|a| a == "--bench") {
+        DEVICES
+    } else {
+        TEST_DEVICES
+    }
+}
 const T0: i64 = 1_795_256_160_000; // 2026-11-21T10:16:00Z, a window boundary
 
 fn windows() -> Vec<ClosedWindow> {
@@ -36,19 +47,20 @@ fn windows() -> Vec<ClosedWindow> {
         idle_timeout_ms: 600_000,
     };
     let limits = StateLimits { max_devices: 20_000, ..Default::default() };
+    let devices = devices();
     let mut p = Pipeline::new(DecodeLimits::default(), Engine::new(spec, limits, Cleaning::new(Vec::new())), 1000);
     let src = p.source("bench");
-    let plant = Plant::bundled(DEVICES, 1000).expect("the bundled sample").starting_at(T0);
+    let plant = Plant::bundled(devices, 1000).expect("the bundled sample").starting_at(T0);
     let now = T0 + 120_000;
     let mut out = Vec::new();
     let mut payload = String::new();
-    for k in 0..DEVICES * 120 {
+    for k in 0..devices * 120 {
         payload.clear();
         plant.write(k, &mut payload);
         p.ingest(src, payload.as_bytes(), None, now, &mut out);
     }
     p.engine_mut().flush(&mut out);
-    assert_eq!(out.len(), DEVICES as usize);
+    assert_eq!(out.len(), devices as usize);
     out
 }
 
@@ -88,7 +100,7 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(windows.len() as u64));
     let mut s = scorer();
     let mut now = T0;
-    g.bench_function("batch_of_10k_windows/pump-skab", |b| {
+    g.bench_function(format!("batch_of_{}_windows/pump-skab", windows.len()), |b| {
         b.iter(|| {
             now += 120_000;
             black_box(s.process(&windows, now).map(|b| b.results.len()).unwrap_or(0))

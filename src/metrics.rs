@@ -39,6 +39,8 @@ pub const CHECKPOINT_BYTES: &str = "faultline_checkpoint_bytes";
 pub const SOURCE_CONNECTED: &str = "faultline_source_connected";
 pub const SOURCE_RECONNECTS_TOTAL: &str = "faultline_source_reconnects_total";
 pub const SOURCE_BACKLOG: &str = "faultline_source_backlog";
+pub const SOURCE_BACKLOG_BYTES: &str = "faultline_source_backlog_bytes";
+pub const UNACKNOWLEDGED: &str = "faultline_unacknowledged_messages";
 pub const KAFKA_CONSUMER_LAG: &str = "faultline_kafka_consumer_lag";
 pub const REDELIVERED_SKIPPED_TOTAL: &str = "faultline_redelivered_skipped_total";
 pub const FALSE_ALERTS_TOTAL: &str = "faultline_false_alerts_total";
@@ -130,6 +132,14 @@ pub fn describe() {
     describe_gauge!(SOURCE_CONNECTED, "1 while a source is connected (Kafka: has partitions), by source.");
     describe_counter!(SOURCE_RECONNECTS_TOTAL, "Connection losses of a source, by source.");
     describe_gauge!(SOURCE_BACKLOG, "Messages waiting between the sources and the processing loop.");
+    describe_gauge!(
+        SOURCE_BACKLOG_BYTES,
+        "Payload bytes waiting between the sources and the processing loop (at most 16 MiB; full: the sources stop reading)."
+    );
+    describe_gauge!(
+        UNACKNOWLEDGED,
+        "Messages processed but not yet covered by a checkpoint: their MQTT acknowledgements and Kafka commits wait."
+    );
     describe_gauge!(KAFKA_CONSUMER_LAG, "Records between a partition's end and the group's committed offset.");
     describe_counter!(
         REDELIVERED_SKIPPED_TOTAL,

@@ -108,6 +108,12 @@ pub fn spawn_source(
         ("heartbeat.interval.ms", "1000"),
         // Consumer lag per partition for the metrics.
         ("statistics.interval.ms", "5000"),
+        // What librdkafka fetches ahead while the processing loop is busy
+        // (its default: 64 MiB). When the loop falls behind, the consumer
+        // task stops polling and fetching stops at this bound: the rest
+        // waits on the broker. Smaller bounds cost throughput against a
+        // broker slow to answer fetches (benches/load.sh, kafka).
+        ("queued.max.messages.kbytes", "16384"),
     ];
     if !cfg.options.contains_key("group.instance.id") {
         // Static membership: a restarted daemon takes its own place in the

@@ -72,7 +72,7 @@ pub enum Input {
 /// Payload bytes allowed between the sources and the processing loop: the
 /// channel holds at most 4,096 messages and at most this many bytes, so a
 /// burst of large payloads cannot take memory without bound.
-pub const BUDGET_BYTES: usize = 64 << 20;
+pub const BUDGET_BYTES: usize = 16 << 20;
 
 /// The shared byte budget of the channel to the processing loop.
 #[derive(Debug, Clone)]
@@ -85,6 +85,11 @@ impl Default for Budget {
 }
 
 impl Budget {
+    /// Bytes taken and not yet released.
+    pub fn used(&self) -> usize {
+        BUDGET_BYTES.saturating_sub(self.0.available_permits())
+    }
+
     /// Waits until `bytes` (at most the whole budget) are free and takes them.
     pub async fn take(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let n = u32::try_from(bytes.clamp(1, BUDGET_BYTES)).unwrap_or(u32::MAX);
@@ -1016,6 +1021,8 @@ async fn run_async(config: Config, feed: Option<LocalFeed>, path: Option<std::pa
                     .absolute(st.reconnects.load(Ordering::Relaxed));
             }
             metrics::gauge!(crate::metrics::SOURCE_BACKLOG).set(rx.len() as f64);
+            metrics::gauge!(crate::metrics::SOURCE_BACKLOG_BYTES).set(budget.used() as f64);
+            metrics::gauge!(crate::metrics::UNACKNOWLEDGED).set(core.owed() as f64);
             last_tick = Instant::now();
             // The loop is alive and turning: the watchdog ping comes from here,
             // so a stuck loop stops the pings and systemd restarts the daemon.
