@@ -139,6 +139,11 @@ ${4:-}
 EOF
 }
 
+# The daemon's MQTT source on the test broker.
+mqtt_source() { # port
+    printf '[[source]]\ntype = "mqtt"\nurl = "mqtt://127.0.0.1:%s"\ntopics = ["load/+"]\nclient_id = "faultline-load"\n' "$1"
+}
+
 start_daemon() { # dir http_port -> pid in DAEMON_PID
     FAULTLINE_LOG=warn ${WRAP:-} "$BIN" run --config "$1/faultline.toml" >>"$1/faultline.log" 2>&1 &
     DAEMON_PID=$!
@@ -200,11 +205,7 @@ run_mqtt() { # name batch
     rm -rf "$dir"; mkdir -p "$dir"
     start_mosquitto "$dir"; port=$MQ_PORT
     http=$(free_port)
-    write_config "$dir" "$http" "[[source]]
-type = \"mqtt\"
-url = \"mqtt://127.0.0.1:$port\"
-topics = [\"load/+\"]
-client_id = \"faultline-load\""
+    write_config "$dir" "$http" "$(mqtt_source "$port")"
     start_daemon "$dir" "$http"
     wait_connected "$http" mqtt
     say "$1: $READINGS readings of $DEVICES devices, $2 per message"
@@ -257,11 +258,7 @@ case_latency() {
     start_tansu "$dir"; kport=$K_PORT
     topic "$kport" alert-signals 1
     http=$(free_port)
-    write_config "$dir" "$http" "[[source]]
-type = \"mqtt\"
-url = \"mqtt://127.0.0.1:$port\"
-topics = [\"load/+\"]
-client_id = \"faultline-load\"" "[[sink]]
+    write_config "$dir" "$http" "$(mqtt_source "$port")" "[[sink]]
 type = \"kafka\"
 brokers = \"127.0.0.1:$kport\"
 topic = \"alert-signals\""
@@ -291,11 +288,7 @@ case_memory() {
     rm -rf "$dir"; mkdir -p "$dir"
     start_mosquitto "$dir"; port=$MQ_PORT
     http=$(free_port)
-    write_config "$dir" "$http" "[[source]]
-type = \"mqtt\"
-url = \"mqtt://127.0.0.1:$port\"
-topics = [\"load/+\"]
-client_id = \"faultline-load\""
+    write_config "$dir" "$http" "$(mqtt_source "$port")"
     start_daemon "$dir" "$http"
     wait_connected "$http" mqtt
     start_rss=$(rss_kb "$DAEMON_PID")
