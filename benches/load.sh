@@ -144,6 +144,18 @@ mqtt_source() { # port
     printf '[[source]]\ntype = "mqtt"\nurl = "mqtt://127.0.0.1:%s"\ntopics = ["load/+"]\nclient_id = "faultline-load"\n' "$1"
 }
 
+# mosquitto and a daemon subscribed to it, in dir: sets MQ_PORT, HTTP_PORT,
+# MOSQUITTO_PID and DAEMON_PID.
+mqtt_daemon() { # dir [more TOML, e.g. a [[sink]]]
+    start_mosquitto "$1"
+    HTTP_PORT=$(free_port)
+    write_config "$1" "$HTTP_PORT" "$(mqtt_source "$MQ_PORT")" "${2:-}"
+    start_daemon "$1" "$HTTP_PORT"
+    wait_connected "$HTTP_PORT" mqtt
+}
+
+stop_daemon() { kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true; }
+
 start_daemon() { # dir http_port -> pid in DAEMON_PID
     FAULTLINE_LOG=warn ${WRAP:-} "$BIN" run --config "$1/faultline.toml" >>"$1/faultline.log" 2>&1 &
     DAEMON_PID=$!
@@ -203,11 +215,7 @@ mb() { awk -v k="$1" 'BEGIN { printf "%.1f MB", k / 1024 }'; }
 run_mqtt() { # name batch
     local dir=$WORK/$1 port http t0 t1 counted rejected replay_out
     rm -rf "$dir"; mkdir -p "$dir"
-    start_mosquitto "$dir"; port=$MQ_PORT
-    http=$(free_port)
-    write_config "$dir" "$http" "$(mqtt_source "$port")"
-    start_daemon "$dir" "$http"
-    wait_connected "$http" mqtt
+    mqtt_daemon "$dir"; port=$MQ_PORT http=$HTTP_PORT
     say "$1: $READINGS readings of $DEVICES devices, $2 per message"
     t0=$(now)
     replay_out=$("$BIN" replay --devices "$DEVICES" --readings "$READINGS" --batch "$2" \
@@ -220,7 +228,7 @@ run_mqtt() { # name batch
     local cpu; cpu=$(cpu_s "$DAEMON_PID")
     result "MQTT QoS 1, $2 reading(s)/message, $DEVICES devices" "$(human "$(per_s "$counted" "$secs")") readings/s" \
         "$counted of $READINGS counted in $secs s, $((READINGS - ${counted%.*})) lost, $rejected refused; daemon CPU $(us_per "$cpu" "$counted") µs/reading; peak RSS $(mb "$(hwm_kb "$DAEMON_PID")")"
-    kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
+    stop_daemon
     kill "$MOSQUITTO_PID"
 }
 
@@ -248,22 +256,19 @@ ${KAFKA_OPTIONS:-}"
     local cpu; cpu=$(cpu_s "$DAEMON_PID")
     result "Kafka, one reading per record, $DEVICES devices (backlog read)" "$(human "$(per_s "$counted" "$secs")") readings/s" \
         "$counted of $READINGS counted in $secs s from start, $((READINGS - ${counted%.*})) lost; daemon CPU $(us_per "$cpu" "$counted") µs/reading; peak RSS $(mb "$(hwm_kb "$DAEMON_PID")")"
-    kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
+    stop_daemon
 }
 
 case_latency() {
     local dir=$WORK/latency port kport http n secs replay_out
     rm -rf "$dir"; mkdir -p "$dir"
-    start_mosquitto "$dir"; port=$MQ_PORT
     start_tansu "$dir"; kport=$K_PORT
     topic "$kport" alert-signals 1
-    http=$(free_port)
-    write_config "$dir" "$http" "$(mqtt_source "$port")" "[[sink]]
+    mqtt_daemon "$dir" "[[sink]]
 type = \"kafka\"
 brokers = \"127.0.0.1:$kport\"
 topic = \"alert-signals\""
-    start_daemon "$dir" "$http"
-    wait_connected "$http" mqtt
+    port=$MQ_PORT http=$HTTP_PORT
     n=$((LATENCY_RATE * 40))
     say "latency: $n readings of $DEVICES devices at $LATENCY_RATE/s, alerts to Kafka"
     replay_out=$("$BIN" replay --devices "$DEVICES" --readings "$n" --rate "$LATENCY_RATE" \
@@ -279,18 +284,14 @@ topic = \"alert-signals\""
     close99=$(quantile "$http" faultline_checkpoint_seconds 0.99)
     result "alert latency at $LATENCY_RATE readings/s (MQTT in, Kafka out)" "p50 ≤ ${p50} s, p99 ≤ ${p99} s" \
         "$alerts alerts delivered; bucket upper bounds; checkpoint p99 ≤ ${close99} s"
-    kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
+    stop_daemon
     kill "$MOSQUITTO_PID"
 }
 
 case_memory() {
     local dir=$WORK/memory port http secs n replay_pid start_rss peak=0 samples=() r
     rm -rf "$dir"; mkdir -p "$dir"
-    start_mosquitto "$dir"; port=$MQ_PORT
-    http=$(free_port)
-    write_config "$dir" "$http" "$(mqtt_source "$port")"
-    start_daemon "$dir" "$http"
-    wait_connected "$http" mqtt
+    mqtt_daemon "$dir"; port=$MQ_PORT http=$HTTP_PORT
     start_rss=$(rss_kb "$DAEMON_PID")
     secs=$(awk -v s="$SOAK" 'BEGIN { n = s + 0; if (s ~ /m$/) n *= 60; if (s ~ /h$/) n *= 3600; print n }')
     n=$((DEVICES_MEM * secs))
@@ -312,7 +313,7 @@ case_memory() {
     local q=$(( ${#samples[@]} / 4 ))
     result "memory, $DEVICES_MEM devices × 8 signals, $SOAK at $DEVICES_MEM readings/s" "peak RSS $(mb "$peak")" \
         "at ready $(mb "$start_rss"); after the first quarter $(( ${samples[$q]:-0} )) MB, at the end ${samples[-1]:-?} MB; $devices devices, $open open windows; state $(du -sh "$dir/state" | cut -f1)"
-    kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
+    stop_daemon
     kill "$MOSQUITTO_PID"
     MEMORY_PORT=$port
 }
@@ -329,7 +330,7 @@ case_restart() {
         t1=$(now)
         runs+=("$(elapsed "$t0" "$t1")")
         [ "$i" != 1 ] || devices=$(metric "$http" faultline_devices)
-        kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
+        stop_daemon
     done
     local median; median=$(printf '%s\n' "${runs[@]}" | sort -n | sed -n 3p)
     result "restart with $devices devices of state ($(du -sh "$dir/state" | cut -f1) in sled)" "$median s to /readyz (median of 5)" \
