@@ -66,7 +66,7 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("store");
     let full =
-        Checkpoint { devices: Changes { updated: all.updated.clone(), forgotten: Vec::new() }, ..Default::default() };
+        Checkpoint { devices: Changes { updated: all.updated.clone(), ..Default::default() }, ..Default::default() };
     let written = store.checkpoint(&full).expect("checkpoint");
     eprintln!("full checkpoint: {} records, {} bytes", written.records, written.bytes);
 
@@ -76,7 +76,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| store.checkpoint(&full).expect("checkpoint"))
     });
     let tenth = Checkpoint {
-        devices: Changes { updated: all.updated[..DEVICES / 10].to_vec(), forgotten: Vec::new() },
+        devices: Changes { updated: all.updated[..DEVICES / 10].to_vec(), ..Default::default() },
         ..Default::default()
     };
     g.bench_function("checkpoint 1000 of 10000 devices changed", |b| {

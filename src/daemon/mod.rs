@@ -184,6 +184,8 @@ pub struct Core {
     owed: usize,
     /// The last checkpoint failed: write everything next time.
     full_next: bool,
+    /// The next checkpoint's number (`state::Checkpoint::seq`).
+    seq: u64,
     late_mark: LogMark,
     quarantine_mark: LogMark,
     pub stats: CoreStats,
@@ -254,27 +256,27 @@ impl Core {
             sink: None,
             owed: 0,
             full_next: false,
+            seq: 0,
             late_mark: LogMark::default(),
             quarantine_mark: LogMark::default(),
             stats: CoreStats::default(),
             hasher: foldhash::fast::FixedState::with_seed(0x6661_756c_746c_696e),
             rate_mark: (Instant::now(), 0),
         };
+        core.pipeline.engine_mut().set_journal(crate::state::JOURNAL_SPREAD);
         core.restore()?;
         Ok(core)
     }
 
     fn restore(&mut self) -> Result<(), String> {
         let started = Instant::now();
-        let r = self.store.restore().map_err(|e| crate::error_chain(&e))?;
-        let n = r.devices.len();
-        self.restore_view(&r.devices);
-        let mut refused = 0;
-        for d in r.devices {
-            if !self.pipeline.engine_mut().restore(d) {
-                refused += 1;
-            }
-        }
+        let mut r = self.store.restore().map_err(|e| crate::error_chain(&e))?;
+        let snapshots = r.devices.len();
+        self.seq = r.next_seq;
+        let (refused, replayed) =
+            crate::state::restore_engine(self.pipeline.engine_mut(), &mut r).map_err(|e| crate::error_chain(&e))?;
+        let n = self.pipeline.engine().device_count();
+        self.restore_view(&self.pipeline.engine().devices_seen());
         self.pipeline.engine_mut().late_store_mut().restore(r.late);
         self.late_mark = LogMark::at(self.pipeline.engine().late_store());
         self.pipeline.quarantine_mut().restore(r.quarantine);
@@ -312,6 +314,8 @@ impl Core {
         }
         tracing::info!(
             devices = n,
+            snapshots,
+            replayed,
             refused,
             outbox = r.outbox_pending,
             "state restored from {} in {:.0?}",
@@ -323,7 +327,7 @@ impl Core {
     }
 
     /// The overview as it was: each device's latest stored window, the alerts not cleared.
-    fn restore_view(&self, devices: &[crate::window::DeviceSnapshot]) {
+    fn restore_view(&self, devices: &[(Arc<str>, i64)]) {
         let alerts = self.store.alerts().unwrap_or_default();
         let mut open: HashMap<&str, &Alert> = HashMap::new();
         {
@@ -334,16 +338,16 @@ impl Core {
             }
         }
         let mut view = self.view.devices.write().unwrap_or_else(|e| e.into_inner());
-        for d in devices {
-            let Some(w) = self.store.windows(&d.id, 1).ok().and_then(|w| w.into_iter().next()) else { continue };
+        for (id, last_seen_ms) in devices {
+            let Some(w) = self.store.windows(id, 1).ok().and_then(|w| w.into_iter().next()) else { continue };
             view.insert(
-                d.id.clone(),
+                id.to_string(),
                 DeviceView {
-                    device_id: d.id.clone(),
+                    device_id: id.to_string(),
                     last_window_end: crate::time::format_rfc3339(w.end_ms),
                     fault_probability: w.score.is_finite().then_some(f64::from(w.score)),
-                    open_alert: open.get(d.id.as_str()).map(|a| a.alert_id.clone()),
-                    updated_at: crate::time::format_rfc3339(d.last_seen_ms),
+                    open_alert: open.get(&**id).map(|a| a.alert_id.clone()),
+                    updated_at: crate::time::format_rfc3339(*last_seen_ms),
                     features: None,
                 },
             );
@@ -622,13 +626,18 @@ impl Core {
     /// acknowledgements and offset commits it covers. Returns false when
     /// writing failed (nothing is acknowledged then).
     pub fn checkpoint(&mut self) -> bool {
+        self.checkpoint_as(false)
+    }
+
+    /// [`Core::checkpoint`]; `full` snapshots every device (shutdown),
+    /// leaving no journal to replay.
+    fn checkpoint_as(&mut self, full: bool) -> bool {
         let started = Instant::now();
-        let mut cp = Checkpoint::default();
-        let engine = self.pipeline.engine_mut();
-        cp.devices = engine.take_changes();
-        if self.full_next {
-            cp.devices.updated = engine.snapshot_all();
-        }
+        let full = full || self.full_next;
+        let mut cp = Checkpoint { seq: self.seq, ..Checkpoint::default() };
+        cp.journal_from = if full { cp.seq } else { (cp.seq + 1).saturating_sub(crate::state::JOURNAL_SPREAD) };
+        self.seq += 1;
+        cp.devices = self.pipeline.engine_mut().checkpoint_changes(cp.seq, full);
         if let Some(s) = &mut self.scorer {
             for id in &cp.devices.forgotten {
                 s.policy_mut().forget(id);
@@ -1051,7 +1060,7 @@ async fn run_async(config: Config, feed: Option<LocalFeed>, path: Option<std::pa
     }
     core.score(now);
     rx.close();
-    let ok = core.checkpoint();
+    let ok = core.checkpoint_as(true);
     core.publish_metrics();
     core.release_sources();
     for t in tasks {

@@ -13,6 +13,7 @@
 //! updates it and re-emits it marked as an update. Later readings are late:
 //! counted and kept in the bounded [`LateStore`].
 
+pub mod journal;
 pub mod stats;
 
 use std::collections::HashMap;
@@ -176,9 +177,51 @@ struct Device {
     open: Vec<Window>,
     /// Closed but still updatable, sorted by start.
     closed: Vec<Window>,
+    /// Journal entries since the last checkpoint ([`journal`]).
+    journal: Vec<u8>,
+    /// Journal bytes since the last snapshot, over all checkpoints.
+    logged: usize,
+    /// The first checkpoint whose journal holds entries of this device
+    /// newer than its snapshot.
+    journal_since: Option<u64>,
+    /// The next checkpoint takes a snapshot (something other than a
+    /// reading changed the device, or its journal outgrew a snapshot).
+    snap_next: bool,
+    /// Spreads the devices' periodic snapshots over checkpoints.
+    phase: u64,
 }
 
 impl Device {
+    fn new(id: &str, now_ms: i64, phase: u64) -> Device {
+        Device {
+            id: Arc::from(id),
+            dirty: false,
+            max_ts: i64::MIN,
+            last_seen_ms: now_ms,
+            signals: Vec::new(),
+            open: Vec::new(),
+            closed: Vec::new(),
+            journal: Vec::new(),
+            logged: 0,
+            journal_since: None,
+            snap_next: false,
+            phase,
+        }
+    }
+
+    /// Roughly what a snapshot of the device takes (a `SignalStats` is
+    /// about 110 bytes encoded): its journal may grow to
+    /// [`JOURNAL_PER_SNAPSHOT`] times this before a snapshot is cheaper.
+    fn snapshot_bytes(&self) -> usize {
+        let names: usize = self.signals.iter().map(|s| s.name.len() + 1).sum();
+        64 + names + self.open.len().max(1) * self.signals.len() * 110
+    }
+
+    fn mark_snapshot(&mut self) {
+        self.snap_next = true;
+        self.journal = Vec::new();
+    }
+
     fn watermark(&self, spec: &WindowSpec) -> i64 {
         self.max_ts.saturating_sub(spec.max_out_of_orderness_ms)
     }
@@ -197,6 +240,11 @@ fn signal_index(signals: &[Signal], name: &str, hint: usize) -> Option<usize> {
 /// Bounded, oldest-out store of late readings.
 pub type LateStore = crate::bounded::BoundedLog<Reading>;
 
+/// A device's journal may hold this many snapshots' worth of bytes before
+/// the next checkpoint takes a snapshot instead: more writes less per
+/// checkpoint, less replays less at a restart.
+pub const JOURNAL_PER_SNAPSHOT: usize = 2;
+
 /// The per-device window state of every device.
 #[derive(Debug)]
 pub struct Engine {
@@ -209,6 +257,11 @@ pub struct Engine {
     /// Devices changed since the last [`Engine::take_changes`], and devices forgotten.
     changed: Vec<Arc<str>>,
     forgotten: Vec<Arc<str>>,
+    /// With a journal (0: none), every device with journal entries is
+    /// snapshotted at least once in this many checkpoints.
+    journal_spread: u64,
+    /// Devices created, for their snapshot phase.
+    created: u64,
 }
 
 impl Engine {
@@ -224,6 +277,18 @@ impl Engine {
             counters: EngineCounters::default(),
             changed: Vec::new(),
             forgotten: Vec::new(),
+            journal_spread: 0,
+            created: 0,
+        }
+    }
+
+    /// Keeps a journal of the readings taken since each device's snapshot,
+    /// for [`Engine::checkpoint_changes`]; every device is snapshotted at
+    /// least once in `spread` checkpoints (0 turns the journal off).
+    pub fn set_journal(&mut self, spread: u64) {
+        self.journal_spread = spread;
+        for d in self.devices.values_mut() {
+            d.mark_snapshot();
         }
     }
 
@@ -246,6 +311,12 @@ impl Engine {
         for d in self.devices.values_mut() {
             for s in &mut d.signals {
                 s.rule = self.cleaning.rule_for(&s.name);
+            }
+            // A journal replays under the rules of its time: start afresh.
+            d.mark_snapshot();
+            if !d.dirty {
+                d.dirty = true;
+                self.changed.push(d.id.clone());
             }
         }
     }
@@ -282,6 +353,20 @@ impl Engine {
         now_ms: i64,
         out: &mut Vec<ClosedWindow>,
     ) -> Outcome {
+        self.record_as(device_id, ts_ms, values, now_ms, out, false)
+    }
+
+    /// [`Engine::record`]; `replay` (a journal entry at a restart) keeps
+    /// no journal and no late reading: both were written at the time.
+    fn record_as<'v>(
+        &mut self,
+        device_id: &str,
+        ts_ms: i64,
+        values: impl IntoIterator<Item = (&'v str, f64)>,
+        now_ms: i64,
+        out: &mut Vec<ClosedWindow>,
+        replay: bool,
+    ) -> Outcome {
         let dev = match self.devices.get_mut(device_id) {
             Some(dev) => dev,
             None => {
@@ -289,40 +374,99 @@ impl Engine {
                     self.counters.limit_hits[Limit::Devices as usize] += 1;
                     return Outcome::DeviceLimit;
                 }
-                let dev = Device {
-                    id: Arc::from(device_id),
-                    dirty: false,
-                    max_ts: i64::MIN,
-                    last_seen_ms: now_ms,
-                    signals: Vec::new(),
-                    open: Vec::new(),
-                    closed: Vec::new(),
-                };
-                self.devices.entry(Box::from(device_id)).or_insert(dev)
+                self.created += 1;
+                let phase = self.created % self.journal_spread.max(1);
+                self.devices.entry(Box::from(device_id)).or_insert(Device::new(device_id, now_ms, phase))
             }
         };
         if !dev.dirty {
             dev.dirty = true;
             self.changed.push(dev.id.clone());
         }
+        let log = self.journal_spread > 0 && !dev.snap_next && !replay;
+        let before = dev.journal.len();
         let mut cx = Cx {
             spec: &self.spec,
             limits: &self.limits,
             cleaning: &mut self.cleaning,
             counters: &mut self.counters,
             out,
+            log,
         };
-        match record_in(dev, &mut cx, ts_ms, values, now_ms) {
+        let result = record_in(dev, &mut cx, ts_ms, values, now_ms);
+        if log {
+            dev.logged += dev.journal.len() - before;
+            if dev.logged > JOURNAL_PER_SNAPSHOT * dev.snapshot_bytes() {
+                dev.mark_snapshot();
+            }
+        }
+        match result {
             Ok(outcome) => outcome,
             Err(values) => {
                 self.counters.late += 1;
-                let r = Reading { device_id: device_id.to_owned(), ts_ms, values };
-                if !self.late.push(r) {
-                    self.counters.limit_hits[Limit::LateStore as usize] += 1;
+                if !replay {
+                    let r = Reading { device_id: device_id.to_owned(), ts_ms, values };
+                    if !self.late.push(r) {
+                        self.counters.limit_hits[Limit::LateStore as usize] += 1;
+                    }
                 }
                 Outcome::Late
             }
         }
+    }
+
+    /// Applies a device's journal entries (a restart, after the snapshots).
+    /// Windows they close are not emitted again: their results were stored
+    /// when it happened. The device is snapshotted at the next checkpoint.
+    pub fn replay(&mut self, device_id: &str, entries: &[u8]) -> Result<usize, journal::Corrupt> {
+        let counters = self.counters.clone();
+        let cleaning = self.cleaning.clone();
+        let mut c = journal::Cursor::new(entries);
+        let mut values: Vec<(Arc<str>, f64)> = Vec::new();
+        let mut out = Vec::new();
+        let mut n = 0;
+        let result = loop {
+            if c.is_empty() {
+                break Ok(n);
+            }
+            let entry = (|| {
+                let ts = c.i()?;
+                let now = c.i()?;
+                values.clear();
+                let signals = self.devices.get(device_id).map(|d| &d.signals[..]).unwrap_or_default();
+                loop {
+                    let name: Arc<str> = match c.u()? {
+                        0 => break,
+                        1 => Arc::from(c.name()?),
+                        i => signals
+                            .get(usize::try_from(i - 2).unwrap_or(usize::MAX))
+                            .map(|s| s.name.clone())
+                            .ok_or(journal::Corrupt { at: 0 })?,
+                    };
+                    values.push((name, c.f64()?));
+                }
+                Ok((ts, now))
+            })();
+            match entry {
+                Ok((ts, now)) => {
+                    self.record_as(device_id, ts, values.iter().map(|(k, v)| (&**k, *v)), now, &mut out, true);
+                    out.clear();
+                    n += 1;
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        self.counters = counters;
+        self.cleaning = cleaning;
+        if let Some(d) = self.devices.get_mut(device_id) {
+            d.mark_snapshot();
+        }
+        result
+    }
+
+    /// Every device with the processing time it was last seen.
+    pub fn devices_seen(&self) -> Vec<(Arc<str>, i64)> {
+        self.devices.values().map(|d| (d.id.clone(), d.last_seen_ms)).collect()
     }
 
     /// Closes the open windows of devices silent for `idle_timeout`, drops
@@ -337,9 +481,12 @@ impl Engine {
             let idle = silent >= spec.idle_timeout_ms && !dev.open.is_empty();
             let expire =
                 silent >= spec.idle_timeout_ms.saturating_add(spec.allowed_lateness_ms) && !dev.closed.is_empty();
-            if (idle || expire) && !dev.dirty {
-                dev.dirty = true;
-                self.changed.push(dev.id.clone());
+            if idle || expire {
+                dev.mark_snapshot();
+                if !dev.dirty {
+                    dev.dirty = true;
+                    self.changed.push(dev.id.clone());
+                }
             }
             if idle {
                 for w in std::mem::take(&mut dev.open) {
@@ -390,6 +537,39 @@ impl Engine {
         changes
     }
 
+    /// What a checkpoint numbered `seq` writes: snapshots of the devices
+    /// that need one (`full`: all of them), the journal entries of the
+    /// others, and the devices forgotten. After it, no device needs a
+    /// journal blob older than `seq + 1 - spread` (all older than `seq`
+    /// when `full`). Without a journal, as [`Engine::take_changes`].
+    pub fn checkpoint_changes(&mut self, seq: u64, full: bool) -> Changes {
+        let spread = self.journal_spread;
+        if spread == 0 && !full {
+            return self.take_changes();
+        }
+        self.changed.clear();
+        let mut changes = Changes::default();
+        for dev in self.devices.values_mut() {
+            let due = dev.journal_since.is_some_and(|since| {
+                (seq.wrapping_add(dev.phase)) % spread.max(1) == 0 || seq.saturating_sub(since) + 1 >= spread
+            });
+            let dirty = std::mem::replace(&mut dev.dirty, false);
+            if full || dev.snap_next || due || (dirty && dev.journal.is_empty()) {
+                changes.updated.push(snapshot(dev));
+                dev.journal = Vec::new();
+                dev.logged = 0;
+                dev.journal_since = None;
+                dev.snap_next = false;
+            } else if dirty {
+                let entries = std::mem::take(&mut dev.journal);
+                changes.logged.push((dev.id.clone(), entries));
+                dev.journal_since.get_or_insert(seq);
+            }
+        }
+        changes.forgotten.append(&mut self.forgotten);
+        changes
+    }
+
     /// Every device's state (for a full checkpoint or a test).
     pub fn snapshot_all(&self) -> Vec<DeviceSnapshot> {
         self.devices.values().map(snapshot).collect()
@@ -412,14 +592,13 @@ impl Engine {
         let mut closed: Vec<Window> = s.closed.into_iter().map(window).collect();
         open.sort_by_key(|w| w.start);
         closed.sort_by_key(|w| w.start);
+        self.created += 1;
         let dev = Device {
-            id: Arc::from(s.id.as_str()),
-            dirty: false,
             max_ts: s.max_ts,
-            last_seen_ms: s.last_seen_ms,
             signals,
             open,
             closed,
+            ..Device::new(&s.id, s.last_seen_ms, self.created % self.journal_spread.max(1))
         };
         self.devices.insert(Box::from(s.id.as_str()), dev);
         true
@@ -463,6 +642,8 @@ pub struct WindowSnapshot {
 #[derive(Debug, Default)]
 pub struct Changes {
     pub updated: Vec<DeviceSnapshot>,
+    /// Devices whose change is in their journal entries instead.
+    pub logged: Vec<(Arc<str>, Vec<u8>)>,
     pub forgotten: Vec<Arc<str>>,
 }
 
@@ -485,6 +666,8 @@ struct Cx<'a> {
     cleaning: &'a mut Cleaning,
     counters: &'a mut EngineCounters,
     out: &'a mut Vec<ClosedWindow>,
+    /// Write the reading to the device's journal.
+    log: bool,
 }
 
 /// Adds a reading to `dev`. `Err` carries the values of a late reading
@@ -501,6 +684,11 @@ fn record_in<'v>(
     let end = start.saturating_add(spec.size_ms);
     dev.last_seen_ms = now_ms;
     let wm = dev.watermark(&spec);
+    let known = dev.signals.len();
+    if cx.log {
+        journal::put_i(&mut dev.journal, ts_ms);
+        journal::put_i(&mut dev.journal, now_ms);
+    }
 
     // Where does the reading go?
     enum Slot {
@@ -515,13 +703,13 @@ fn record_in<'v>(
         if wm < end.saturating_add(spec.allowed_lateness_ms) {
             Slot::Closed(i)
         } else {
-            return Err(values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+            return Err(late_values(dev, cx.log, values));
         }
     } else if dev.max_ts != i64::MIN && end <= wm {
         if wm < end.saturating_add(spec.allowed_lateness_ms) {
             Slot::NewClosed
         } else {
-            return Err(values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+            return Err(late_values(dev, cx.log, values));
         }
     } else {
         Slot::NewOpen
@@ -552,7 +740,18 @@ fn record_in<'v>(
     let mut seen_low: u64 = 0;
     let mut seen_high: Vec<usize> = Vec::new();
     for (hint, (name, v)) in values.into_iter().enumerate() {
-        let idx = match signal_index(&dev.signals, name, hint) {
+        let found = signal_index(&dev.signals, name, hint);
+        if cx.log {
+            match found {
+                Some(i) if i < known => journal::put_u(&mut dev.journal, i as u64 + 2),
+                _ => {
+                    dev.journal.push(1);
+                    journal::put_name(&mut dev.journal, name);
+                }
+            }
+            dev.journal.extend_from_slice(&v.to_le_bytes());
+        }
+        let idx = match found {
             Some(i) => i,
             None if dev.signals.len() >= cx.limits.max_signals_per_device => {
                 cx.counters.values_dropped_signal_limit += 1;
@@ -583,6 +782,10 @@ fn record_in<'v>(
             window.stats.resize_with(idx + 1, SignalStats::default);
         }
         window.stats[idx].push(v, ts_ms, start);
+    }
+
+    if cx.log {
+        dev.journal.push(0);
     }
 
     let outcome = match slot {
@@ -624,6 +827,19 @@ fn record_in<'v>(
         dev.closed.drain(..excess);
     }
     Ok(outcome)
+}
+
+/// A late reading's values, for the late store; its journal entry ends
+/// without them.
+fn late_values<'v>(
+    dev: &mut Device,
+    log: bool,
+    values: impl IntoIterator<Item = (&'v str, f64)>,
+) -> Vec<(String, f64)> {
+    if log {
+        dev.journal.push(0);
+    }
+    values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 fn insert_sorted(v: &mut Vec<Window>, w: Window) -> usize {
