@@ -312,12 +312,13 @@ fn decode<'a, T: Deserialize<'a>>(tree: &'static str, key: &[u8], v: &'a [u8]) -
     })
 }
 
-/// sled's page cache (its default is 1 GiB). The whole window state of
-/// 10,000 devices is about 17 MB; with 64 MiB a checkpoint of all of them
-/// takes ~80 ms, with 16 MiB ~110 ms, and the process's memory is the same
-/// either way (sled's write path, not its cache, is what costs: README,
-/// "Performance").
-const CACHE_BYTES: u64 = 64 << 20;
+/// sled's page cache (its default is 1 GiB). The daemon reads the state
+/// only at a restart and the history for the dashboard; what it writes
+/// (journal blobs, window records) is never read back while it runs, yet
+/// sled caches it. With 64 MiB the 10,000-device soak held ~200 MB, with
+/// 8 MiB ~100 MB before windows close; checkpoints took 25-50 ms either way
+/// (README "Performance").
+const CACHE_BYTES: u64 = 8 << 20;
 
 impl Store {
     /// Opens (or creates) the database in `dir`.

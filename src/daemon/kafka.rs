@@ -276,15 +276,21 @@ pub fn spawn_sink(
                     }
                 }
             }
-            let Some((seq, made, fut)) = inflight.pop_front() else {
-                tokio::select! {
-                    _ = notify.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = stop.changed() => {}
-                }
-                continue;
+            // Wait for the oldest record's delivery, or for new records to
+            // send meanwhile (they must not wait for this one's round trip).
+            let delivered = tokio::select! {
+                r = async {
+                    match inflight.front_mut() {
+                        Some((_, _, fut)) => fut.await,
+                        None => std::future::pending().await,
+                    }
+                } => r,
+                _ = notify.notified() => continue,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                _ = stop.changed(), if !*stop.borrow() => continue,
             };
-            match fut.await {
+            let Some((seq, made, _)) = inflight.pop_front() else { continue };
+            match delivered {
                 Ok(Ok(_)) => {
                     status.set_connected(true);
                     status.received.fetch_add(1, Ordering::Relaxed);

@@ -19,6 +19,7 @@
 //! hash of topic and payload of the redelivered (DUP) message.
 
 pub mod kafka;
+mod malloc;
 pub mod mqtt;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -680,6 +681,8 @@ impl Core {
                 self.stats.checkpoints += 1;
                 self.full_next = false;
                 self.alert_dirty.clear();
+                drop(cp);
+                malloc::trim();
                 metrics::histogram!(crate::metrics::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
                 metrics::gauge!(crate::metrics::CHECKPOINT_BYTES).set(w.bytes as f64);
                 let payloads: u64 = self.pipeline.sources().iter().map(|s| s.payloads).sum();
@@ -847,6 +850,7 @@ pub type LocalFeed = Box<dyn FnOnce(usize, SourceLinks) -> tokio::task::JoinHand
 /// `path`: the configuration file, read again on SIGHUP.
 pub fn run_with(config: Config, feed: Option<LocalFeed>, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    malloc::limit_arenas();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = rt.block_on(run_async(config, feed, path));
     // Everything that matters is on disk and acknowledged by now; a task
