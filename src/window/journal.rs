@@ -10,8 +10,11 @@
 //! it changed in the device is the time it was last seen.
 //!
 //! A blob (what one checkpoint adds) is a list of groups: device id (varint
-//! length and UTF-8), kind (`0` entries, `1` forgotten), and for entries
-//! their length (varint) and bytes.
+//! length and UTF-8), kind (`0` entries, `1` forgotten, `2` alert state,
+//! `3` alert state removed), and for entries and alert states their length
+//! (varint) and bytes. An alert state is the store's record, carried in
+//! the blob so that the checkpoint's transaction writes one record for all
+//! devices (`state.rs`).
 
 use std::sync::Arc;
 
@@ -101,12 +104,25 @@ impl<'a> Cursor<'a> {
 /// One group of a blob.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Group<'a> {
-    Entries { device: &'a str, entries: &'a [u8] },
-    Forgotten { device: &'a str },
+    Entries {
+        device: &'a str,
+        entries: &'a [u8],
+    },
+    Forgotten {
+        device: &'a str,
+    },
+    /// `None`: removed.
+    AlertState {
+        device: &'a str,
+        state: Option<&'a [u8]>,
+    },
 }
 
-/// A checkpoint's blob: devices forgotten first, then the entries.
-pub fn encode_blob(forgotten: &[Arc<str>], logged: &[(Arc<str>, Vec<u8>)]) -> Vec<u8> {
+/// A device's alert state for a blob: its id and its record (`None`: removed).
+pub type StateRecord<'a> = (&'a str, Option<Vec<u8>>);
+
+/// A checkpoint's blob: devices forgotten first, then the entries, then alert states.
+pub fn encode_blob(forgotten: &[Arc<str>], logged: &[(Arc<str>, Vec<u8>)], states: &[StateRecord<'_>]) -> Vec<u8> {
     let mut out = Vec::with_capacity(logged.iter().map(|(id, e)| id.len() + e.len() + 8).sum());
     for id in forgotten {
         put_name(&mut out, id);
@@ -117,6 +133,17 @@ pub fn encode_blob(forgotten: &[Arc<str>], logged: &[(Arc<str>, Vec<u8>)]) -> Ve
         put_u(&mut out, 0);
         put_u(&mut out, e.len() as u64);
         out.extend_from_slice(e);
+    }
+    for (id, st) in states {
+        put_name(&mut out, id);
+        match st {
+            Some(v) => {
+                put_u(&mut out, 2);
+                put_u(&mut out, v.len() as u64);
+                out.extend_from_slice(v);
+            }
+            None => put_u(&mut out, 3),
+        }
     }
     out
 }
@@ -133,6 +160,11 @@ pub fn groups(blob: &[u8]) -> Result<Vec<Group<'_>>, Corrupt> {
                 out.push(Group::Entries { device, entries: c.bytes(n)? });
             }
             1 => out.push(Group::Forgotten { device }),
+            2 => {
+                let n = c.u()?;
+                out.push(Group::AlertState { device, state: Some(c.bytes(n)?) });
+            }
+            3 => out.push(Group::AlertState { device, state: None }),
             _ => return Err(c.corrupt()),
         }
     }
@@ -166,10 +198,19 @@ mod tests {
 
     #[test]
     fn a_blob_lists_forgotten_devices_then_entries() {
-        let blob = encode_blob(&[Arc::from("gone")], &[(Arc::from("p1"), vec![1, 2, 3])]);
+        let blob = encode_blob(
+            &[Arc::from("gone")],
+            &[(Arc::from("p1"), vec![1, 2, 3])],
+            &[("p1", Some(vec![9])), ("gone", None)],
+        );
         assert_eq!(
             groups(&blob).unwrap(),
-            vec![Group::Forgotten { device: "gone" }, Group::Entries { device: "p1", entries: &[1, 2, 3] }]
+            vec![
+                Group::Forgotten { device: "gone" },
+                Group::Entries { device: "p1", entries: &[1, 2, 3] },
+                Group::AlertState { device: "p1", state: Some(&[9]) },
+                Group::AlertState { device: "gone", state: None },
+            ]
         );
         assert!(groups(&blob[..blob.len() - 1]).is_err(), "a cut blob is refused");
     }
