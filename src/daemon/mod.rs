@@ -187,6 +187,8 @@ pub struct Core {
     full_next: bool,
     /// The next checkpoint's number (`state::Checkpoint::seq`).
     seq: u64,
+    /// When free memory was last given back ([`malloc::trim`]).
+    trimmed: Instant,
     late_mark: LogMark,
     quarantine_mark: LogMark,
     pub stats: CoreStats,
@@ -258,6 +260,7 @@ impl Core {
             owed: 0,
             full_next: false,
             seq: 0,
+            trimmed: Instant::now(),
             late_mark: LogMark::default(),
             quarantine_mark: LogMark::default(),
             stats: CoreStats::default(),
@@ -682,7 +685,10 @@ impl Core {
                 self.full_next = false;
                 self.alert_dirty.clear();
                 drop(cp);
-                malloc::trim();
+                if self.trimmed.elapsed() >= malloc::TRIM_EVERY {
+                    malloc::trim();
+                    self.trimmed = Instant::now();
+                }
                 metrics::histogram!(crate::metrics::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
                 metrics::gauge!(crate::metrics::CHECKPOINT_BYTES).set(w.bytes as f64);
                 let payloads: u64 = self.pipeline.sources().iter().map(|s| s.payloads).sum();
