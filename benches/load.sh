@@ -12,9 +12,11 @@
 #   latency     MQTT at LATENCY_RATE readings/s (half of max), alerts to Kafka:
 #               alert record made -> broker's ack, p50 / p99
 #   memory      DEVICES_MEM devices x 8 signals at one reading per device per
-#               second for SOAK (default 3m; the soak is 30m), RSS sampled
+#               second for SOAK (default 3m; the soak is 30m), RSS sampled;
+#               ends with kill -9
 #   restart     the memory case's state (every device with open windows):
-#               start -> /readyz answering
+#               start -> /readyz answering, once after the kill -9 (the
+#               journal replayed), then median of 5 after clean stops
 #   ceilings    the brokers alone: mosquitto (replay -> mosquitto_sub), tansu (replay only)
 #
 # WRAP runs the daemon under a profiler, e.g. WRAP="perf record -g -o perf.data"
