@@ -104,11 +104,12 @@ pub struct WindowRecord {
     pub signals: Vec<(String, f64, f64)>,
 }
 
-/// Windows kept per device in the `windows` tree.
+/// Windows kept per device in the `windows` tree by default
+/// (`limits.window_history`).
 pub const WINDOWS_PER_DEVICE: usize = 500;
 
-/// A device's window history may exceed [`WINDOWS_PER_DEVICE`] by this
-/// many before it is trimmed, so that trimming reads its keys seldom.
+/// A device's window history may exceed its bound by this many before it
+/// is trimmed, so that trimming reads its keys seldom.
 const TRIM_SLACK: usize = 50;
 
 /// Alerts kept in the `alerts` tree; past it the oldest cleared ones go.
@@ -261,6 +262,8 @@ pub struct Store {
     closed_written: std::sync::Mutex<std::collections::HashMap<String, u128>>,
     /// Per device, windows stored (an upper bound) since it was last trimmed.
     window_counts: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// Windows kept per device ([`Store::set_window_history`]).
+    window_history: std::sync::atomic::AtomicUsize,
     alert_state: sled::Tree,
     alerts: sled::Tree,
     windows: sled::Tree,
@@ -359,6 +362,7 @@ impl Store {
             journal: db.open_tree("journal")?,
             closed_written: std::sync::Mutex::new(std::collections::HashMap::new()),
             window_counts: std::sync::Mutex::new(std::collections::HashMap::new()),
+            window_history: std::sync::atomic::AtomicUsize::new(WINDOWS_PER_DEVICE),
             alert_state: db.open_tree("alert_state")?,
             alerts: db.open_tree("alerts")?,
             windows: db.open_tree("windows")?,
@@ -371,6 +375,13 @@ impl Store {
             next_seq: AtomicU64::new(next_seq),
             pending: AtomicU64::new(pending),
         })
+    }
+
+    /// Windows kept per device from now on (`limits.window_history`); a
+    /// longer history is cut at each device's next window.
+    pub fn set_window_history(&self, n: usize) {
+        self.window_history.store(n, Ordering::Relaxed);
+        self.window_counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
 
     pub fn dir(&self) -> &Path {
@@ -525,8 +536,10 @@ impl Store {
         // together held ~100 MB inside one transaction. They are history,
         // not state: a crash before the transaction means the readings come
         // again and close the same windows under the same keys.
-        for (k, v) in &windows {
-            self.windows.insert(k.as_slice(), v.as_slice())?;
+        if self.window_history.load(Ordering::Relaxed) > 0 {
+            for (k, v) in &windows {
+                self.windows.insert(k.as_slice(), v.as_slice())?;
+            }
         }
         let trees =
             (&self.devices, &self.closed, &self.journal, &self.alerts, &self.positions, &self.late, &self.quarantine);
@@ -608,27 +621,28 @@ impl Store {
         Ok(w)
     }
 
-    /// Keeps the newest [`WINDOWS_PER_DEVICE`] windows of a device. Its
+    /// Keeps the newest `limits.window_history` windows of a device. Its
     /// keys are read only at its first window since the store opened and
     /// then once per [`TRIM_SLACK`] windows: `added` counts since then.
     fn trim_windows(&self, device_id: &str, added: usize) -> Result<(), StateError> {
+        let keep = self.window_history.load(Ordering::Relaxed);
         let mut counts = self.window_counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(n) = counts.get_mut(device_id) {
             *n += added;
-            if *n <= WINDOWS_PER_DEVICE + TRIM_SLACK {
+            if *n <= keep + TRIM_SLACK {
                 return Ok(());
             }
         }
         let keys: Vec<sled::IVec> =
             self.windows.scan_prefix(device_prefix(device_id)).keys().collect::<Result<_, _>>()?;
-        if keys.len() > WINDOWS_PER_DEVICE {
+        if keys.len() > keep {
             let mut batch = sled::Batch::default();
-            for k in &keys[..keys.len() - WINDOWS_PER_DEVICE] {
+            for k in &keys[..keys.len() - keep] {
                 batch.remove(k);
             }
             self.windows.apply_batch(batch)?;
         }
-        counts.insert(device_id.to_owned(), keys.len().min(WINDOWS_PER_DEVICE));
+        counts.insert(device_id.to_owned(), keys.len().min(keep));
         Ok(())
     }
 
@@ -710,7 +724,7 @@ impl Store {
     pub fn windows(&self, device_id: &str, limit: usize) -> Result<Vec<WindowRecord>, StateError> {
         // Forward only: sled 0.34's reverse iteration can panic on some tree
         // shapes ("fucked up tree traversal next_back"). A device has at
-        // most WINDOWS_PER_DEVICE windows, so reading them all is cheap.
+        // most `limits.window_history` (+ 50) windows, so reading them all is cheap.
         let all = decode_all(&self.windows, "windows", &device_prefix(device_id))?;
         Ok(all.into_iter().rev().take(limit).map(|(_, w)| w).collect())
     }
@@ -853,6 +867,13 @@ mod tests {
         s.checkpoint(&Checkpoint { windows: vec![w("a", 3000)], ..Default::default() }).unwrap();
         let a = s.windows("a", 1000).unwrap();
         assert_eq!((a.len(), a[0].start_ms), (WINDOWS_PER_DEVICE, 3000 * 60_000));
+        // A smaller bound applies from the next window on.
+        s.set_window_history(10);
+        s.checkpoint(&Checkpoint { windows: vec![w("a", 3001)], ..Default::default() }).unwrap();
+        assert_eq!(s.windows("a", 1000).unwrap().len(), 10);
+        s.set_window_history(0);
+        s.checkpoint(&Checkpoint { windows: vec![w("b", 3002)], ..Default::default() }).unwrap();
+        assert!(s.windows("b", 10).unwrap().is_empty(), "0: none stored, the old ones go");
         // Labels share the key layout (negative times included).
         s.put_label("a", -60_000, 60_000, false).unwrap();
         s.put_label("a", 120_000, 180_000, true).unwrap();

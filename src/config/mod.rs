@@ -194,6 +194,9 @@ pub struct LimitsConfig {
     /// Alert records waiting for the alert topic; past it the oldest are
     /// dropped and counted (default 100000).
     pub outbox: usize,
+    /// Closed windows kept per device for the dashboard and the API, about
+    /// 0.5 KB each in `state.dir` (default 500; 0 stores none).
+    pub window_history: usize,
 }
 
 /// `[[source]]`, chosen by `type`.
@@ -369,6 +372,7 @@ impl Default for LimitsConfig {
             quarantine: 1000,
             device_ttl: Duration::from_millis(s.device_ttl_ms.unsigned_abs()),
             outbox: 100_000,
+            window_history: crate::state::WINDOWS_PER_DEVICE,
         }
     }
 }

@@ -886,6 +886,7 @@ async fn run_async(config: Config, feed: Option<LocalFeed>, path: Option<std::pa
         crate::http::auth::Auth::from_config(config.http.auth.as_ref(), tls.is_some()).map_err(anyhow::Error::msg)?,
     );
     let store = Arc::new(Store::open(&config.state.dir)?);
+    store.set_window_history(config.limits.window_history);
     let model = match &config.model {
         Some(m) => {
             Some(Arc::new(ModelHandle::load(&m.path).with_context(|| format!("model package {}", m.path.display()))?))
