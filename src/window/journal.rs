@@ -57,7 +57,7 @@ impl<'a> Cursor<'a> {
         self.at >= self.bytes.len()
     }
 
-    fn corrupt(&self) -> Corrupt {
+    pub(crate) fn corrupt(&self) -> Corrupt {
         Corrupt { at: self.at }
     }
 

@@ -314,10 +314,7 @@ impl Engine {
             }
             // A journal replays under the rules of its time: start afresh.
             d.mark_snapshot();
-            if !d.dirty {
-                d.dirty = true;
-                self.changed.push(d.id.clone());
-            }
+            mark_dirty(d, &mut self.changed);
         }
     }
 
@@ -379,10 +376,7 @@ impl Engine {
                 self.devices.entry(Box::from(device_id)).or_insert(Device::new(device_id, now_ms, phase))
             }
         };
-        if !dev.dirty {
-            dev.dirty = true;
-            self.changed.push(dev.id.clone());
-        }
+        mark_dirty(dev, &mut self.changed);
         let log = self.journal_spread > 0 && !dev.snap_next && !replay;
         let before = dev.journal.len();
         let mut cx = Cx {
@@ -419,49 +413,43 @@ impl Engine {
     /// Windows they close are not emitted again: their results were stored
     /// when it happened. The device is snapshotted at the next checkpoint.
     pub fn replay(&mut self, device_id: &str, entries: &[u8]) -> Result<usize, journal::Corrupt> {
-        let counters = self.counters.clone();
-        let cleaning = self.cleaning.clone();
-        let mut c = journal::Cursor::new(entries);
-        let mut values: Vec<(Arc<str>, f64)> = Vec::new();
-        let mut out = Vec::new();
-        let mut n = 0;
-        let result = loop {
-            if c.is_empty() {
-                break Ok(n);
-            }
-            let entry = (|| {
-                let ts = c.i()?;
-                let now = c.i()?;
-                values.clear();
-                let signals = self.devices.get(device_id).map(|d| &d.signals[..]).unwrap_or_default();
-                loop {
-                    let name: Arc<str> = match c.u()? {
-                        0 => break,
-                        1 => Arc::from(c.name()?),
-                        i => signals
-                            .get(usize::try_from(i - 2).unwrap_or(usize::MAX))
-                            .map(|s| s.name.clone())
-                            .ok_or(journal::Corrupt { at: 0 })?,
-                    };
-                    values.push((name, c.f64()?));
-                }
-                Ok((ts, now))
-            })();
-            match entry {
-                Ok((ts, now)) => {
-                    self.record_as(device_id, ts, values.iter().map(|(k, v)| (&**k, *v)), now, &mut out, true);
-                    out.clear();
-                    n += 1;
-                }
-                Err(e) => break Err(e),
-            }
-        };
+        // Counters count what came in, once: the replay leaves them as they were.
+        let (counters, cleaning) = (self.counters.clone(), self.cleaning.clone());
+        let result = self.replay_entries(device_id, entries);
         self.counters = counters;
         self.cleaning = cleaning;
         if let Some(d) = self.devices.get_mut(device_id) {
             d.mark_snapshot();
         }
         result
+    }
+
+    fn replay_entries(&mut self, device_id: &str, entries: &[u8]) -> Result<usize, journal::Corrupt> {
+        let mut c = journal::Cursor::new(entries);
+        let mut values: Vec<(Arc<str>, f64)> = Vec::new();
+        let mut out = Vec::new();
+        let mut n = 0;
+        while !c.is_empty() {
+            let ts = c.i()?;
+            let now = c.i()?;
+            values.clear();
+            let signals = self.devices.get(device_id).map(|d| &d.signals[..]).unwrap_or_default();
+            loop {
+                let name: Arc<str> = match c.u()? {
+                    0 => break,
+                    1 => Arc::from(c.name()?),
+                    i => match signals.get(usize::try_from(i - 2).unwrap_or(usize::MAX)) {
+                        Some(s) => s.name.clone(),
+                        None => return Err(c.corrupt()),
+                    },
+                };
+                values.push((name, c.f64()?));
+            }
+            self.record_as(device_id, ts, values.iter().map(|(k, v)| (&**k, *v)), now, &mut out, true);
+            out.clear();
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Every device with the processing time it was last seen.
@@ -483,10 +471,7 @@ impl Engine {
                 silent >= spec.idle_timeout_ms.saturating_add(spec.allowed_lateness_ms) && !dev.closed.is_empty();
             if idle || expire {
                 dev.mark_snapshot();
-                if !dev.dirty {
-                    dev.dirty = true;
-                    self.changed.push(dev.id.clone());
-                }
+                mark_dirty(dev, &mut self.changed);
             }
             if idle {
                 for w in std::mem::take(&mut dev.open) {
@@ -827,6 +812,14 @@ fn record_in<'v>(
         dev.closed.drain(..excess);
     }
     Ok(outcome)
+}
+
+/// Lists the device among those changed since the last checkpoint, once.
+fn mark_dirty(dev: &mut Device, changed: &mut Vec<Arc<str>>) {
+    if !dev.dirty {
+        dev.dirty = true;
+        changed.push(dev.id.clone());
+    }
 }
 
 /// A late reading's values, for the late store; its journal entry ends
