@@ -33,13 +33,15 @@
 //! restart restores the snapshots, then replays the journal entries newer
 //! than each. A clean shutdown snapshots every device. A `devices` record
 //! of an older database (closed windows inside, no checkpoint number) still
-//! reads the same. The outbox is
-//! written as alerts happen (and flushed with the next checkpoint), so an
-//! alert record is never lost: at worst one is sent twice after a crash,
+//! reads the same. The outbox is in memory while the daemon runs
+//! (`daemon::outbox`): each checkpoint adds the alert records made since
+//! and removes the ones delivered, in its transaction, so an alert record
+//! is never lost: one made after the last checkpoint is made again from the
+//! readings that come again; at worst one is sent twice after a crash,
 //! recognisably the same (SPEC 4: deterministic `alert_id`).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -190,7 +192,21 @@ impl LogMark {
     }
 }
 
-/// What a checkpoint writes, besides what [`Store::push_outbox`] already wrote.
+/// How the `outbox` tree changes: records added, and the sequence numbers
+/// of the ones gone (delivered or dropped), whichever of them it holds.
+#[derive(Debug, Default, Clone)]
+pub struct OutboxDelta {
+    pub removed: std::ops::Range<u64>,
+    pub added: Vec<(u64, std::sync::Arc<OutboxRecord>)>,
+}
+
+impl OutboxDelta {
+    pub fn is_empty(&self) -> bool {
+        self.removed.is_empty() && self.added.is_empty()
+    }
+}
+
+/// What a checkpoint writes.
 #[derive(Debug, Default)]
 pub struct Checkpoint {
     /// This checkpoint's number: its journal blob's key, written with each
@@ -209,6 +225,7 @@ pub struct Checkpoint {
     pub windows: Vec<WindowRecord>,
     pub late: LogDelta<Reading>,
     pub quarantine: LogDelta<Quarantined>,
+    pub outbox: OutboxDelta,
 }
 
 impl Checkpoint {
@@ -224,6 +241,7 @@ impl Checkpoint {
             && self.late.removed.is_empty()
             && self.quarantine.added.is_empty()
             && self.quarantine.removed.is_empty()
+            && self.outbox.is_empty()
     }
 }
 
@@ -239,7 +257,8 @@ pub struct Restored {
     pub next_seq: u64,
     pub alert_states: Vec<(String, DeviceState)>,
     pub positions: Vec<(Vec<u8>, Vec<u8>)>,
-    pub outbox_pending: u64,
+    /// Alert records not yet on the topic, oldest first.
+    pub outbox: Vec<(u64, OutboxRecord)>,
     pub late: Vec<(u64, Reading)>,
     pub quarantine: Vec<(u64, Quarantined)>,
 }
@@ -272,8 +291,6 @@ pub struct Store {
     quarantine: sled::Tree,
     labels: sled::Tree,
     outbox: sled::Tree,
-    next_seq: AtomicU64,
-    pending: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -348,13 +365,6 @@ impl Store {
                 }
             }
         }
-        let outbox = db.open_tree("outbox")?;
-        // One forward pass (no `last()`: sled 0.34's reverse traversal can panic).
-        let (mut next_seq, mut pending) = (0u64, 0u64);
-        for k in outbox.iter().keys() {
-            next_seq = next_seq.max(seq_of(&k?).saturating_add(1));
-            pending += 1;
-        }
         Ok(Store {
             dir: dir.to_owned(),
             devices: db.open_tree("devices")?,
@@ -370,10 +380,8 @@ impl Store {
             quarantine: db.open_tree("quarantine")?,
             labels: db.open_tree("labels")?,
             positions: db.open_tree("positions")?,
-            outbox,
+            outbox: db.open_tree("outbox")?,
             db,
-            next_seq: AtomicU64::new(next_seq),
-            pending: AtomicU64::new(pending),
         })
     }
 
@@ -453,7 +461,7 @@ impl Store {
             next_seq,
             alert_states: alert_states.into_iter().collect(),
             positions,
-            outbox_pending: self.pending.load(Ordering::Relaxed),
+            outbox: decode_all(&self.outbox, "outbox", &[])?.into_iter().map(|(k, r)| (seq_of(&k), r)).collect(),
             late: decode_all(&self.late, "late", &[])?.into_iter().map(|(k, t)| (seq_of(&k), t)).collect(),
             quarantine: decode_all(&self.quarantine, "quarantine", &[])?
                 .into_iter()
@@ -520,6 +528,7 @@ impl Store {
         w.bytes += blob.as_ref().map_or(0, Vec::len);
         let stale: Vec<sled::IVec> =
             self.journal.range(..c.journal_from.to_be_bytes()).keys().collect::<Result<_, _>>()?;
+        let (outbox_gone, outbox_added) = self.outbox_changes(&c.outbox, &mut w)?;
         w.records = devices.len()
             + usize::from(blob.is_some())
             + closed.len()
@@ -529,7 +538,9 @@ impl Store {
             + c.positions.len()
             + windows.len()
             + late.len()
-            + quarantine.len();
+            + quarantine.len()
+            + outbox_gone.len()
+            + outbox_added.len();
         // Window history first, outside the transaction and one record at a
         // time: sled copies a leaf for every insert and frees the old copies
         // only after the operation, so the 10,000 windows that close
@@ -541,9 +552,17 @@ impl Store {
                 self.windows.insert(k.as_slice(), v.as_slice())?;
             }
         }
-        let trees =
-            (&self.devices, &self.closed, &self.journal, &self.alerts, &self.positions, &self.late, &self.quarantine);
-        let result: Result<(), TransactionError<()>> = trees.transaction(|(d, cl, jt, a, p, late_t, quar_t)| {
+        let trees = (
+            &self.devices,
+            &self.closed,
+            &self.journal,
+            &self.alerts,
+            &self.positions,
+            &self.late,
+            &self.quarantine,
+            &self.outbox,
+        );
+        let result: Result<(), TransactionError<()>> = trees.transaction(|(d, cl, jt, a, p, late_t, quar_t, o)| {
             for k in &stale {
                 jt.remove(k)?;
             }
@@ -577,6 +596,12 @@ impl Store {
             }
             for (k, v) in &quarantine {
                 quar_t.insert(k, v.as_slice())?;
+            }
+            for k in &outbox_gone {
+                o.remove(k)?;
+            }
+            for (k, v) in &outbox_added {
+                o.insert(k, v.as_slice())?;
             }
             Ok::<(), ConflictableTransactionError<()>>(())
         });
@@ -669,50 +694,39 @@ impl Store {
         Ok(())
     }
 
-    /// Appends alert records to the outbox, in order; returns how many
-    /// older records were dropped to stay within `cap`.
-    pub fn push_outbox(&self, records: &[OutboxRecord], cap: usize) -> Result<u64, StateError> {
+    /// The `outbox` keys an [`OutboxDelta`] removes (those the tree
+    /// holds) and the records it adds, encoded.
+    fn outbox_changes(&self, d: &OutboxDelta, w: &mut Written) -> Result<OutboxChanges, StateError> {
+        let gone = if d.removed.is_empty() {
+            Vec::new()
+        } else {
+            let (from, to) = (d.removed.start.to_be_bytes(), d.removed.end.to_be_bytes());
+            self.outbox.range(from..to).keys().collect::<Result<_, _>>()?
+        };
+        let mut added = Vec::with_capacity(d.added.len());
+        for (seq, r) in &d.added {
+            let v = encode(&**r)?;
+            w.bytes += v.len();
+            added.push((seq.to_be_bytes(), v));
+        }
+        Ok((gone, added))
+    }
+
+    /// Brings the `outbox` tree up to date outside a checkpoint (at
+    /// shutdown, once the sink has delivered what it could), and flushes.
+    pub fn write_outbox(&self, d: &OutboxDelta) -> Result<(), StateError> {
+        let mut w = Written::default();
+        let (gone, added) = self.outbox_changes(d, &mut w)?;
         let mut batch = sled::Batch::default();
-        for r in records {
-            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-            batch.insert(&seq.to_be_bytes(), encode(r)?);
+        for k in gone {
+            batch.remove(k);
+        }
+        for (k, v) in added {
+            batch.insert(&k, v);
         }
         self.outbox.apply_batch(batch)?;
-        let mut pending = self.pending.fetch_add(records.len() as u64, Ordering::Relaxed) + records.len() as u64;
-        let mut dropped = 0;
-        while pending > cap as u64 {
-            match self.outbox.pop_min()? {
-                Some(_) => {
-                    dropped += 1;
-                    pending = self.pending.fetch_sub(1, Ordering::Relaxed) - 1;
-                }
-                None => break,
-            }
-        }
-        Ok(dropped)
-    }
-
-    /// Up to `n` outbox records from sequence `from` on, oldest first.
-    pub fn outbox_from(&self, from: u64, n: usize) -> Result<Vec<(u64, OutboxRecord)>, StateError> {
-        let mut out = Vec::new();
-        for kv in self.outbox.range(from.to_be_bytes()..).take(n) {
-            let (k, v) = kv?;
-            out.push((seq_of(&k), decode("outbox", &k, &v)?));
-        }
-        Ok(out)
-    }
-
-    /// Removes a delivered record.
-    pub fn remove_outbox(&self, seq: u64) -> Result<(), StateError> {
-        if self.outbox.remove(seq.to_be_bytes())?.is_some() {
-            self.pending.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.db.flush()?;
         Ok(())
-    }
-
-    /// Alert records waiting for the topic.
-    pub fn outbox_pending(&self) -> u64 {
-        self.pending.load(Ordering::Relaxed)
     }
 
     /// Latest record of every alert (history), in alert-id order.
@@ -811,6 +825,9 @@ fn encode_log<T: Serialize>(d: &LogDelta<T>, w: &mut Written) -> Result<Encoded,
     }
     Ok(out)
 }
+
+/// `outbox` keys to remove, records to insert.
+type OutboxChanges = (Vec<sled::IVec>, Vec<([u8; 8], Vec<u8>)>);
 
 fn seq_of(k: &[u8]) -> u64 {
     <[u8; 8]>::try_from(k).map(u64::from_be_bytes).unwrap_or(0)
@@ -1050,6 +1067,10 @@ mod tests {
             open: vec![],
             closed: vec![],
         };
+        let rec = |i: u64| {
+            let r = OutboxRecord { device_id: "pump 1".into(), payload: format!("{{\"n\":{i}}}") };
+            (i, std::sync::Arc::new(r))
+        };
         {
             let s = Store::open(dir.path()).unwrap();
             let c = Checkpoint {
@@ -1071,23 +1092,22 @@ mod tests {
             let d = mark.delta(&late);
             assert_eq!((d.added.len(), d.removed.clone()), (2, 0..1));
             s.checkpoint(&Checkpoint { late: d, ..Default::default() }).unwrap();
-            let rec = |i: u32| OutboxRecord { device_id: "pump 1".into(), payload: format!("{{\"n\":{i}}}") };
-            assert_eq!(s.push_outbox(&[rec(0), rec(1), rec(2)], 2).unwrap(), 1);
-            assert_eq!(s.outbox_pending(), 2);
-            let got = s.outbox_from(0, 10).unwrap();
-            assert_eq!(got.iter().map(|(q, _)| *q).collect::<Vec<_>>(), vec![1, 2]);
-            s.remove_outbox(1).unwrap();
-            s.flush().unwrap();
+            // The outbox: records added, then some removed, in checkpoints
+            // and outside them.
+            let outbox = OutboxDelta { removed: 0..0, added: vec![rec(1), rec(2), rec(3)] };
+            let w = s.checkpoint(&Checkpoint { outbox, ..Default::default() }).unwrap();
+            assert_eq!(w.records, 3);
+            let outbox = OutboxDelta { removed: 0..2, added: vec![rec(4)] };
+            assert_eq!(s.checkpoint(&Checkpoint { outbox, ..Default::default() }).unwrap().records, 2);
+            s.write_outbox(&OutboxDelta { removed: 3..4, added: vec![rec(5)] }).unwrap();
         }
         let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
         let r = s.restore().unwrap();
         assert_eq!(r.devices, vec![snap]);
         assert_eq!(r.positions.len(), 1);
-        assert_eq!(r.outbox_pending, 1);
+        assert_eq!(r.outbox.iter().map(|(q, _)| *q).collect::<Vec<_>>(), vec![2, 4, 5]);
+        assert_eq!(r.outbox[0].1, *rec(2).1);
         assert_eq!(r.late.iter().map(|(q, r)| (*q, r.ts_ms)).collect::<Vec<_>>(), vec![(1, 2), (2, 3)]);
-        // New records continue the sequence.
-        s.push_outbox(&[OutboxRecord { device_id: "x".into(), payload: "{}".into() }], 10).unwrap();
-        assert_eq!(s.outbox_from(0, 10).unwrap().iter().map(|(q, _)| *q).collect::<Vec<_>>(), vec![2, 3]);
         // Forgetting removes.
         let c = Checkpoint {
             devices: Changes { forgotten: vec![std::sync::Arc::from("pump 1")], ..Default::default() },

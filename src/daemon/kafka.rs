@@ -1,5 +1,5 @@
 //! Kafka: the readings source (a consumer group, offsets committed only
-//! after a checkpoint) and the alert sink (the sled outbox drained by an
+//! after a checkpoint) and the alert sink (the outbox drained by an
 //! idempotent producer).
 
 use std::sync::atomic::Ordering;
@@ -11,11 +11,11 @@ use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, Stream
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 
+use super::outbox::Outbox;
 use super::{Input, SourceLinks, SourceStatus};
 use crate::config::{KafkaSink, KafkaSource};
-use crate::state::Store;
 
 /// Offsets to commit: (topic, partition, next offset).
 pub type Commit = Vec<(Arc<str>, i32, i64)>;
@@ -222,11 +222,10 @@ fn commit(consumer: &StreamConsumer<Context>, offsets: &Commit, mode: CommitMode
 }
 
 /// The alert sink: sends the outbox in order with an idempotent producer
-/// and removes each record once the broker confirmed it.
+/// and lets each record go once the broker confirmed it.
 pub fn spawn_sink(
     cfg: &KafkaSink,
-    store: Arc<Store>,
-    notify: Arc<Notify>,
+    outbox: Arc<Outbox>,
     mut stop: watch::Receiver<bool>,
     status: Arc<SourceStatus>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
@@ -251,23 +250,13 @@ pub fn spawn_sink(
             }
             // Fill the window of records in flight, oldest first.
             if inflight.len() < INFLIGHT && !*stop.borrow() {
-                let batch = match store.outbox_from(next, INFLIGHT - inflight.len()) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::error!("alert outbox unreadable: {e}");
-                        Vec::new()
-                    }
-                };
-                for (seq, rec) in batch {
+                for p in outbox.from(next, INFLIGHT - inflight.len()) {
+                    let rec = &p.record;
                     let r = FutureRecord::to(&topic).key(rec.device_id.as_str()).payload(rec.payload.as_str());
                     match producer.send_result(r) {
                         Ok(f) => {
-                            // When the record was made, for the delivery latency.
-                            let made = serde_json::from_str::<serde_json::Value>(&rec.payload)
-                                .ok()
-                                .and_then(|v| v["updated_at"].as_str().and_then(crate::time::parse_cell));
-                            inflight.push_back((seq, made, f));
-                            next = seq + 1;
+                            inflight.push_back((p.seq, p.made_ms, f));
+                            next = p.seq + 1;
                         }
                         Err((e, _)) => {
                             tracing::warn!("alert sink: cannot queue a record ({e}); retrying");
@@ -285,7 +274,7 @@ pub fn spawn_sink(
                         None => std::future::pending().await,
                     }
                 } => r,
-                _ = notify.notified() => continue,
+                _ = outbox.ready() => continue,
                 _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
                 _ = stop.changed(), if !*stop.borrow() => continue,
             };
@@ -299,9 +288,7 @@ pub fn spawn_sink(
                         let secs = (crate::time::now_ms() - made).max(0) as f64 / 1000.0;
                         metrics::histogram!(crate::metrics::ALERT_DELIVERY_SECONDS).record(secs);
                     }
-                    if let Err(e) = store.remove_outbox(seq) {
-                        tracing::error!("alert outbox: {e}");
-                    }
+                    outbox.delivered(seq);
                 }
                 other => {
                     status.set_connected(false);
@@ -318,7 +305,7 @@ pub fn spawn_sink(
                     tokio::time::sleep(wait).await;
                 }
             }
-            crate::metrics::outbox_pending(store.outbox_pending());
+            crate::metrics::outbox_pending(outbox.pending());
         }
         let _ = std::thread::Builder::new().name("kafka-close".into()).spawn(move || {
             let _ = producer.flush(Duration::from_secs(2));

@@ -21,6 +21,7 @@
 pub mod kafka;
 mod malloc;
 pub mod mqtt;
+pub mod outbox;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
@@ -28,7 +29,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
+
+use outbox::Outbox;
 
 use crate::alerts::{Alert, Status};
 use crate::config::{Config, SinkConfig, SourceConfig};
@@ -135,6 +138,10 @@ const IDLE_FLUSH: Duration = Duration::from_millis(20);
 /// An early checkpoint past this many messages owed an acknowledgement.
 const MAX_OWED: usize = 50_000;
 
+/// Closed windows scored together while a batch of inputs is handled
+/// (the rest at the batch's end).
+const SCORE_BATCH: usize = 64;
+
 enum SourcePos {
     /// An in-process stream: nothing to acknowledge.
     Local { id: SourceId },
@@ -174,14 +181,16 @@ pub struct Core {
     scorer: Option<Scorer>,
     model: Option<Arc<ModelHandle>>,
     store: Arc<Store>,
-    outbox_cap: usize,
+    /// Alert records on their way to the sink (restored with the state).
+    outbox: Arc<Outbox>,
     sources: Vec<SourcePos>,
     closed: Vec<ClosedWindow>,
     alert_dirty: HashSet<String>,
     alert_records: Vec<Alert>,
     window_records: Vec<WindowRecord>,
     view: Arc<View>,
-    sink: Option<Arc<Notify>>,
+    /// A sink is configured: alert records go to the outbox.
+    sink: bool,
     owed: usize,
     /// The last checkpoint failed: write everything next time.
     full_next: bool,
@@ -249,14 +258,14 @@ impl Core {
             scorer,
             model,
             store,
-            outbox_cap: config.limits.outbox,
+            outbox: Arc::new(Outbox::new(config.limits.outbox, Vec::new())),
             sources,
             closed: Vec::new(),
             alert_dirty: HashSet::new(),
             alert_records: Vec::new(),
             window_records: Vec::new(),
             view: Arc::new(View::default()),
-            sink: None,
+            sink: false,
             owed: 0,
             full_next: false,
             seq: 0,
@@ -277,6 +286,8 @@ impl Core {
         let mut r = self.store.restore().map_err(|e| crate::error_chain(&e))?;
         let snapshots = r.devices.len();
         self.seq = r.next_seq;
+        let pending = r.outbox.len();
+        self.outbox = Arc::new(Outbox::new(self.outbox.cap(), std::mem::take(&mut r.outbox)));
         let (refused, replayed) =
             crate::state::restore_engine(self.pipeline.engine_mut(), &mut r).map_err(|e| crate::error_chain(&e))?;
         let n = self.pipeline.engine().device_count();
@@ -321,12 +332,12 @@ impl Core {
             snapshots,
             replayed,
             refused,
-            outbox = r.outbox_pending,
+            outbox = pending,
             "state restored from {} in {:.0?}",
             self.store.dir().display(),
             started.elapsed()
         );
-        crate::metrics::outbox_pending(r.outbox_pending);
+        crate::metrics::outbox_pending(self.outbox.pending());
         Ok(())
     }
 
@@ -484,6 +495,10 @@ impl Core {
         }
         match scorer.process(&self.closed, now_ms) {
             Ok(batch) => {
+                let rows: Vec<Option<Arc<[f32]>>> =
+                    (0..batch.results.len()).map(|i| scorer.row(i).map(Arc::from)).collect();
+                // Alerts first: they are what someone waits for.
+                self.emit(batch.alerts.into_iter().map(|(_, a)| a).collect());
                 self.window_records.extend(
                     self.closed.iter().zip(&batch.results).map(|(w, r)| record(w, r.score, &r.model, &r.model_version)),
                 );
@@ -492,10 +507,7 @@ impl Core {
                         self.alert_dirty.insert(w.device_id.to_string());
                     }
                 }
-                let rows: Vec<Option<Arc<[f32]>>> =
-                    (0..batch.results.len()).map(|i| scorer.row(i).map(Arc::from)).collect();
                 self.update_view(&batch.results, &rows, now_ms);
-                self.emit(batch.alerts.into_iter().map(|(_, a)| a).collect());
             }
             Err(e) => {
                 self.window_records.extend(self.closed.iter().map(|w| record(w, f32::NAN, "", "")));
@@ -506,7 +518,8 @@ impl Core {
         self.closed.clear();
     }
 
-    /// Alert records: logged, into the outbox, kept for the next checkpoint.
+    /// Alert records: logged, to the outbox (the sink takes them from
+    /// there at once), kept for the next checkpoint.
     fn emit(&mut self, alerts: Vec<Alert>) {
         if alerts.is_empty() {
             return;
@@ -516,21 +529,14 @@ impl Core {
             self.alert_dirty.insert(a.device_id.clone());
             self.view.alert_changed(a);
         }
-        if self.sink.is_some() {
-            let records: Vec<OutboxRecord> = alerts
-                .iter()
-                .map(|a| OutboxRecord { device_id: a.device_id.clone(), payload: a.to_json().to_string() })
-                .collect();
-            match self.store.push_outbox(&records, self.outbox_cap) {
-                Ok(dropped) => self.stats.outbox_dropped += dropped,
-                Err(e) => tracing::error!("alert outbox: {}", crate::error_chain(&e)),
-            }
-            crate::metrics::outbox_pending(self.store.outbox_pending());
+        if self.sink {
+            let records = alerts.iter().map(|a| {
+                (OutboxRecord { device_id: a.device_id.clone(), payload: a.to_json().to_string() }, a.updated_at_ms)
+            });
+            self.stats.outbox_dropped += self.outbox.push(records);
+            crate::metrics::outbox_pending(self.outbox.pending());
         }
         self.alert_records.extend(alerts);
-        if let Some(n) = &self.sink {
-            n.notify_one();
-        }
     }
 
     /// The devices' latest windows and open alerts, for the HTTP side.
@@ -621,6 +627,11 @@ impl Core {
         Ok(LabelOutcome { alerts: ids, false_alerts })
     }
 
+    /// Windows closed and not yet scored.
+    pub fn closed_waiting(&self) -> usize {
+        self.closed.len()
+    }
+
     /// Messages processed but not yet covered by a checkpoint.
     pub fn owed(&self) -> usize {
         self.owed
@@ -655,6 +666,7 @@ impl Core {
         let (late_mark, quarantine_mark) = (self.late_mark, self.quarantine_mark);
         cp.late = self.late_mark.delta(self.pipeline.engine().late_store());
         cp.quarantine = self.quarantine_mark.delta(self.pipeline.quarantine());
+        cp.outbox = self.outbox.delta();
         for s in &mut self.sources {
             match s {
                 SourcePos::Mqtt { key, pending, acked, again, .. } => {
@@ -684,6 +696,7 @@ impl Core {
                 self.stats.checkpoints += 1;
                 self.full_next = false;
                 self.alert_dirty.clear();
+                self.outbox.stored(&cp.outbox);
                 drop(cp);
                 if self.trimmed.elapsed() >= malloc::TRIM_EVERY {
                     malloc::trim();
@@ -695,7 +708,7 @@ impl Core {
                 tracing::debug!(
                     payloads,
                     skipped = self.stats.redelivered_skipped,
-                    outbox = self.store.outbox_pending(),
+                    outbox = self.outbox.pending(),
                     records = w.records,
                     bytes = w.bytes,
                     owed = self.owed,
@@ -937,11 +950,10 @@ async fn run_async(config: Config, feed: Option<LocalFeed>, path: Option<std::pa
     let (sink_stop_tx, sink_stop_rx) = watch::channel(false);
     let mut sink_task = None;
     if let Some(SinkConfig::Kafka(k)) = config.sinks.first() {
-        let notify = Arc::new(Notify::new());
-        core.sink = Some(notify.clone());
+        core.sink = true;
         let status = Arc::new(SourceStatus::default());
         sink_task = Some(
-            kafka::spawn_sink(k, store.clone(), notify, sink_stop_rx, status)
+            kafka::spawn_sink(k, core.outbox.clone(), sink_stop_rx, status)
                 .map_err(|e| anyhow::anyhow!("sink[0]: {e}"))?,
         );
     }
@@ -1017,11 +1029,17 @@ async fn run_async(config: Config, feed: Option<LocalFeed>, path: Option<std::pa
                 if n == 0 {
                     break; // every source has ended
                 }
-                let now = now_ms();
                 for input in buf.drain(..) {
+                    let now = now_ms();
                     core.handle(input, now);
+                    // Windows closed are scored in batches (inference is
+                    // cheaper per window), but not kept waiting behind the
+                    // rest of the inputs: an alert is on its way at once.
+                    if core.closed_waiting() >= SCORE_BATCH {
+                        core.score(now);
+                    }
                 }
-                core.score(now);
+                core.score(now_ms());
             }
             Some(cmd) = cmd_rx.recv() => core.command(cmd, now_ms()),
             Some(new) = reload_rx.recv() => core.reload(&config, &new),
@@ -1083,13 +1101,19 @@ async fn run_async(config: Config, feed: Option<LocalFeed>, path: Option<std::pa
         let _ = tokio::time::sleep(grace.min(Duration::from_millis(500))).await;
         let _ = sink_stop_tx.send(true);
         let _ = tokio::time::timeout(grace, t).await;
+        // What the sink delivered meanwhile leaves the store.
+        let delta = core.outbox.delta();
+        match store.write_outbox(&delta) {
+            Ok(()) => core.outbox.stored(&delta),
+            Err(e) => tracing::warn!("alert outbox: {}", crate::error_chain(&e)),
+        }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     store.flush()?;
     if !ok {
         anyhow::bail!("the final checkpoint failed; the brokers will deliver again what it did not cover");
     }
-    tracing::info!(pending_alerts = store.outbox_pending(), "stopped");
+    tracing::info!(pending_alerts = core.outbox.pending(), "stopped");
     Ok(())
 }
 
