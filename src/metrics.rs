@@ -62,7 +62,10 @@ const BUCKETS: &[(&str, &[f64])] = &[
         &[0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0],
     ),
     // An alert record made to Kafka's acknowledgement of it.
-    (ALERT_DELIVERY_SECONDS, &[1e-3, 2.5e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+    (
+        ALERT_DELIVERY_SECONDS,
+        &[1e-3, 2.5e-3, 5e-3, 0.0075, 0.01, 0.015, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+    ),
 ];
 
 static EXPORTER: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
