@@ -110,8 +110,12 @@ pub struct WindowRecord {
 /// (`limits.window_history`).
 pub const WINDOWS_PER_DEVICE: usize = 500;
 
-/// A device's window history may exceed its bound by this many before it
-/// is trimmed, so that trimming reads its keys seldom.
+/// Windows kept over all devices by default (`limits.window_history_total`).
+pub const WINDOWS_TOTAL: usize = 1_000_000;
+
+/// A device's window history may exceed its bound by a tenth of it, at
+/// most this many, before it is trimmed, so that trimming reads its keys
+/// seldom.
 const TRIM_SLACK: usize = 50;
 
 /// Alerts kept in the `alerts` tree; past it the oldest cleared ones go.
@@ -281,8 +285,11 @@ pub struct Store {
     closed_written: std::sync::Mutex<std::collections::HashMap<String, u128>>,
     /// Per device, windows stored (an upper bound) since it was last trimmed.
     window_counts: std::sync::Mutex<std::collections::HashMap<String, usize>>,
-    /// Windows kept per device ([`Store::set_window_history`]).
+    /// Windows kept per device and in all ([`Store::set_window_history`]).
     window_history: std::sync::atomic::AtomicUsize,
+    window_total: std::sync::atomic::AtomicUsize,
+    /// Devices sharing `window_total` ([`Store::set_window_devices`]).
+    window_devices: std::sync::atomic::AtomicUsize,
     alert_state: sled::Tree,
     alerts: sled::Tree,
     windows: sled::Tree,
@@ -373,6 +380,8 @@ impl Store {
             closed_written: std::sync::Mutex::new(std::collections::HashMap::new()),
             window_counts: std::sync::Mutex::new(std::collections::HashMap::new()),
             window_history: std::sync::atomic::AtomicUsize::new(WINDOWS_PER_DEVICE),
+            window_total: std::sync::atomic::AtomicUsize::new(WINDOWS_TOTAL),
+            window_devices: std::sync::atomic::AtomicUsize::new(1),
             alert_state: db.open_tree("alert_state")?,
             alerts: db.open_tree("alerts")?,
             windows: db.open_tree("windows")?,
@@ -385,11 +394,25 @@ impl Store {
         })
     }
 
-    /// Windows kept per device from now on (`limits.window_history`); a
-    /// longer history is cut at each device's next window.
-    pub fn set_window_history(&self, n: usize) {
-        self.window_history.store(n, Ordering::Relaxed);
+    /// Windows kept per device and over all devices from now on
+    /// (`limits.window_history`, `limits.window_history_total`); a longer
+    /// history is cut at each device's next window.
+    pub fn set_window_history(&self, per_device: usize, total: usize) {
+        self.window_history.store(per_device, Ordering::Relaxed);
+        self.window_total.store(total, Ordering::Relaxed);
         self.window_counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
+
+    /// How many devices share the total window history (the devices the
+    /// window engine tracks; a forgotten device's history is removed).
+    pub fn set_window_devices(&self, n: usize) {
+        self.window_devices.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Windows each device keeps now.
+    fn window_keep(&self) -> usize {
+        let total = self.window_total.load(Ordering::Relaxed) / self.window_devices.load(Ordering::Relaxed);
+        self.window_history.load(Ordering::Relaxed).min(total)
     }
 
     pub fn dir(&self) -> &Path {
@@ -547,7 +570,7 @@ impl Store {
         // together held ~100 MB inside one transaction. They are history,
         // not state: a crash before the transaction means the readings come
         // again and close the same windows under the same keys.
-        if self.window_history.load(Ordering::Relaxed) > 0 {
+        if self.window_keep() > 0 {
             for (k, v) in &windows {
                 self.windows.insert(k.as_slice(), v.as_slice())?;
             }
@@ -632,6 +655,16 @@ impl Store {
             counts.remove(&**id);
         }
         drop(counts);
+        // A forgotten device's history goes with it: otherwise devices that
+        // come and go would grow the history without bound.
+        for id in &c.devices.forgotten {
+            let keys: Vec<sled::IVec> = self.windows.scan_prefix(device_prefix(id)).keys().collect::<Result<_, _>>()?;
+            let mut batch = sled::Batch::default();
+            for k in keys {
+                batch.remove(k);
+            }
+            self.windows.apply_batch(batch)?;
+        }
         // Trimming history is not part of the state: outside the transaction.
         let mut added: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for r in &c.windows {
@@ -646,15 +679,17 @@ impl Store {
         Ok(w)
     }
 
-    /// Keeps the newest `limits.window_history` windows of a device. Its
+    /// Keeps the newest [`Store::window_keep`] windows of a device. Its
     /// keys are read only at its first window since the store opened and
-    /// then once per [`TRIM_SLACK`] windows: `added` counts since then.
+    /// then once per slack (a tenth of the bound, at most [`TRIM_SLACK`])
+    /// windows: `added` counts since then.
     fn trim_windows(&self, device_id: &str, added: usize) -> Result<(), StateError> {
-        let keep = self.window_history.load(Ordering::Relaxed);
+        let keep = self.window_keep();
+        let slack = (keep / 10).clamp(1, TRIM_SLACK);
         let mut counts = self.window_counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(n) = counts.get_mut(device_id) {
             *n += added;
-            if *n <= keep + TRIM_SLACK {
+            if *n <= keep + slack {
                 return Ok(());
             }
         }
@@ -885,10 +920,28 @@ mod tests {
         let a = s.windows("a", 1000).unwrap();
         assert_eq!((a.len(), a[0].start_ms), (WINDOWS_PER_DEVICE, 3000 * 60_000));
         // A smaller bound applies from the next window on.
-        s.set_window_history(10);
+        s.set_window_history(10, WINDOWS_TOTAL);
         s.checkpoint(&Checkpoint { windows: vec![w("a", 3001)], ..Default::default() }).unwrap();
         assert_eq!(s.windows("a", 1000).unwrap().len(), 10);
-        s.set_window_history(0);
+        // The total is shared by the devices: 20 over 4 devices, 5 each,
+        // with a slack of 1.
+        s.set_window_history(10, 20);
+        s.set_window_devices(4);
+        s.checkpoint(&Checkpoint { windows: vec![w("a", 3002)], ..Default::default() }).unwrap();
+        assert_eq!(s.windows("a", 1000).unwrap().len(), 5);
+        s.checkpoint(&Checkpoint { windows: vec![w("a", 3003)], ..Default::default() }).unwrap();
+        assert_eq!(s.windows("a", 1000).unwrap().len(), 6);
+        s.checkpoint(&Checkpoint { windows: vec![w("a", 3004)], ..Default::default() }).unwrap();
+        assert_eq!(
+            s.windows("a", 1000).unwrap()[..5].iter().map(|r| r.start_ms / 60_000).collect::<Vec<_>>(),
+            [3004, 3003, 3002, 3001, 3000]
+        );
+        assert_eq!(s.windows("a", 1000).unwrap().len(), 5);
+        // A forgotten device's history goes with it.
+        let forget = Changes { forgotten: vec![std::sync::Arc::from("a")], ..Default::default() };
+        s.checkpoint(&Checkpoint { devices: forget, ..Default::default() }).unwrap();
+        assert!(s.windows("a", 1000).unwrap().is_empty());
+        s.set_window_history(0, WINDOWS_TOTAL);
         s.checkpoint(&Checkpoint { windows: vec![w("b", 3002)], ..Default::default() }).unwrap();
         assert!(s.windows("b", 10).unwrap().is_empty(), "0: none stored, the old ones go");
         // Labels share the key layout (negative times included).

@@ -197,6 +197,9 @@ pub struct LimitsConfig {
     /// Closed windows kept per device for the dashboard and the API, about
     /// 0.5 KB each in `state.dir` (default 500; 0 stores none).
     pub window_history: usize,
+    /// Closed windows kept over all devices (default 1000000, ~500 MB):
+    /// with many devices each keeps fewer than `window_history`.
+    pub window_history_total: usize,
 }
 
 /// `[[source]]`, chosen by `type`.
@@ -373,6 +376,7 @@ impl Default for LimitsConfig {
             device_ttl: Duration::from_millis(s.device_ttl_ms.unsigned_abs()),
             outbox: 100_000,
             window_history: crate::state::WINDOWS_PER_DEVICE,
+            window_history_total: crate::state::WINDOWS_TOTAL,
         }
     }
 }

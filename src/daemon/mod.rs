@@ -291,6 +291,7 @@ impl Core {
         let (refused, replayed) =
             crate::state::restore_engine(self.pipeline.engine_mut(), &mut r).map_err(|e| crate::error_chain(&e))?;
         let n = self.pipeline.engine().device_count();
+        self.store.set_window_devices(n);
         self.restore_view(&self.pipeline.engine().devices_seen());
         self.pipeline.engine_mut().late_store_mut().restore(r.late);
         self.late_mark = LogMark::at(self.pipeline.engine().late_store());
@@ -446,6 +447,7 @@ impl Core {
     /// Closes idle windows (call about once a second).
     pub fn tick(&mut self, now_ms: i64) {
         self.pipeline.tick(now_ms, &mut self.closed);
+        self.store.set_window_devices(self.pipeline.engine().device_count());
         let readings: u64 = self.pipeline.sources().iter().map(|s| s.readings).sum();
         let (t, n) = self.rate_mark;
         let dt = t.elapsed().as_secs_f64();
@@ -899,7 +901,7 @@ async fn run_async(config: Config, feed: Option<LocalFeed>, path: Option<std::pa
         crate::http::auth::Auth::from_config(config.http.auth.as_ref(), tls.is_some()).map_err(anyhow::Error::msg)?,
     );
     let store = Arc::new(Store::open(&config.state.dir)?);
-    store.set_window_history(config.limits.window_history);
+    store.set_window_history(config.limits.window_history, config.limits.window_history_total);
     let model = match &config.model {
         Some(m) => {
             Some(Arc::new(ModelHandle::load(&m.path).with_context(|| format!("model package {}", m.path.display()))?))
