@@ -216,8 +216,8 @@ pub struct Checkpoint {
     /// This checkpoint's number: its journal blob's key, written with each
     /// snapshot. Increases from one checkpoint to the next.
     pub seq: u64,
-    /// Journal blobs numbered below this are no longer needed (removed).
-    pub journal_from: u64,
+    /// Devices' snapshots and journal entries; journal blobs numbered
+    /// below its `journal_from` are removed.
     pub devices: Changes,
     /// Alert policy state per device; `None` removes it.
     pub alert_states: Vec<(String, Option<DeviceState>)>,
@@ -550,7 +550,7 @@ impl Store {
         };
         w.bytes += blob.as_ref().map_or(0, Vec::len);
         let stale: Vec<sled::IVec> =
-            self.journal.range(..c.journal_from.to_be_bytes()).keys().collect::<Result<_, _>>()?;
+            self.journal.range(..c.devices.journal_from.to_be_bytes()).keys().collect::<Result<_, _>>()?;
         let (outbox_gone, outbox_added) = self.outbox_changes(&c.outbox, &mut w)?;
         w.records = devices.len()
             + usize::from(blob.is_some())
@@ -1033,12 +1033,7 @@ mod tests {
         let mut out = Vec::new();
         let mut total_replayed = 0;
         let checkpoint = |a: &mut crate::window::Engine, seq: &mut u64, full: bool| {
-            let c = Checkpoint {
-                seq: *seq,
-                journal_from: if full { *seq } else { (*seq + 1).saturating_sub(4) },
-                devices: a.checkpoint_changes(*seq, full),
-                ..Default::default()
-            };
+            let c = Checkpoint { seq: *seq, devices: a.checkpoint_changes(*seq, full), ..Default::default() };
             store.checkpoint(&c).unwrap();
             *seq += 1;
         };
@@ -1089,14 +1084,14 @@ mod tests {
         let st = |id: &str, s| (id.to_owned(), s);
         let c = Checkpoint {
             seq,
-            journal_from: seq.saturating_sub(3),
+            devices: Changes { journal_from: seq.saturating_sub(3), ..Default::default() },
             alert_states: vec![st("p1", Some(DeviceState::default())), st("p2", Some(DeviceState::default()))],
             ..Default::default()
         };
         store.checkpoint(&c).unwrap();
         let c = Checkpoint {
             seq: seq + 1,
-            journal_from: seq.saturating_sub(3),
+            devices: Changes { journal_from: seq.saturating_sub(3), ..Default::default() },
             alert_states: vec![st("p2", None)],
             ..Default::default()
         };

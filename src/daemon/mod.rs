@@ -652,7 +652,6 @@ impl Core {
         let started = Instant::now();
         let full = full || self.full_next;
         let mut cp = Checkpoint { seq: self.seq, ..Checkpoint::default() };
-        cp.journal_from = if full { cp.seq } else { (cp.seq + 1).saturating_sub(crate::state::JOURNAL_SPREAD) };
         self.seq += 1;
         cp.devices = self.pipeline.engine_mut().checkpoint_changes(cp.seq, full);
         if let Some(s) = &mut self.scorer {

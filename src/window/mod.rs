@@ -524,16 +524,17 @@ impl Engine {
 
     /// What a checkpoint numbered `seq` writes: snapshots of the devices
     /// that need one (`full`: all of them), the journal entries of the
-    /// others, and the devices forgotten. After it, no device needs a
-    /// journal blob older than `seq + 1 - spread` (all older than `seq`
-    /// when `full`). Without a journal, as [`Engine::take_changes`].
+    /// others, and the devices forgotten. `journal_from` tells which older
+    /// journal blobs no device needs any more (never one newer than
+    /// `seq + 1 - spread`). Without a journal, as [`Engine::take_changes`].
     pub fn checkpoint_changes(&mut self, seq: u64, full: bool) -> Changes {
         let spread = self.journal_spread;
         if spread == 0 && !full {
-            return self.take_changes();
+            return Changes { journal_from: seq, ..self.take_changes() };
         }
         self.changed.clear();
         let mut changes = Changes::default();
+        let mut oldest = seq;
         for dev in self.devices.values_mut() {
             let due = dev.journal_since.is_some_and(|since| {
                 (seq.wrapping_add(dev.phase)) % spread.max(1) == 0 || seq.saturating_sub(since) + 1 >= spread
@@ -550,8 +551,10 @@ impl Engine {
                 changes.logged.push((dev.id.clone(), entries));
                 dev.journal_since.get_or_insert(seq);
             }
+            oldest = oldest.min(dev.journal_since.unwrap_or(seq));
         }
         changes.forgotten.append(&mut self.forgotten);
+        changes.journal_from = oldest;
         changes
     }
 
@@ -630,6 +633,9 @@ pub struct Changes {
     /// Devices whose change is in their journal entries instead.
     pub logged: Vec<(Arc<str>, Vec<u8>)>,
     pub forgotten: Vec<Arc<str>>,
+    /// Journal blobs numbered below this are no longer needed
+    /// ([`Engine::checkpoint_changes`]).
+    pub journal_from: u64,
 }
 
 fn snapshot(dev: &Device) -> DeviceSnapshot {
