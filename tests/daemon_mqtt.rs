@@ -280,6 +280,22 @@ fn the_api_lists_devices_windows_and_alerts_and_acknowledges() {
     let (_, body) = http(port, "GET", "/api/v1/alerts?status=acknowledged", None);
     assert_eq!(json(&body)["items"][0]["alert_id"], id.as_str(), "{body}");
 
+    // A restart shows the same overview (from the restored alert state, not
+    // the window history): the latest window, its probability, the alert.
+    let (_, before) = http(port, "GET", "/api/v1/devices", None);
+    assert!(d.terminate().success(), "{}", d.log_text());
+    d.restart();
+    let port = d.http_port();
+    let (status, after) = http(port, "GET", "/api/v1/devices", None);
+    assert_eq!(status, 200, "{after}");
+    let (before, after) = (&json(&before)["items"][0], &json(&after)["items"][0]);
+    for field in ["device_id", "last_window_end", "fault_probability", "open_alert"] {
+        assert_eq!(after[field], before[field], "{field} after a restart");
+    }
+    assert_eq!(after["open_alert"], id.as_str());
+    let (_, body) = http(port, "GET", "/api/v1/alerts?status=acknowledged", None);
+    assert_eq!(json(&body)["items"][0]["alert_id"], id.as_str(), "{body}");
+
     // Refusals, as JSON with a message.
     for (method, path, body, want) in [
         ("GET", "/api/v1/alerts?status=maybe", None, 400),

@@ -197,6 +197,11 @@ impl DeviceState {
     pub fn current(&self) -> Option<&Alert> {
         self.current.as_ref()
     }
+
+    /// The latest window scored: its end and fault probability.
+    pub fn latest(&self) -> Option<(i64, f64)> {
+        self.recent.last().map(|s| (s.end_ms, s.p))
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -292,7 +292,6 @@ impl Core {
             crate::state::restore_engine(self.pipeline.engine_mut(), &mut r).map_err(|e| crate::error_chain(&e))?;
         let n = self.pipeline.engine().device_count();
         self.store.set_window_devices(n);
-        self.restore_view(&self.pipeline.engine().devices_seen());
         self.pipeline.engine_mut().late_store_mut().restore(r.late);
         self.late_mark = LogMark::at(self.pipeline.engine().late_store());
         self.pipeline.quarantine_mut().restore(r.quarantine);
@@ -302,6 +301,7 @@ impl Core {
                 s.policy_mut().restore(&id, st);
             }
         }
+        self.restore_view(&self.pipeline.engine().devices_seen());
         for (k, v) in r.positions {
             let key = String::from_utf8_lossy(&k);
             if let Some(rest) = key.strip_prefix("kafka/") {
@@ -344,24 +344,46 @@ impl Core {
 
     /// The overview as it was: each device's latest stored window, the alerts not cleared.
     fn restore_view(&self, devices: &[(Arc<str>, i64)]) {
-        let alerts = self.store.alerts().unwrap_or_default();
+        let policy = self.scorer.as_ref().map(|s| s.policy());
+        // With a model, its restored policy holds the alerts not cleared;
+        // the alert history is read only without one.
+        let stored = match policy {
+            Some(_) => Vec::new(),
+            None => self.store.alerts().unwrap_or_default(),
+        };
+        let not_cleared: Vec<&Alert> = match policy {
+            Some(p) => p.open_alerts().collect(),
+            None => stored.iter().filter(|a| a.status != Status::Cleared).collect(),
+        };
         let mut open: HashMap<&str, &Alert> = HashMap::new();
         {
             let mut m = self.view.alerts.write().unwrap_or_else(|e| e.into_inner());
-            for a in alerts.iter().filter(|a| a.status != Status::Cleared) {
+            for a in not_cleared {
                 m.insert(a.alert_id.clone(), a.status);
                 open.insert(&a.device_id, a);
             }
         }
         let mut view = self.view.devices.write().unwrap_or_else(|e| e.into_inner());
         for (id, last_seen_ms) in devices {
-            let Some(w) = self.store.windows(id, 1).ok().and_then(|w| w.into_iter().next()) else { continue };
+            // With a model, the alert state has the latest score: the window
+            // history (all of a device's windows decoded to find the newest)
+            // is read only without one.
+            let latest = match policy {
+                Some(p) => p.device_state(id).and_then(crate::alerts::DeviceState::latest),
+                None => self
+                    .store
+                    .windows(id, 1)
+                    .ok()
+                    .and_then(|w| w.into_iter().next())
+                    .map(|w| (w.end_ms, f64::from(w.score))),
+            };
+            let Some((end_ms, p)) = latest else { continue };
             view.insert(
                 id.to_string(),
                 DeviceView {
                     device_id: id.to_string(),
-                    last_window_end: crate::time::format_rfc3339(w.end_ms),
-                    fault_probability: w.score.is_finite().then_some(f64::from(w.score)),
+                    last_window_end: crate::time::format_rfc3339(end_ms),
+                    fault_probability: p.is_finite().then_some(p),
                     open_alert: open.get(&**id).map(|a| a.alert_id.clone()),
                     updated_at: crate::time::format_rfc3339(*last_seen_ms),
                     features: None,
