@@ -18,9 +18,11 @@
 //! | `labels` | device id, 0x00, start i64 BE | postcard (end, fault): maintenance feedback |
 //! | `outbox` | u64 BE sequence | postcard [`OutboxRecord`]: alert records not yet on the topic |
 //!
-//! A checkpoint writes the window, alert, position, late and quarantine
-//! trees in one sled transaction and flushes; sources are acknowledged only
-//! after that. A device's closed windows change only when a window closes,
+//! A checkpoint writes the device, journal, position, late, quarantine and
+//! outbox trees in one sled transaction and flushes; sources are
+//! acknowledged only after that. The window and alert history go just
+//! before it, outside: a crash in between makes the same records again
+//! under the same keys. A device's closed windows change only when a window closes,
 //! takes a late reading or expires, while its open window changes with every
 //! reading: they are kept apart so that a checkpoint rewrites them only when
 //! they changed (the bytes written per checkpoint are what sled's memory
@@ -210,9 +212,11 @@ impl OutboxDelta {
     }
 }
 
-/// What a checkpoint writes.
+/// What a checkpoint writes (alert states borrowed from the policy: at a
+/// window close there is one per device, and copies of them were the
+/// largest item of a checkpoint's memory).
 #[derive(Debug, Default)]
-pub struct Checkpoint {
+pub struct Checkpoint<'a> {
     /// This checkpoint's number: its journal blob's key, written with each
     /// snapshot. Increases from one checkpoint to the next.
     pub seq: u64,
@@ -220,7 +224,7 @@ pub struct Checkpoint {
     /// below its `journal_from` are removed.
     pub devices: Changes,
     /// Alert policy state per device; `None` removes it.
-    pub alert_states: Vec<(String, Option<DeviceState>)>,
+    pub alert_states: Vec<(String, Option<&'a DeviceState>)>,
     /// Alert records to keep as each alert's latest.
     pub alerts: Vec<Alert>,
     /// Source positions, keys as in the module docs.
@@ -232,7 +236,7 @@ pub struct Checkpoint {
     pub outbox: OutboxDelta,
 }
 
-impl Checkpoint {
+impl Checkpoint<'_> {
     pub fn is_empty(&self) -> bool {
         self.devices.updated.is_empty()
             && self.devices.logged.is_empty()
@@ -494,7 +498,7 @@ impl Store {
     }
 
     /// Writes a checkpoint atomically and flushes it to disk.
-    pub fn checkpoint(&self, c: &Checkpoint) -> Result<Written, StateError> {
+    pub fn checkpoint(&self, c: &Checkpoint<'_>) -> Result<Written, StateError> {
         let mut w = Written::default();
         let mut devices = Vec::with_capacity(c.devices.updated.len());
         let mut closed = Vec::new();
@@ -575,17 +579,16 @@ impl Store {
                 self.windows.insert(k.as_slice(), v.as_slice())?;
             }
         }
-        let trees = (
-            &self.devices,
-            &self.closed,
-            &self.journal,
-            &self.alerts,
-            &self.positions,
-            &self.late,
-            &self.quarantine,
-            &self.outbox,
-        );
-        let result: Result<(), TransactionError<()>> = trees.transaction(|(d, cl, jt, a, p, late_t, quar_t, o)| {
+        // Alert records likewise (thousands when windows close together):
+        // they are the alerts' history, and the policy state that made them
+        // is in the transaction. A crash before it makes them again under
+        // the same `alert_id`.
+        for (k, v) in &alerts {
+            self.alerts.insert(*k, v.as_slice())?;
+        }
+        let trees =
+            (&self.devices, &self.closed, &self.journal, &self.positions, &self.late, &self.quarantine, &self.outbox);
+        let result: Result<(), TransactionError<()>> = trees.transaction(|(d, cl, jt, p, late_t, quar_t, o)| {
             for k in &stale {
                 jt.remove(k)?;
             }
@@ -601,9 +604,6 @@ impl Store {
             }
             for (k, v, _) in &closed {
                 cl.insert(k.as_bytes(), v.as_slice())?;
-            }
-            for (k, v) in &alerts {
-                a.insert(*k, v.as_slice())?;
             }
             for (k, v) in &c.positions {
                 p.insert(k.as_slice(), v.as_slice())?;
@@ -1082,10 +1082,11 @@ mod tests {
         assert!(total_replayed > 100, "the journal was used: {total_replayed} entries replayed");
         // Alert states travel in the blob; the tree gets them after the commit.
         let st = |id: &str, s| (id.to_owned(), s);
+        let empty = DeviceState::default();
         let c = Checkpoint {
             seq,
             devices: Changes { journal_from: seq.saturating_sub(3), ..Default::default() },
-            alert_states: vec![st("p1", Some(DeviceState::default())), st("p2", Some(DeviceState::default()))],
+            alert_states: vec![st("p1", Some(&empty)), st("p2", Some(&empty))],
             ..Default::default()
         };
         store.checkpoint(&c).unwrap();

@@ -681,8 +681,9 @@ impl Core {
                 s.policy_mut().forget(id);
                 self.alert_dirty.insert(id.to_string());
             }
-            cp.alert_states =
-                self.alert_dirty.iter().map(|id| (id.clone(), s.policy().device_state(id).cloned())).collect();
+        }
+        if let Some(s) = &self.scorer {
+            cp.alert_states = self.alert_dirty.iter().map(|id| (id.clone(), s.policy().device_state(id))).collect();
         }
         cp.alerts = std::mem::take(&mut self.alert_records);
         cp.windows = std::mem::take(&mut self.window_records);
