@@ -832,19 +832,19 @@ pub fn restore_engine(engine: &mut Engine, r: &mut Restored) -> Result<(usize, u
             last_forgotten.insert(*device, i);
         }
     }
-    let mut replayed = 0;
+    let mut todo = Vec::new();
     for (i, (key, g)) in groups.iter().enumerate() {
         let journal::Group::Entries { device, entries } = g else { continue };
         if r.snapshot_seqs.get(*device).is_some_and(|s| s >= key) || last_forgotten.get(device).is_some_and(|&f| f > i)
         {
             continue;
         }
-        replayed += engine.replay(device, entries).map_err(|source| StateError::Journal {
-            key: *key,
-            device: device.to_string(),
-            source,
-        })?;
+        todo.push((*key, *device, *entries));
     }
+    let replayed = engine.replay(todo.iter().map(|(_, d, e)| (*d, *e))).map_err(|(i, source)| {
+        let (key, device, _) = todo[i];
+        StateError::Journal { key, device: device.to_string(), source }
+    })?;
     Ok((refused, replayed))
 }
 

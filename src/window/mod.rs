@@ -409,19 +409,34 @@ impl Engine {
         }
     }
 
-    /// Applies a device's journal entries (a restart, after the snapshots).
-    /// Windows they close are not emitted again: their results were stored
-    /// when it happened. The device is snapshotted at the next checkpoint.
-    pub fn replay(&mut self, device_id: &str, entries: &[u8]) -> Result<usize, journal::Corrupt> {
+    /// Applies journal entries, one device's group at a time, in order (a
+    /// restart, after the snapshots). Windows they close are not emitted
+    /// again: their results were stored when it happened. Each device
+    /// replayed is snapshotted at the next checkpoint. Returns the entries
+    /// applied, or the index of a corrupt group.
+    pub fn replay<'a>(
+        &mut self,
+        groups: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<usize, (usize, journal::Corrupt)> {
         // Counters count what came in, once: the replay leaves them as they were.
         let (counters, cleaning) = (self.counters.clone(), self.cleaning.clone());
-        let result = self.replay_entries(device_id, entries);
+        let mut n = 0;
+        let mut result = Ok(());
+        for (i, (device_id, entries)) in groups.into_iter().enumerate() {
+            match self.replay_entries(device_id, entries) {
+                Ok(k) => n += k,
+                Err(e) => {
+                    result = Err((i, e));
+                    break;
+                }
+            }
+            if let Some(d) = self.devices.get_mut(device_id) {
+                d.mark_snapshot();
+            }
+        }
         self.counters = counters;
         self.cleaning = cleaning;
-        if let Some(d) = self.devices.get_mut(device_id) {
-            d.mark_snapshot();
-        }
-        result
+        result.map(|()| n)
     }
 
     fn replay_entries(&mut self, device_id: &str, entries: &[u8]) -> Result<usize, journal::Corrupt> {
