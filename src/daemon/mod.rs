@@ -1,8 +1,8 @@
 //! `faultline run`: the daemon.
 //!
 //! ```text
-//! MQTT task(s) ─┐                              ┌─► sled: checkpoint (windows, alert state, positions)
-//!               ├─► bounded channel ─► Core ───┼─► sled: outbox ─► Kafka sink task ─► alert topic
+//! MQTT task(s) ─┐                              ┌─► sled: checkpoint (windows, alert state, positions, outbox)
+//!               ├─► bounded channel ─► Core ───┼─► outbox (memory) ─► Kafka sink task ─► alert topic
 //! Kafka task(s) ┘   (backpressure)     │       └─► acks / offset commits back to the sources
 //!                                      └─ decode → clean → window → model → alert policy
 //! ```
