@@ -121,19 +121,26 @@ struct Steady<'a> {
     src: faultline::pipeline::SourceId,
     pos: usize,
     out: Vec<faultline::window::ClosedWindow>,
+    /// The checkpoint journal on, as in the daemon: each step is followed
+    /// (untimed) by a checkpoint's collection of changes; its number.
+    journal: Option<u64>,
 }
 
 impl<'a> Steady<'a> {
-    fn new(payloads: &'a [Vec<u8>], per_second: usize) -> Self {
+    fn new(payloads: &'a [Vec<u8>], per_second: usize, journal: bool) -> Self {
         let mut pipeline = pipeline();
         let src = pipeline.source("bench");
-        let mut s = Steady { payloads, per_second, pipeline, src, pos: 0, out: Vec::new() };
+        let journal = journal.then_some(0);
+        let mut s = Steady { payloads, per_second, pipeline, src, pos: 0, out: Vec::new(), journal };
         s.restart();
         s
     }
 
     fn restart(&mut self) {
         self.pipeline = pipeline();
+        if self.journal.is_some() {
+            self.pipeline.engine_mut().set_journal(faultline::state::JOURNAL_SPREAD);
+        }
         self.src = self.pipeline.source("bench");
         for payload in &self.payloads[..self.per_second] {
             self.pipeline.ingest(self.src, payload, None, NOW, &mut self.out);
@@ -157,6 +164,10 @@ impl<'a> Steady<'a> {
             self.out.clear();
             total += start.elapsed();
             self.pos += self.per_second;
+            if let Some(seq) = &mut self.journal {
+                black_box(self.pipeline.engine_mut().checkpoint_changes(*seq, false));
+                *seq += 1;
+            }
         }
         total
     }
@@ -188,9 +199,11 @@ fn bench(c: &mut Criterion) {
             black_box(n)
         })
     });
-    let mut steady = Steady::new(&single, DEVICES);
+    let mut steady = Steady::new(&single, DEVICES, false);
     g.bench_function("decode_clean_window/8_signals/10k_devices", |b| b.iter_custom(|iters| steady.run(iters)));
-    let mut steady = Steady::new(&batched, DEVICES / 100);
+    let mut steady = Steady::new(&single, DEVICES, true);
+    g.bench_function("decode_clean_window_journal/8_signals/10k_devices", |b| b.iter_custom(|iters| steady.run(iters)));
+    let mut steady = Steady::new(&batched, DEVICES / 100, false);
     g.bench_function("decode_clean_window/batches_of_100/10k_devices", |b| b.iter_custom(|iters| steady.run(iters)));
     g.finish();
 }
