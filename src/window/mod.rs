@@ -245,6 +245,9 @@ pub type LateStore = crate::bounded::BoundedLog<Reading>;
 /// checkpoint, less replays less at a restart.
 pub const JOURNAL_PER_SNAPSHOT: usize = 2;
 
+/// Bytes reserved for a journal entry: about what 8 signals take.
+const JOURNAL_ENTRY_GUESS: usize = 128;
+
 /// The per-device window state of every device.
 #[derive(Debug)]
 pub struct Engine {
@@ -692,6 +695,9 @@ fn record_in<'v>(
     let wm = dev.watermark(&spec);
     let known = dev.signals.len();
     if cx.log {
+        // One allocation for the entry (most journals hold one or two
+        // between checkpoints), not a string of reallocations as it grows.
+        dev.journal.reserve(JOURNAL_ENTRY_GUESS);
         journal::put_i(&mut dev.journal, ts_ms);
         journal::put_i(&mut dev.journal, now_ms);
     }
