@@ -658,12 +658,7 @@ impl Store {
         // A forgotten device's history goes with it: otherwise devices that
         // come and go would grow the history without bound.
         for id in &c.devices.forgotten {
-            let keys: Vec<sled::IVec> = self.windows.scan_prefix(device_prefix(id)).keys().collect::<Result<_, _>>()?;
-            let mut batch = sled::Batch::default();
-            for k in keys {
-                batch.remove(k);
-            }
-            self.windows.apply_batch(batch)?;
+            self.cut_windows(id, 0)?;
         }
         // Trimming history is not part of the state: outside the transaction.
         let mut added: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
@@ -693,6 +688,14 @@ impl Store {
                 return Ok(());
             }
         }
+        let kept = self.cut_windows(device_id, keep)?;
+        counts.insert(device_id.to_owned(), kept);
+        Ok(())
+    }
+
+    /// Removes all but the newest `keep` windows of a device; returns how
+    /// many it has left.
+    fn cut_windows(&self, device_id: &str, keep: usize) -> Result<usize, StateError> {
         let keys: Vec<sled::IVec> =
             self.windows.scan_prefix(device_prefix(device_id)).keys().collect::<Result<_, _>>()?;
         if keys.len() > keep {
@@ -702,8 +705,7 @@ impl Store {
             }
             self.windows.apply_batch(batch)?;
         }
-        counts.insert(device_id.to_owned(), keys.len().min(keep));
-        Ok(())
+        Ok(keys.len().min(keep))
     }
 
     /// Keeps at most [`ALERT_HISTORY`] alerts, dropping the oldest cleared

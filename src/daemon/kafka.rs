@@ -255,7 +255,8 @@ pub fn spawn_sink(
                     let r = FutureRecord::to(&topic).key(rec.device_id.as_str()).payload(rec.payload.as_str());
                     match producer.send_result(r) {
                         Ok(f) => {
-                            inflight.push_back((p.seq, p.made_ms, f));
+                            // A restored record's latency counts the time the daemon was down.
+                            inflight.push_back((p.seq, p.made_ms(), f));
                             next = p.seq + 1;
                         }
                         Err((e, _)) => {

@@ -347,13 +347,13 @@ impl Core {
         let policy = self.scorer.as_ref().map(|s| s.policy());
         // With a model, its restored policy holds the alerts not cleared;
         // the alert history is read only without one.
-        let stored = match policy {
-            Some(_) => Vec::new(),
-            None => self.store.alerts().unwrap_or_default(),
-        };
+        let stored;
         let not_cleared: Vec<&Alert> = match policy {
             Some(p) => p.open_alerts().collect(),
-            None => stored.iter().filter(|a| a.status != Status::Cleared).collect(),
+            None => {
+                stored = self.store.alerts().unwrap_or_default();
+                stored.iter().filter(|a| a.status != Status::Cleared).collect()
+            }
         };
         let mut open: HashMap<&str, &Alert> = HashMap::new();
         {

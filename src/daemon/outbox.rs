@@ -22,9 +22,19 @@ use crate::state::{OutboxDelta, OutboxRecord};
 #[derive(Debug, Clone)]
 pub struct Pending {
     pub seq: u64,
-    /// When the alert record was made (epoch ms), for the delivery latency.
-    pub made_ms: Option<i64>,
+    /// When the alert record was made (epoch ms); `None` for a record
+    /// restored from the store, whose payload tells ([`Pending::made_ms`]).
+    made_ms: Option<i64>,
     pub record: Arc<OutboxRecord>,
+}
+
+impl Pending {
+    /// When the alert record was made (epoch ms), for the delivery latency.
+    /// A restored record's payload is parsed here, when it is sent, not
+    /// for the whole outbox at start-up.
+    pub fn made_ms(&self) -> Option<i64> {
+        self.made_ms.or_else(|| made_at(&self.record.payload))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -59,8 +69,7 @@ impl Outbox {
         }
         q.records.extend(restored.into_iter().map(|(seq, record)| Pending {
             seq,
-            // A restored record's latency counts the time the daemon was down.
-            made_ms: made_at(&record.payload),
+            made_ms: None,
             record: Arc::new(record),
         }));
         let outbox = Outbox { queue: Mutex::new(q), cap, ready: Notify::new() };
@@ -181,7 +190,7 @@ mod tests {
         // A failed send starts again from an undelivered record.
         assert_eq!(seqs(&o.from(2, 10)), [2, 3]);
         assert_eq!(o.from(3, 10)[0].record.device_id, "d3");
-        assert_eq!(o.from(3, 10)[0].made_ms, Some(3));
+        assert_eq!(o.from(3, 10)[0].made_ms(), Some(3));
     }
 
     #[test]
@@ -233,8 +242,12 @@ mod tests {
 
     #[test]
     fn a_restored_outbox_continues_its_numbering() {
-        let restored = vec![(7, rec(0).0), (9, rec(1).0)];
+        let stamped =
+            OutboxRecord { device_id: "d".into(), payload: r#"{"updated_at":"1970-01-01T00:00:01Z"}"#.into() };
+        let restored = vec![(7, stamped), (9, rec(1).0)];
         let o = Outbox::new(10, restored);
+        // A restored record's making time comes from its payload, if it says.
+        assert_eq!(o.from(7, 2).iter().map(Pending::made_ms).collect::<Vec<_>>(), [Some(1000), None]);
         o.push((0..1).map(rec));
         assert_eq!(seqs(&o.from(0, 10)), [7, 9, 10]);
         assert_eq!(o.delta().removed, 7..7);
