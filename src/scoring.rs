@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::alerts::{Alert, Policy, PolicyConfig, WindowScore};
+use crate::alerts::{Alert, Features, Policy, PolicyConfig, WindowScore};
 use crate::config::AlertsConfig;
 use crate::model::{Model, ModelError, OutputKind};
 use crate::window::{ClosedWindow, Trigger};
@@ -53,12 +53,18 @@ pub fn policy_config(a: &AlertsConfig, package_threshold: Option<f64>) -> Result
     })
 }
 
+fn names_of(model: &Model) -> Arc<[String]> {
+    model.package.features.iter().map(|f| f.name.clone()).collect()
+}
+
 /// The model and the alert policy.
 #[derive(Debug)]
 pub struct Scorer {
     model: Arc<Model>,
     name: Arc<str>,
     version: Arc<str>,
+    /// The model's feature names, shared by the alerts' feature values.
+    feature_names: Arc<[String]>,
     policy: Policy,
     rows: Vec<f32>,
     /// Models swapped out, newest last (a few), so their info series can go to 0.
@@ -68,7 +74,16 @@ pub struct Scorer {
 impl Scorer {
     pub fn new(model: Arc<Model>, policy: PolicyConfig) -> Self {
         let (name, version) = (Arc::from(model.package.name.as_str()), Arc::from(model.package.version.as_str()));
-        Scorer { model, name, version, policy: Policy::new(policy), rows: Vec::new(), retired: Vec::new() }
+        let feature_names = names_of(&model);
+        Scorer {
+            model,
+            name,
+            version,
+            feature_names,
+            policy: Policy::new(policy),
+            rows: Vec::new(),
+            retired: Vec::new(),
+        }
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -86,6 +101,7 @@ impl Scorer {
         }
         self.name = Arc::from(model.package.name.as_str());
         self.version = Arc::from(model.package.version.as_str());
+        self.feature_names = names_of(&model);
         self.model = model;
     }
 
@@ -134,8 +150,7 @@ impl Scorer {
                 continue;
             }
             let row = &self.rows[i * width..(i + 1) * width];
-            let features =
-                || m.package.features.iter().zip(row).map(|(f, v)| (f.name.clone(), f64::from(*v))).collect();
+            let features = || Features::new(self.feature_names.clone(), row.iter().map(|v| f64::from(*v)));
             let ws = WindowScore {
                 device_id: &w.device_id,
                 start_ms: w.start_ms,

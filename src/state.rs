@@ -481,6 +481,15 @@ impl Store {
                 }
             }
         }
+        // The open alerts' feature values come from their records.
+        for s in alert_states.values_mut() {
+            if let Some(id) = s.current().filter(|a| a.features.is_empty()).map(|a| a.alert_id.clone()) {
+                // A record that does not decode only costs the features.
+                if let Some(Ok(r)) = self.alerts.get(id.as_bytes())?.map(|v| postcard::from_bytes::<Alert>(&v)) {
+                    s.restore_features(&r);
+                }
+            }
+        }
         Ok(Restored {
             devices,
             snapshot_seqs,
@@ -1105,6 +1114,52 @@ mod tests {
         store.alert_state.remove("p1").unwrap();
         assert_eq!(ids(store.restore().unwrap()), vec!["p1"]);
         assert!(store.journal.len() <= 5, "old journal blobs are removed: {}", store.journal.len());
+    }
+
+    #[test]
+    fn an_open_alert_state_is_stored_without_features_and_restored_with_its_records() {
+        use crate::alerts::{Features, Policy, PolicyConfig, WindowScore};
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let mut policy = Policy::new(PolicyConfig {
+            threshold: 0.8,
+            warning: None,
+            raise_after: 1,
+            clear_after: 1,
+            hysteresis: 0.1,
+        });
+        let features = || Features::from_iter([("vibration.mean".to_owned(), 1.5), ("vibration.std".to_owned(), 0.25)]);
+        let w = WindowScore {
+            device_id: "p1",
+            start_ms: 0,
+            end_ms: 60_000,
+            probability: 0.9,
+            model: "m",
+            model_version: "1",
+            features: &features,
+        };
+        let made = policy.observe(&w, 61_000);
+        assert_eq!(made.len(), 1);
+        let state = policy.device_state("p1").unwrap().clone();
+        assert_eq!(state.current().unwrap().features.len(), 2);
+        let c = Checkpoint {
+            alert_states: vec![("p1".to_owned(), Some(&state))],
+            alerts: made.clone(),
+            ..Default::default()
+        };
+        s.checkpoint(&c).unwrap();
+        let stored = s.alert_state.get("p1").unwrap().unwrap();
+        assert!(!stored.windows(b"vibration".len()).any(|w| w == b"vibration"), "no feature names in the state");
+        let r = s.restore().unwrap();
+        assert_eq!(r.alert_states, vec![("p1".to_owned(), state.clone())], "features from the alert's record");
+        // Without its record the state comes back whole but for the features.
+        s.alerts.remove(made[0].alert_id.as_bytes()).unwrap();
+        let r = s.restore().unwrap();
+        let restored = &r.alert_states[0].1;
+        assert!(restored.current().unwrap().features.is_empty());
+        let mut whole = restored.clone();
+        whole.restore_features(&made[0]);
+        assert_eq!(whole, state);
     }
 
     #[test]

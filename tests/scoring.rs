@@ -51,7 +51,7 @@ fn windows_are_scored_together_and_alerts_follow() {
     assert_eq!(b.alerts.len(), 1);
     assert_eq!(b.alerts[0].0, hot, "the alert points at the window behind it");
     assert_eq!((b.alerts[0].1.status, b.alerts[0].1.alert_id.as_str()), (Status::Open, "hot/1970-01-01T00:00:00Z"));
-    assert_eq!(b.alerts[0].1.features, vec![("t.mean".to_owned(), 90.0)]);
+    assert_eq!(b.alerts[0].1.features.iter().collect::<Vec<_>>(), vec![("t.mean", 90.0)]);
 
     // A new model version between batches: results say which model scored them.
     scorer.set_model(model(tmp.path(), "2", 1.0));

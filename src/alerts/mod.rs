@@ -70,6 +70,56 @@ pub enum Origin {
     Silence,
 }
 
+/// A window's feature values by name. The names are shared with the model
+/// that scored the window (one allocation per model, not per alert):
+/// 10,000 open alerts of 56 features held ~36 MB as `Vec<(String, f64)>`,
+/// 4.5 MB like this. Serialised as a sequence of `(name, value)` pairs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Features {
+    names: std::sync::Arc<[String]>,
+    values: Vec<f64>,
+}
+
+impl Features {
+    /// Pairs `names` with `values`; extra entries of either are left out.
+    pub fn new(names: std::sync::Arc<[String]>, values: impl IntoIterator<Item = f64>) -> Features {
+        let mut values: Vec<f64> = values.into_iter().take(names.len()).collect();
+        values.shrink_to_fit();
+        Features { names, values }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.names.iter().map(String::as_str).zip(self.values.iter().copied())
+    }
+}
+
+impl FromIterator<(String, f64)> for Features {
+    fn from_iter<I: IntoIterator<Item = (String, f64)>>(pairs: I) -> Features {
+        let (names, values): (Vec<String>, Vec<f64>) = pairs.into_iter().unzip();
+        Features { names: names.into(), values }
+    }
+}
+
+impl Serialize for Features {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Features {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Features, D::Error> {
+        Ok(Vec::<(String, f64)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
 /// One alert record: every change of an alert is a new record with the same `alert_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
@@ -95,7 +145,7 @@ pub struct Alert {
     pub acknowledged_by: Option<String>,
     pub comment: Option<String>,
     /// The feature values of the window behind this record.
-    pub features: Vec<(String, f64)>,
+    pub features: Features,
 }
 
 impl Alert {
@@ -106,7 +156,7 @@ impl Alert {
             .features
             .iter()
             .filter(|(_, v)| v.is_finite())
-            .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+            .map(|(k, v)| (k.to_owned(), serde_json::json!(v)))
             .collect();
         serde_json::json!({
             "alert_id": self.alert_id,
@@ -173,7 +223,7 @@ pub struct WindowScore<'a> {
     pub model: &'a str,
     pub model_version: &'a str,
     /// The window's feature values, asked for only when a record is made.
-    pub features: &'a dyn Fn() -> Vec<(String, f64)>,
+    pub features: &'a dyn Fn() -> Features,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -188,14 +238,31 @@ struct Scored {
 pub struct DeviceState {
     /// The last windows by start, at most `max(raise_after, clear_after)`.
     recent: Vec<Scored>,
-    /// The alert that is not cleared, if any.
+    /// The alert that is not cleared, if any. Stored without its feature
+    /// values: they do not change while the state does at every window,
+    /// and at a window close the 10,000 states' features were most of a
+    /// checkpoint; the alert's record in the store has them
+    /// ([`DeviceState::restore_features`]).
+    #[serde(serialize_with = "without_features")]
     current: Option<Alert>,
+}
+
+fn without_features<S: serde::Serializer>(a: &Option<Alert>, s: S) -> Result<S::Ok, S::Error> {
+    a.as_ref().map(|a| Alert { features: Features::default(), ..a.clone() }).serialize(s)
 }
 
 impl DeviceState {
     /// The device's alert that is not cleared, if any.
     pub fn current(&self) -> Option<&Alert> {
         self.current.as_ref()
+    }
+
+    /// Gives the restored open alert the feature values of its stored
+    /// record, if that is a record of the same alert.
+    pub fn restore_features(&mut self, record: &Alert) {
+        if let Some(a) = self.current.as_mut().filter(|a| a.alert_id == record.alert_id && a.features.is_empty()) {
+            a.features = record.features.clone();
+        }
     }
 
     /// The latest window scored: its end and fault probability.
@@ -369,7 +436,7 @@ impl Policy {
             updated_at_ms: now_ms,
             acknowledged_by: None,
             comment: None,
-            features: Vec::new(),
+            features: Features::default(),
         };
         self.counters.raised[Severity::Warning as usize] += 1;
         st.current = Some(a.clone());

@@ -8,7 +8,7 @@ fn cfg(raise_after: u32, clear_after: u32) -> PolicyConfig {
 
 /// Feeds window `i` (1-minute windows) with probability `p` for device "pump-7".
 fn feed(policy: &mut Policy, i: i64, p: f64) -> Vec<Alert> {
-    let features = || vec![("Temperature.std".to_owned(), 1.2)];
+    let features = || Features::from_iter([("Temperature.std".to_owned(), 1.2)]);
     let w = WindowScore {
         device_id: "pump-7",
         start_ms: i * MIN,
@@ -209,4 +209,21 @@ fn json_has_the_spec_fields() {
     assert_eq!(j["window_end"], "1970-01-01T00:11:00Z");
     assert_eq!(j["raised_at"], "1970-01-01T00:11:00.500Z");
     assert_eq!(j["features"]["Temperature.std"], 1.2);
+}
+
+#[test]
+fn features_are_stored_as_name_value_pairs() {
+    let pairs = vec![("a.mean".to_owned(), 1.5), ("a.std".to_owned(), f64::NAN)];
+    let names: std::sync::Arc<[String]> = pairs.iter().map(|(k, _)| k.clone()).collect();
+    // Extra values are left out.
+    let f = Features::new(names, [1.5, f64::NAN, 9.0]);
+    assert_eq!(f.len(), 2);
+    // The same bytes as the `Vec<(String, f64)>` older stores hold, both ways.
+    let old = postcard::to_allocvec(&pairs).unwrap();
+    assert_eq!(postcard::to_allocvec(&f).unwrap(), old);
+    let back: Features = postcard::from_bytes(&old).unwrap();
+    assert_eq!(
+        back.iter().map(|(k, v)| (k.to_owned(), v.to_bits())).collect::<Vec<_>>(),
+        vec![("a.mean".to_owned(), 1.5f64.to_bits()), ("a.std".to_owned(), f64::NAN.to_bits())]
+    );
 }

@@ -621,7 +621,7 @@ pub async fn device(State(s): State<AppState>, Extension(who): Extension<Who>, P
             }
             _ => history.first().filter(|a| !a.features.is_empty()).map(|a| {
                 features_from = format!("the window behind alert {}", a.alert_id);
-                a.features.clone()
+                a.features.iter().map(|(k, v)| (k.to_owned(), v)).collect()
             }),
         };
         for (name, v) in named.unwrap_or_default() {
