@@ -319,6 +319,8 @@ case_memory() {
         "highest 10 s sample $(mb "$peak"); at ready $(mb "$start_rss"); after the first quarter $(( ${samples[$q]:-0} )) MB, at the end ${samples[-1]:-?} MB; $devices devices, $open open windows; state $(du -sh "$dir/state" | cut -f1)"
     # A crash, not a stop: the restart case's first run replays the journal.
     kill -9 "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
+    # Under a WRAP the daemon is the wrapper's child: it goes down the same way.
+    pkill -9 -f -- "run --config $dir/faultline.toml" 2>/dev/null || true
     kill "$MOSQUITTO_PID"
     MEMORY_PORT=$port
 }
