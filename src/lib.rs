@@ -27,6 +27,7 @@
 //! - [`synth`]: synthetic plants of many devices for load runs (`replay --devices`).
 
 pub mod alerts;
+pub mod baseline;
 pub mod bounded;
 pub mod clean;
 pub mod config;

@@ -81,3 +81,47 @@ fn the_reference_script_reproduces_the_fixture() {
         "tests/fixtures/skab-valve1-1.features-1m.csv is not what the reference script computes"
     );
 }
+
+/// The baseline's fixture (`tests/fixtures/baseline.json`) is what its
+/// numpy reference computes, to 1e-12 relative: LAPACK's last bits may
+/// differ between machines, so numbers are compared, not bytes.
+#[test]
+fn the_baseline_reference_script_reproduces_its_fixture() {
+    let Some(python) = std::env::var_os("FAULTLINE_PYTHON") else {
+        eprintln!("SKIPPED: set FAULTLINE_PYTHON to a Python with numpy and scikit-learn (see .ci/run)");
+        return;
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(python)
+        .arg(root.join("tests/reference/baseline_ref.py"))
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let now: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the script writes JSON");
+    let fixture: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("tests/fixtures/baseline.json")).expect("fixture"))
+            .expect("the fixture is JSON");
+    fn same(a: &serde_json::Value, b: &serde_json::Value, at: &str) {
+        use serde_json::Value as V;
+        match (a, b) {
+            (V::Number(x), V::Number(y)) => {
+                let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+                assert!((x - y).abs() <= 1e-12 * x.abs().max(y.abs()).max(1.0), "{at}: {x} now, {y} in the fixture");
+            }
+            (V::Array(x), V::Array(y)) => {
+                assert_eq!(x.len(), y.len(), "{at}");
+                for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                    same(x, y, &format!("{at}[{i}]"));
+                }
+            }
+            (V::Object(x), V::Object(y)) => {
+                assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>(), "{at}");
+                for (k, v) in x {
+                    same(v, &y[k], &format!("{at}.{k}"));
+                }
+            }
+            _ => assert_eq!(a, b, "{at}"),
+        }
+    }
+    same(&now, &fixture, "baseline.json");
+}

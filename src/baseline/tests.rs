@@ -1,0 +1,131 @@
+use super::*;
+
+/// The numpy reference's fixture (`tests/reference/baseline_ref.py`).
+#[derive(serde::Deserialize)]
+struct Reference {
+    components: usize,
+    quantile: f64,
+    margin: f64,
+    warmup: Vec<Vec<f64>>,
+    test: Vec<Vec<f64>>,
+    mean: Vec<f64>,
+    scale: Vec<f64>,
+    shrinkage: f64,
+    eigenvalues: Vec<f64>,
+    t2_limit: f64,
+    q_limit: f64,
+    t2: Vec<f64>,
+    q: Vec<f64>,
+    shares: Vec<Vec<f64>>,
+}
+
+fn reference() -> Reference {
+    serde_json::from_str(include_str!("../../tests/fixtures/baseline.json")).expect("fixture")
+}
+
+fn close(a: f64, b: f64, what: &str) {
+    let tol = 1e-9 * a.abs().max(b.abs()).max(1.0);
+    assert!((a - b).abs() <= tol, "{what}: {a} against numpy's {b}");
+}
+
+fn close_all(a: &[f64], b: &[f64], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        close(*x, *y, &format!("{what}[{i}]"));
+    }
+}
+
+fn cfg(r: &Reference) -> FitConfig {
+    FitConfig { components: r.components, quantile: r.quantile, margin: r.margin }
+}
+
+#[test]
+fn fit_and_scores_match_the_numpy_reference() {
+    let r = reference();
+    let f = Fitted::fit(&r.warmup, &cfg(&r)).unwrap();
+    close_all(&f.mean, &r.mean, "mean");
+    close_all(&f.scale, &r.scale, "scale");
+    close(f.shrinkage, r.shrinkage, "shrinkage");
+    close_all(&f.eigenvalues, &r.eigenvalues, "eigenvalues");
+    close(f.t2_limit, r.t2_limit, "T² limit");
+    close(f.q_limit, r.q_limit, "Q limit");
+    for (i, x) in r.test.iter().enumerate() {
+        let s = f.score(x);
+        close(s.t2, r.t2[i], &format!("T² of row {i}"));
+        close(s.q, r.q[i], &format!("Q of row {i}"));
+        close_all(&s.shares, &r.shares[i], &format!("shares of row {i}"));
+    }
+    // The reference's last four rows are shifted in one feature: Q sees it.
+    assert!(r.test[4..].iter().all(|x| f.score(x).q_ratio > 1.0));
+    assert!(r.test[..4].iter().all(|x| f.score(x).ratio() < 1.0));
+}
+
+#[test]
+fn shares_sum_to_one_and_name_the_feature_that_moved() {
+    let r = reference();
+    let f = Fitted::fit(&r.warmup, &cfg(&r)).unwrap();
+    for x in r.test.iter().chain(&r.warmup) {
+        let s = f.score(x);
+        close(s.shares.iter().sum(), 1.0, "sum of shares");
+    }
+    // Feature 3 was shifted in the last rows.
+    for x in &r.test[4..] {
+        let s = f.score(x);
+        let top = (0..s.shares.len()).max_by(|&a, &b| s.shares[a].total_cmp(&s.shares[b])).unwrap();
+        assert_eq!(top, 3, "{:?}", s.shares);
+    }
+}
+
+#[test]
+fn fitting_is_deterministic_and_the_model_round_trips() {
+    let r = reference();
+    let a = Fitted::fit(&r.warmup, &cfg(&r)).unwrap();
+    let b = Fitted::fit(&r.warmup, &cfg(&r)).unwrap();
+    assert_eq!(a, b);
+    let bytes = postcard::to_allocvec(&a).unwrap();
+    let back: Fitted = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(back, a);
+    assert_eq!(back.score(&r.test[5]), a.score(&r.test[5]));
+}
+
+#[test]
+fn the_limits_are_the_warmup_quantile_times_the_margin() {
+    let r = reference();
+    let f = Fitted::fit(&r.warmup, &FitConfig { components: 2, quantile: 1.0, margin: 1.0 }).unwrap();
+    // With the maximum and no margin, the warm-up's worst row sits on a limit.
+    let worst = r.warmup.iter().map(|x| f.score(x).ratio()).fold(0.0, f64::max);
+    close(worst, 1.0, "worst warm-up ratio");
+    let g = Fitted::fit(&r.warmup, &FitConfig { components: 2, quantile: 1.0, margin: 2.0 }).unwrap();
+    close(g.t2_limit, 2.0 * f.t2_limit, "T² limit with margin 2");
+    close(g.q_limit, 2.0 * f.q_limit, "Q limit with margin 2");
+}
+
+#[test]
+fn quantiles_interpolate_as_numpy_does() {
+    // numpy.quantile([1, 2, 3, 4], q) for q = 0, 0.5, 0.99, 1.
+    for (q, want) in [(0.0, 1.0), (0.5, 2.5), (0.99, 3.97), (1.0, 4.0)] {
+        close(quantile(&mut [4.0, 1.0, 3.0, 2.0], q), want, &format!("q={q}"));
+    }
+    assert!(quantile(&mut [], 0.5).is_nan());
+}
+
+#[test]
+fn bad_warmups_are_refused_and_constant_features_stay_finite() {
+    let c = FitConfig { components: 2, quantile: 0.99, margin: 1.5 };
+    let rows = |n: usize| (0..n).map(|i| vec![i as f64, (i * i) as f64 % 7.0, 3.0]).collect::<Vec<_>>();
+    assert_eq!(Fitted::fit(&rows(3), &c), Err(FitError::TooFew { rows: 3, features: 3, need: 4 }));
+    let mut nan = rows(10);
+    nan[4][1] = f64::NAN;
+    assert_eq!(Fitted::fit(&nan, &c), Err(FitError::NotFinite { row: 4 }));
+    let mut ragged = rows(10);
+    ragged[2].pop();
+    assert_eq!(Fitted::fit(&ragged, &c), Err(FitError::Width { got: 2, features: 3 }));
+    // The third feature is constant at 3: its scale is the floor, 3e-3.
+    let f = Fitted::fit(&rows(10), &c).unwrap();
+    close(f.scale[2], 3e-3, "floored scale");
+    let s = f.score(&[4.0, 2.0, 3.3]);
+    assert!(s.ratio().is_finite() && s.ratio() > 1.0, "{s:?}");
+    // A missing feature counts as normal.
+    let s = f.score(&[4.5, f64::NAN, 3.0]);
+    assert!(s.t2.is_finite() && s.q.is_finite());
+}
