@@ -7,7 +7,7 @@
 //! keeps its largest principal components. A later window is scored by
 //! Hotelling's T² on those components and by Q (SPE), the squared distance
 //! from their subspace, each against a limit taken from the warm-up's own
-//! scores (a quantile, times a margin). [`Score::shares`] says how much
+//! scores (a quantile, times a margin for each). [`Score::shares`] says how much
 //! each feature contributed, so an alert can say why.
 //!
 //! Pure arithmetic, deterministic: the same rows give the same model, bit
@@ -29,9 +29,13 @@ pub struct FitConfig {
     pub components: usize,
     /// The warm-up scores' quantile the limits start from, in (0, 1].
     pub quantile: f64,
-    /// The limits are the quantile times this (≥ 1 leaves room for
-    /// normal windows a short warm-up did not see).
-    pub margin: f64,
+    /// T²'s limit is its quantile times this (≥ 1 leaves room for normal
+    /// windows a short warm-up did not see).
+    pub t2_margin: f64,
+    /// Q's likewise. Q's tail is the one a short warm-up sees least of
+    /// (few windows, several residual dimensions): on SKAB `valve1/` its
+    /// margin wants to be several times T²'s (README "Baselines").
+    pub q_margin: f64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -139,8 +143,8 @@ impl Fitted {
         let mut fitted =
             Fitted { mean, scale, shrinkage, eigenvalues, components, t2_limit: f64::NAN, q_limit: f64::NAN };
         let (mut t2s, mut qs): (Vec<f64>, Vec<f64>) = rows.iter().map(|r| fitted.statistics(r).0).unzip();
-        fitted.t2_limit = quantile(&mut t2s, cfg.quantile) * cfg.margin;
-        fitted.q_limit = quantile(&mut qs, cfg.quantile) * cfg.margin;
+        fitted.t2_limit = quantile(&mut t2s, cfg.quantile) * cfg.t2_margin;
+        fitted.q_limit = quantile(&mut qs, cfg.quantile) * cfg.q_margin;
         // A warm-up that fits its components exactly has Q = 0 throughout:
         // a limit of 0 would flag every later window.
         let floor = f64::EPSILON * fitted.mean.len() as f64;
@@ -198,6 +202,107 @@ impl Fitted {
         let cq: Vec<f64> = resid.iter().map(|r| r * r).collect();
         let q = cq.iter().sum();
         ((t2, q), (ct, cq))
+    }
+}
+
+/// What a device's baseline learns from and how (config `[baseline]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaselineConfig {
+    /// Window features, by `<signal>.<stat>` name.
+    pub features: Vec<String>,
+    /// Windows with every feature present collected before fitting.
+    pub warmup_windows: usize,
+    pub fit: FitConfig,
+}
+
+impl BaselineConfig {
+    /// The fewest warm-up windows a fit accepts.
+    pub fn min_warmup(&self) -> usize {
+        3.max(self.fit.components + 2)
+    }
+}
+
+/// A device's baseline: learning its normal, then scoring against it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DeviceBaseline {
+    /// Baselines fitted so far: 1 after the first warm-up, one more after
+    /// each reset's.
+    pub version: u32,
+    pub phase: Phase,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Warm-up rows so far (at most `warmup_windows`).
+    Learning { rows: Vec<Vec<f64>> },
+    /// Fitted at `since_ms` (the end of the last warm-up window).
+    Active { fitted: Fitted, since_ms: i64 },
+}
+
+impl Default for Phase {
+    fn default() -> Self {
+        Phase::Learning { rows: Vec::new() }
+    }
+}
+
+/// What one window did to a device's baseline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observed {
+    /// Kept for the warm-up: `have` of `need` windows.
+    Learning {
+        have: usize,
+        need: usize,
+    },
+    /// Left out: a feature was missing or not finite.
+    Incomplete,
+    /// The warm-up is complete and the baseline fitted (version `version`).
+    Fitted {
+        version: u32,
+    },
+    Scored(Score),
+}
+
+impl DeviceBaseline {
+    /// Takes one window's features (in `cfg.features` order) that ended at
+    /// `end_ms`.
+    pub fn observe(&mut self, cfg: &BaselineConfig, x: Vec<f64>, end_ms: i64) -> Observed {
+        let complete = x.len() == cfg.features.len() && x.iter().all(|v| v.is_finite());
+        match &mut self.phase {
+            Phase::Active { fitted, .. } => Observed::Scored(fitted.score(&x)),
+            Phase::Learning { .. } if !complete => Observed::Incomplete,
+            Phase::Learning { rows } => {
+                let need = cfg.warmup_windows.max(cfg.min_warmup());
+                rows.push(x);
+                if rows.len() < need {
+                    return Observed::Learning { have: rows.len(), need };
+                }
+                match Fitted::fit(rows, &cfg.fit) {
+                    Ok(fitted) => {
+                        self.version += 1;
+                        self.phase = Phase::Active { fitted, since_ms: end_ms };
+                        Observed::Fitted { version: self.version }
+                    }
+                    // Not reachable with complete rows; learn on, bounded.
+                    Err(_) => {
+                        rows.remove(0);
+                        Observed::Learning { have: rows.len(), need }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forgets the fitted baseline and learns anew ("machine serviced").
+    pub fn reset(&mut self) {
+        self.phase = Phase::default();
+    }
+
+    /// Warm-up windows collected, while learning.
+    pub fn learning(&self) -> Option<usize> {
+        match &self.phase {
+            Phase::Learning { rows } => Some(rows.len()),
+            Phase::Active { .. } => None,
+        }
     }
 }
 

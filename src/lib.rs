@@ -34,6 +34,7 @@ pub mod config;
 pub mod daemon;
 pub mod decode;
 pub mod demo;
+pub mod evaluate;
 pub mod features;
 pub mod http;
 pub mod metrics;

@@ -47,6 +47,8 @@ enum Command {
     Model(ModelCommand),
     /// Publish a data set as sensor readings over MQTT or Kafka.
     Replay(Box<ReplayArgs>),
+    /// Evaluate the per-device baseline on a labelled data set (SKAB's leaderboard protocol).
+    Evaluate(Box<EvaluateArgs>),
     /// Make entries for [http.auth]: password hashes and API tokens.
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -84,6 +86,40 @@ enum ModelCommand {
         #[arg(long, value_name = "CSV")]
         output: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct EvaluateArgs {
+    /// The data set's folder (for SKAB, the one holding valve1/, valve2/ and other/).
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// The evaluation protocol: only "skab" so far.
+    #[arg(long, default_value = "skab")]
+    protocol: String,
+    /// Window size.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    window: std::time::Duration,
+    /// Statistics of every signal the baseline learns, comma-separated (see "Windows").
+    #[arg(long, value_name = "STATS", default_value = "mean", value_delimiter = ',')]
+    stats: Vec<String>,
+    /// Warm-up windows before the baseline is fitted (40 of 10 s: SKAB's 400 training rows).
+    #[arg(long, value_name = "N", default_value_t = 40)]
+    warmup: usize,
+    /// Principal components for T².
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    components: usize,
+    /// The warm-up scores' quantile the limits start from.
+    #[arg(long, value_name = "Q", default_value_t = 0.99)]
+    quantile: f64,
+    /// T²'s limit is its quantile times this.
+    #[arg(long, value_name = "M", default_value_t = 1.5)]
+    t2_margin: f64,
+    /// Q's limit is its quantile times this.
+    #[arg(long, value_name = "M", default_value_t = 8.0)]
+    q_margin: f64,
+    /// Also print one line per file.
+    #[arg(long)]
+    per_file: bool,
 }
 
 #[derive(clap::Args)]
@@ -304,9 +340,78 @@ fn dispatch(cmd: Command) -> Result<(), Failure> {
         }
         Command::Demo { listen } => faultline::demo::run(&listen).map_err(Failure::from),
         Command::Replay(args) => replay(*args),
+        Command::Evaluate(args) => evaluate(*args),
         Command::Auth(AuthCommand::HashPassword) => hash_password(),
         Command::Auth(AuthCommand::NewToken { name, role }) => new_token(&name, &role),
     }
+}
+
+fn evaluate(a: EvaluateArgs) -> Result<(), Failure> {
+    use faultline::baseline::{BaselineConfig, FitConfig};
+    if a.protocol != "skab" {
+        return Err(usage(format!("--protocol {:?}: only \"skab\" is known", a.protocol)));
+    }
+    for s in &a.stats {
+        if !faultline::window::STAT_NAMES.contains(&s.as_str()) {
+            return Err(usage(format!("--stats: {s:?} is not one of {}", faultline::window::STAT_NAMES.join(", "))));
+        }
+    }
+    let margin_ok = |m: f64| m > 0.0 && m.is_finite();
+    if !(a.quantile > 0.0 && a.quantile <= 1.0 && margin_ok(a.t2_margin) && margin_ok(a.q_margin)) {
+        return Err(usage("--quantile must be in (0, 1], and the margins above 0".to_owned()));
+    }
+    let size_ms = i64::try_from(a.window.as_millis()).unwrap_or(i64::MAX);
+    if size_ms < 1 {
+        return Err(usage("--window must be at least 1ms".to_owned()));
+    }
+    let features: Vec<String> = faultline::evaluate::SKAB_SIGNALS
+        .iter()
+        .flat_map(|sig| a.stats.iter().map(move |st| format!("{sig}.{st}")))
+        .collect();
+    if a.components == 0 || a.components > features.len() {
+        return Err(usage(format!("--components must be between 1 and the {} features", features.len())));
+    }
+    let baseline = BaselineConfig {
+        features,
+        warmup_windows: a.warmup,
+        fit: FitConfig { components: a.components, quantile: a.quantile, t2_margin: a.t2_margin, q_margin: a.q_margin },
+    };
+    if a.warmup < baseline.min_warmup() {
+        return Err(usage(format!("--warmup must be at least {} windows", baseline.min_warmup())));
+    }
+    let window = faultline::window::WindowSpec {
+        size_ms,
+        max_out_of_orderness_ms: 0,
+        allowed_lateness_ms: 0,
+        idle_timeout_ms: i64::MAX,
+    };
+    let results = faultline::evaluate::evaluate_skab(&a.data, window, &baseline)
+        .map_err(|e| Failure { code: 1, error: anyhow::Error::new(e).context("evaluate") })?;
+    println!(
+        "SKAB, per-device baseline: {} windows, {} of every signal, warm-up {} windows, {} component(s), limits: warm-up {} quantile x {} (T²), x {} (Q)",
+        humantime::format_duration(a.window),
+        a.stats.join("+"),
+        a.warmup,
+        a.components,
+        a.quantile,
+        a.t2_margin,
+        a.q_margin
+    );
+    if a.per_file {
+        for r in &results {
+            let c = &r.counts;
+            println!(
+                "{:<18} F1 {:.3} FAR {:5.1} % MAR {:5.1} % delay {}",
+                r.device,
+                c.f1(),
+                100.0 * c.far(),
+                100.0 * c.mar(),
+                r.delay_ms.map_or("-".to_owned(), |d| format!("{} s", d / 1000))
+            );
+        }
+    }
+    print!("{}", faultline::evaluate::report(&results));
+    Ok(())
 }
 
 fn load_config(path: &Path) -> Result<Config, Failure> {

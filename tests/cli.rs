@@ -201,3 +201,40 @@ fn features_refuses_bad_input_with_the_line_and_leaves_no_file() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("/nonexistent.csv"), "{}", stderr(&o));
 }
+
+/// `faultline evaluate` on SKAB: the per-device baseline as tuned on
+/// `valve1/` (README "Baselines"), and the held-out folders reported apart.
+#[test]
+fn evaluate_scores_the_baseline_on_skab_and_refuses_bad_options() {
+    let out = faultline(&["evaluate", "--data", "/nonexistent", "--protocol", "nab"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("only \"skab\""), "{}", stderr(&out));
+    let out = faultline(&["evaluate", "--data", "/nonexistent", "--components", "9"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = faultline(&["evaluate", "--data", "/nonexistent"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("/nonexistent/valve1"), "{}", stderr(&out));
+    let Some(data) = common::shared_data() else {
+        eprintln!("SKIPPED: ../shared/data is not here");
+        return;
+    };
+    let skab = data.join("skab");
+    let out = faultline(&["evaluate", "--data", &skab.to_string_lossy()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let row = |name: &str| -> Vec<String> {
+        let line = text.lines().find(|l| l.starts_with(&format!("| {name} ("))).unwrap_or_else(|| panic!("{text}"));
+        line.split('|').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect()
+    };
+    let num = |cells: &[String], i: usize| cells[i].parse::<f64>().unwrap_or_else(|_| panic!("{cells:?}"));
+    // valve1/ is where the defaults were chosen: 16 files, F1 0.842, FAR 14.4 %.
+    let v1 = row("valve1/");
+    assert_eq!(v1[0], "valve1/ (16)");
+    assert_eq!((num(&v1, 2), num(&v1, 3)), (0.842, 14.4), "{text}");
+    assert_eq!(v1[5], "16/16");
+    for folder in ["valve2/", "other/", "all"] {
+        let r = row(folder);
+        assert!(num(&r, 2) > 0.5, "{folder}: {text}");
+    }
+    assert!(row("all")[0] == "all (34)", "{text}");
+}

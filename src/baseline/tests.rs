@@ -5,7 +5,8 @@ use super::*;
 struct Reference {
     components: usize,
     quantile: f64,
-    margin: f64,
+    t2_margin: f64,
+    q_margin: f64,
     warmup: Vec<Vec<f64>>,
     test: Vec<Vec<f64>>,
     mean: Vec<f64>,
@@ -36,7 +37,7 @@ fn close_all(a: &[f64], b: &[f64], what: &str) {
 }
 
 fn cfg(r: &Reference) -> FitConfig {
-    FitConfig { components: r.components, quantile: r.quantile, margin: r.margin }
+    FitConfig { components: r.components, quantile: r.quantile, t2_margin: r.t2_margin, q_margin: r.q_margin }
 }
 
 #[test]
@@ -91,13 +92,13 @@ fn fitting_is_deterministic_and_the_model_round_trips() {
 #[test]
 fn the_limits_are_the_warmup_quantile_times_the_margin() {
     let r = reference();
-    let f = Fitted::fit(&r.warmup, &FitConfig { components: 2, quantile: 1.0, margin: 1.0 }).unwrap();
+    let f = Fitted::fit(&r.warmup, &FitConfig { components: 2, quantile: 1.0, t2_margin: 1.0, q_margin: 1.0 }).unwrap();
     // With the maximum and no margin, the warm-up's worst row sits on a limit.
     let worst = r.warmup.iter().map(|x| f.score(x).ratio()).fold(0.0, f64::max);
     close(worst, 1.0, "worst warm-up ratio");
-    let g = Fitted::fit(&r.warmup, &FitConfig { components: 2, quantile: 1.0, margin: 2.0 }).unwrap();
+    let g = Fitted::fit(&r.warmup, &FitConfig { components: 2, quantile: 1.0, t2_margin: 2.0, q_margin: 3.0 }).unwrap();
     close(g.t2_limit, 2.0 * f.t2_limit, "T² limit with margin 2");
-    close(g.q_limit, 2.0 * f.q_limit, "Q limit with margin 2");
+    close(g.q_limit, 3.0 * f.q_limit, "Q limit with margin 3");
 }
 
 #[test]
@@ -111,7 +112,7 @@ fn quantiles_interpolate_as_numpy_does() {
 
 #[test]
 fn bad_warmups_are_refused_and_constant_features_stay_finite() {
-    let c = FitConfig { components: 2, quantile: 0.99, margin: 1.5 };
+    let c = FitConfig { components: 2, quantile: 0.99, t2_margin: 1.5, q_margin: 1.5 };
     let rows = |n: usize| (0..n).map(|i| vec![i as f64, (i * i) as f64 % 7.0, 3.0]).collect::<Vec<_>>();
     assert_eq!(Fitted::fit(&rows(3), &c), Err(FitError::TooFew { rows: 3, features: 3, need: 4 }));
     let mut nan = rows(10);
@@ -128,4 +129,43 @@ fn bad_warmups_are_refused_and_constant_features_stay_finite() {
     // A missing feature counts as normal.
     let s = f.score(&[4.5, f64::NAN, 3.0]);
     assert!(s.t2.is_finite() && s.q.is_finite());
+}
+
+#[test]
+fn a_device_learns_then_scores_and_a_reset_learns_again() {
+    let r = reference();
+    let cfg = BaselineConfig {
+        features: (0..6).map(|i| format!("f{i}.mean")).collect(),
+        warmup_windows: r.warmup.len(),
+        fit: cfg(&r),
+    };
+    let mut d = DeviceBaseline::default();
+    for (i, x) in r.warmup.iter().enumerate() {
+        let got = d.observe(&cfg, x.clone(), i as i64);
+        if i + 1 < r.warmup.len() {
+            assert_eq!(got, Observed::Learning { have: i + 1, need: r.warmup.len() });
+            // Incomplete windows are left out of the warm-up.
+            let mut gap = x.clone();
+            gap[2] = f64::NAN;
+            assert_eq!(d.observe(&cfg, gap, i as i64), Observed::Incomplete);
+        } else {
+            assert_eq!(got, Observed::Fitted { version: 1 });
+        }
+    }
+    // The same model as fitted from the rows at once.
+    let want = Fitted::fit(&r.warmup, &cfg.fit).unwrap();
+    assert_eq!(d.phase, Phase::Active { fitted: want.clone(), since_ms: r.warmup.len() as i64 - 1 });
+    assert_eq!(d.observe(&cfg, r.test[6].clone(), 100), Observed::Scored(want.score(&r.test[6])));
+    // Persisted and back.
+    let back: DeviceBaseline = postcard::from_bytes(&postcard::to_allocvec(&d).unwrap()).unwrap();
+    assert_eq!(back, d);
+    d.reset();
+    assert_eq!((d.learning(), d.version), (Some(0), 1));
+    assert_eq!(d.observe(&cfg, r.test[0].clone(), 101), Observed::Learning { have: 1, need: r.warmup.len() });
+    for (i, x) in r.warmup.iter().enumerate().skip(1) {
+        let got = d.observe(&cfg, x.clone(), 200 + i as i64);
+        if i + 1 == r.warmup.len() {
+            assert_eq!(got, Observed::Fitted { version: 2 });
+        }
+    }
 }

@@ -11,7 +11,8 @@ Rust code and this script are two separate implementations:
 - the Ledoit-Wolf shrunk covariance of the standardised rows;
 - PCA on it: the `k` largest eigenvalues and their vectors;
 - Hotelling's T^2 on the k components and Q (SPE), the squared residual;
-- limits: the warm-up scores' `quantile` (linear interpolation) times `margin`;
+- limits: the warm-up scores' `quantile` (linear interpolation) times a
+  margin of its own for each statistic;
 - contributions: T^2 = sum_j z_j * sum_a v_ja t_a / l_a, Q = sum_j r_j^2,
   and each feature's share of (T^2/T2_limit + Q/Q_limit).
 
@@ -27,7 +28,7 @@ import numpy as np
 from sklearn.covariance import ledoit_wolf
 
 
-def fit(rows, k, quantile, margin):
+def fit(rows, k, quantile, t2_margin, q_margin):
     x = np.asarray(rows, dtype=np.float64)
     n, p = x.shape
     mean = x.mean(axis=0)
@@ -57,8 +58,8 @@ def fit(rows, k, quantile, margin):
         "vectors": vectors[:, :k],
     }
     t2, q, _ = score(model, x)
-    model["t2_limit"] = np.quantile(t2, quantile) * margin
-    model["q_limit"] = np.quantile(q, quantile) * margin
+    model["t2_limit"] = np.quantile(t2, quantile) * t2_margin
+    model["q_limit"] = np.quantile(q, quantile) * q_margin
     return model
 
 
@@ -87,8 +88,8 @@ def main():
 
     warm = draw(n_warm)
     test = np.vstack([draw(4), draw(4, shift=np.array([0, 0, 0, 2.5, 0, 0]))])
-    quantile, margin = 0.99, 1.5
-    model = fit(warm, k, quantile, margin)
+    quantile, t2_margin, q_margin = 0.99, 1.5, 3.0
+    model = fit(warm, k, quantile, t2_margin, q_margin)
     t2, q, (ct, cq) = score(model, test)
     ratio = t2 / model["t2_limit"] + q / model["q_limit"]
     shares = (ct / model["t2_limit"] + cq / model["q_limit"]) / ratio[:, None]
@@ -96,7 +97,8 @@ def main():
         "source": "tests/reference/baseline_ref.py (numpy and scikit-learn, seeded)",
         "components": k,
         "quantile": quantile,
-        "margin": margin,
+        "t2_margin": t2_margin,
+        "q_margin": q_margin,
         "warmup": warm.tolist(),
         "test": test.tolist(),
         "mean": model["mean"].tolist(),
