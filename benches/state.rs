@@ -10,16 +10,7 @@ use faultline::state::{Checkpoint, Store};
 use faultline::window::{Changes, Engine, StateLimits, WindowSpec};
 
 const DEVICES: usize = 10_000;
-const SIGNALS: [&str; 8] = [
-    "Accelerometer1RMS",
-    "Accelerometer2RMS",
-    "Current",
-    "Pressure",
-    "Temperature",
-    "Thermocouple",
-    "Voltage",
-    "Volume Flow RateRMS",
-];
+const SIGNALS: [&str; 8] = faultline::evaluate::SKAB_SIGNALS;
 
 fn spec() -> WindowSpec {
     WindowSpec {

@@ -116,13 +116,7 @@ pub fn evaluate_file(
     };
     let mut reader = CsvReader::open(path, &csv)?;
     let signals: Vec<String> = reader.signals().to_vec();
-    let limits = StateLimits {
-        max_devices: usize::MAX,
-        max_signals_per_device: usize::MAX,
-        max_open_windows_per_device: usize::MAX,
-        late_store: 0,
-        device_ttl_ms: i64::MAX,
-    };
+    let limits = StateLimits::unbounded();
     let mut engine = Engine::new(window, limits, Cleaning::default());
     let mut state = DeviceBaseline::default();
     // Window start → flagged (`None`: a warm-up window).

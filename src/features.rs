@@ -54,15 +54,7 @@ pub fn run(
 ) -> Result<Summary, FeaturesError> {
     let mut reader = CsvReader::open(input, csv)?;
     let signals: Vec<String> = reader.signals().to_vec();
-    // Offline the file is the whole world: no device, signal or window
-    // bounds beyond the machine's memory.
-    let limits = StateLimits {
-        max_devices: usize::MAX,
-        max_signals_per_device: usize::MAX,
-        max_open_windows_per_device: usize::MAX,
-        late_store: 0,
-        device_ttl_ms: i64::MAX,
-    };
+    let limits = StateLimits::unbounded();
     let mut engine = Engine::new(spec, limits, cleaning);
     let mut windows: BTreeMap<(Arc<str>, i64), ClosedWindow> = BTreeMap::new();
     let mut out = Vec::new();

@@ -51,6 +51,20 @@ pub struct StateLimits {
     pub device_ttl_ms: i64,
 }
 
+impl StateLimits {
+    /// No bounds but the machine's memory: for a file processed offline,
+    /// which is the whole world (`faultline features`, `evaluate`).
+    pub fn unbounded() -> StateLimits {
+        StateLimits {
+            max_devices: usize::MAX,
+            max_signals_per_device: usize::MAX,
+            max_open_windows_per_device: usize::MAX,
+            late_store: 0,
+            device_ttl_ms: i64::MAX,
+        }
+    }
+}
+
 impl Default for StateLimits {
     fn default() -> Self {
         StateLimits {

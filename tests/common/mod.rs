@@ -10,16 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// SKAB's eight sensor signals, in file order.
-pub const SKAB_SIGNALS: [&str; 8] = [
-    "Accelerometer1RMS",
-    "Accelerometer2RMS",
-    "Current",
-    "Pressure",
-    "Temperature",
-    "Thermocouple",
-    "Voltage",
-    "Volume Flow RateRMS",
-];
+pub use faultline::evaluate::SKAB_SIGNALS;
 
 /// Runs the `faultline` binary built for this test run.
 pub fn faultline(args: &[&str]) -> Output {
