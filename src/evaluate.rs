@@ -100,13 +100,14 @@ pub struct FileResult {
     pub has_fault: bool,
 }
 
-/// Evaluates one SKAB file as device `device`.
+/// Evaluates one SKAB file of `folder` as device `device`.
 pub fn evaluate_file(
     path: &Path,
+    folder: &str,
     device: &str,
     window: WindowSpec,
     baseline: &BaselineConfig,
-) -> Result<(Counts, u64, Option<i64>, bool), FileError> {
+) -> Result<FileResult, FileError> {
     let csv = CsvOptions {
         time_column: Some("datetime".into()),
         device: DeviceFrom::Fixed(device.to_owned()),
@@ -162,7 +163,14 @@ pub fn evaluate_file(
         starts.sort_unstable();
         starts.first().map(|s| s + size - t0)
     });
-    Ok((counts, warmup, delay, fault_start.is_some()))
+    Ok(FileResult {
+        folder: folder.to_owned(),
+        device: device.to_owned(),
+        counts,
+        warmup_readings: warmup,
+        delay_ms: delay,
+        has_fault: fault_start.is_some(),
+    })
 }
 
 /// Evaluates every fault file of SKAB under `data` (the `skab/` folder).
@@ -190,15 +198,7 @@ pub fn evaluate_skab(
         for path in files {
             let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let device = format!("skab-{folder}-{stem}");
-            let (counts, warmup_readings, delay_ms, has_fault) = evaluate_file(&path, &device, window, baseline)?;
-            results.push(FileResult {
-                folder: folder.to_owned(),
-                device,
-                counts,
-                warmup_readings,
-                delay_ms,
-                has_fault,
-            });
+            results.push(evaluate_file(&path, folder, &device, window, baseline)?);
         }
     }
     Ok(results)
