@@ -157,6 +157,16 @@ impl Fitted {
         self.mean.len()
     }
 
+    /// Moves the mean `rate` of the way towards `x` (finite values only).
+    pub fn adapt(&mut self, x: &[f64], rate: f64) {
+        let rate = rate.clamp(0.0, 1.0);
+        for (m, v) in self.mean.iter_mut().zip(x) {
+            if v.is_finite() {
+                *m += rate * (v - *m);
+            }
+        }
+    }
+
     /// Scores one window's features (`NaN` where a feature is missing:
     /// it then counts as normal, at the warm-up mean).
     pub fn score(&self, x: &[f64]) -> Score {
@@ -213,6 +223,12 @@ pub struct BaselineConfig {
     /// Windows with every feature present collected before fitting.
     pub warmup_windows: usize,
     pub fit: FitConfig,
+    /// Slow adaptation: after each window judged normal (its ratio below
+    /// `adapt_below`), the baseline's mean moves this share of the way to
+    /// the window's features (0: never), so a slow drift of the level does
+    /// not alarm, while a window near or past a limit leaves it as it is.
+    pub adapt_rate: f64,
+    pub adapt_below: f64,
 }
 
 impl BaselineConfig {
@@ -268,7 +284,13 @@ impl DeviceBaseline {
     pub fn observe(&mut self, cfg: &BaselineConfig, x: Vec<f64>, end_ms: i64) -> Observed {
         let complete = x.len() == cfg.features.len() && x.iter().all(|v| v.is_finite());
         match &mut self.phase {
-            Phase::Active { fitted, .. } => Observed::Scored(fitted.score(&x)),
+            Phase::Active { fitted, .. } => {
+                let score = fitted.score(&x);
+                if cfg.adapt_rate > 0.0 && complete && score.ratio() < cfg.adapt_below {
+                    fitted.adapt(&x, cfg.adapt_rate);
+                }
+                Observed::Scored(score)
+            }
             Phase::Learning { .. } if !complete => Observed::Incomplete,
             Phase::Learning { rows } => {
                 let need = cfg.warmup_windows.max(cfg.min_warmup());

@@ -117,6 +117,12 @@ struct EvaluateArgs {
     /// Q's limit is its quantile times this.
     #[arg(long, value_name = "M", default_value_t = 8.0)]
     q_margin: f64,
+    /// Slow adaptation: after a window judged normal, the baseline's mean moves this share towards it (0: off).
+    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    adapt_rate: f64,
+    /// A window is judged normal, for adaptation, below this share of its limits.
+    #[arg(long, value_name = "RATIO", default_value_t = 0.5)]
+    adapt_below: f64,
     /// Also print one line per file.
     #[arg(long)]
     per_file: bool,
@@ -375,7 +381,12 @@ fn evaluate(a: EvaluateArgs) -> Result<(), Failure> {
         features,
         warmup_windows: a.warmup,
         fit: FitConfig { components: a.components, quantile: a.quantile, t2_margin: a.t2_margin, q_margin: a.q_margin },
+        adapt_rate: a.adapt_rate,
+        adapt_below: a.adapt_below,
     };
+    if !(0.0..=1.0).contains(&a.adapt_rate) || !(a.adapt_below >= 0.0 && a.adapt_below.is_finite()) {
+        return Err(usage("--adapt-rate must be in [0, 1] and --adapt-below at least 0".to_owned()));
+    }
     if a.warmup < baseline.min_warmup() {
         return Err(usage(format!("--warmup must be at least {} windows", baseline.min_warmup())));
     }
@@ -387,8 +398,13 @@ fn evaluate(a: EvaluateArgs) -> Result<(), Failure> {
     };
     let results = faultline::evaluate::evaluate_skab(&a.data, window, &baseline)
         .map_err(|e| Failure { code: 1, error: anyhow::Error::new(e).context("evaluate") })?;
+    let adapt = if a.adapt_rate > 0.0 {
+        format!("; the mean adapts at {} per window below {} of the limits", a.adapt_rate, a.adapt_below)
+    } else {
+        String::new()
+    };
     println!(
-        "SKAB, per-device baseline: {} windows, {} of every signal, warm-up {} windows, {} component(s), limits: warm-up {} quantile x {} (T²), x {} (Q)",
+        "SKAB, per-device baseline: {} windows, {} of every signal, warm-up {} windows, {} component(s), limits: warm-up {} quantile x {} (T²), x {} (Q){adapt}",
         humantime::format_duration(a.window),
         a.stats.join("+"),
         a.warmup,

@@ -211,6 +211,9 @@ fn evaluate_scores_the_baseline_on_skab_and_refuses_bad_options() {
     assert!(stderr(&out).contains("only \"skab\""), "{}", stderr(&out));
     let out = faultline(&["evaluate", "--data", "/nonexistent", "--components", "9"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = faultline(&["evaluate", "--data", "/nonexistent", "--adapt-rate", "2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--adapt-rate"), "{}", stderr(&out));
     let out = faultline(&["evaluate", "--data", "/nonexistent"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("/nonexistent/valve1"), "{}", stderr(&out));

@@ -138,6 +138,8 @@ fn a_device_learns_then_scores_and_a_reset_learns_again() {
         features: (0..6).map(|i| format!("f{i}.mean")).collect(),
         warmup_windows: r.warmup.len(),
         fit: cfg(&r),
+        adapt_rate: 0.0,
+        adapt_below: 0.5,
     };
     let mut d = DeviceBaseline::default();
     for (i, x) in r.warmup.iter().enumerate() {
@@ -168,4 +170,42 @@ fn a_device_learns_then_scores_and_a_reset_learns_again() {
             assert_eq!(got, Observed::Fitted { version: 2 });
         }
     }
+}
+
+#[test]
+fn adaptation_follows_normal_windows_only() {
+    let r = reference();
+    let fit = Fitted::fit(&r.warmup, &cfg(&r)).unwrap();
+    let active = || DeviceBaseline { version: 1, phase: Phase::Active { fitted: fit.clone(), since_ms: 0 } };
+    let mean = |d: &DeviceBaseline| match &d.phase {
+        Phase::Active { fitted, .. } => fitted.mean.clone(),
+        Phase::Learning { .. } => panic!("learning"),
+    };
+    let mut c = BaselineConfig {
+        features: (0..6).map(|i| format!("f{i}.mean")).collect(),
+        warmup_windows: r.warmup.len(),
+        fit: cfg(&r),
+        adapt_rate: 0.0,
+        adapt_below: 0.5,
+    };
+    // Off: the model does not move.
+    let mut d = active();
+    for x in &r.test {
+        d.observe(&c, x.clone(), 0);
+    }
+    assert_eq!(mean(&d), fit.mean);
+    // On: a normal window (ratio below the gate) pulls the mean a tenth of the way.
+    c.adapt_rate = 0.1;
+    let normal = r.test[..4].iter().find(|x| fit.score(x).ratio() < 0.5).expect("a normal test row");
+    let mut d = active();
+    d.observe(&c, normal.clone(), 0);
+    let want: Vec<f64> = fit.mean.iter().zip(normal).map(|(m, x)| m + 0.1 * (x - m)).collect();
+    close_all(&mean(&d), &want, "adapted mean");
+    // A window past a limit leaves it, and so does an incomplete one.
+    let mut d = active();
+    d.observe(&c, r.test[6].clone(), 0);
+    let mut gap = normal.clone();
+    gap[0] = f64::NAN;
+    d.observe(&c, gap, 0);
+    assert_eq!(mean(&d), fit.mean);
 }
