@@ -384,7 +384,7 @@ fn evaluate(a: EvaluateArgs) -> Result<(), Failure> {
         adapt_rate: a.adapt_rate,
         adapt_below: a.adapt_below,
     };
-    if !(0.0..=1.0).contains(&a.adapt_rate) || !(a.adapt_below >= 0.0 && a.adapt_below.is_finite()) {
+    if !((0.0..=1.0).contains(&a.adapt_rate) && a.adapt_below >= 0.0 && a.adapt_below.is_finite()) {
         return Err(usage("--adapt-rate must be in [0, 1] and --adapt-below at least 0".to_owned()));
     }
     if a.warmup < baseline.min_warmup() {
