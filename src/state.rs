@@ -8,7 +8,7 @@
 //! | `devices` | device id | postcard [`DeviceSnapshot`]: open windows, watermark (its `closed` empty), then the checkpoint number (u64 BE) |
 //! | `journal` | checkpoint number, u64 BE | the readings devices took since their snapshot ([`crate::window::journal`]) |
 //! | `closed` | device id | postcard `Vec<WindowSnapshot>`: the closed windows still open to late updates |
-//! | `alert_state` | device id | postcard [`DeviceState`]: recent scores, the alert not cleared |
+//! | `alert_state` | device id | postcard [`DeviceState`]: recent scores, the alert not cleared (without its features; see [`Store::restore`]) |
 //! | `alerts` | alert id | postcard [`Alert`]: latest record of every alert (history) |
 //! | `windows` | device id, 0x00, start i64 BE | postcard [`WindowRecord`]: the last scored windows per device |
 //! | `positions` | `kafka/<group>/<topic>/<partition>` | i64 BE: next offset |
