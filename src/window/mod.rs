@@ -279,7 +279,7 @@ pub type LateStore = crate::bounded::BoundedLog<Reading>;
 /// before the next checkpoint takes a snapshot instead: more writes less
 /// per checkpoint, less replays less at a restart. Each device's bound is
 /// between half and one and a half times this, by its phase
-/// ([`Device::journal_full`]).
+/// (`Device::journal_full`).
 pub const JOURNAL_PER_SNAPSHOT: usize = 2;
 
 /// Bytes reserved for a journal entry: about what 8 signals take.
