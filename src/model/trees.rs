@@ -16,7 +16,7 @@
 //! Semantics follow onnxruntime, the reference data teams validate with:
 //! `x CMP threshold || (missing_tracks_true && x is NaN)` takes the true
 //! branch; the binary classifier's single score column becomes two columns
-//! by its rules (see [`Ensemble::finish_classifier`]).
+//! by its rules (see `Ensemble::finish_classifier`).
 
 use std::fmt;
 
