@@ -53,18 +53,12 @@ pub fn policy_config(a: &AlertsConfig, package_threshold: Option<f64>) -> Result
     })
 }
 
-fn names_of(model: &Model) -> Arc<[String]> {
-    model.package.features.iter().map(|f| f.name.clone()).collect()
-}
-
 /// The model and the alert policy.
 #[derive(Debug)]
 pub struct Scorer {
     model: Arc<Model>,
     name: Arc<str>,
     version: Arc<str>,
-    /// The model's feature names, shared by the alerts' feature values.
-    feature_names: Arc<[String]>,
     policy: Policy,
     rows: Vec<f32>,
     /// Models swapped out, newest last (a few), so their info series can go to 0.
@@ -74,16 +68,7 @@ pub struct Scorer {
 impl Scorer {
     pub fn new(model: Arc<Model>, policy: PolicyConfig) -> Self {
         let (name, version) = (Arc::from(model.package.name.as_str()), Arc::from(model.package.version.as_str()));
-        let feature_names = names_of(&model);
-        Scorer {
-            model,
-            name,
-            version,
-            feature_names,
-            policy: Policy::new(policy),
-            rows: Vec::new(),
-            retired: Vec::new(),
-        }
+        Scorer { model, name, version, policy: Policy::new(policy), rows: Vec::new(), retired: Vec::new() }
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -101,7 +86,6 @@ impl Scorer {
         }
         self.name = Arc::from(model.package.name.as_str());
         self.version = Arc::from(model.package.version.as_str());
-        self.feature_names = names_of(&model);
         self.model = model;
     }
 
@@ -150,7 +134,7 @@ impl Scorer {
                 continue;
             }
             let row = &self.rows[i * width..(i + 1) * width];
-            let features = || Features::new(self.feature_names.clone(), row.iter().map(|v| f64::from(*v)));
+            let features = || Features::new(m.feature_names().clone(), row.iter().map(|v| f64::from(*v)));
             let ws = WindowScore {
                 device_id: &w.device_id,
                 start_ms: w.start_ms,

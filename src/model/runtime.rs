@@ -34,6 +34,8 @@ pub enum ModelError {
 pub struct Model {
     pub package: Package,
     pub dir: PathBuf,
+    /// The features' names in input order, shared by the alerts' values.
+    feature_names: Arc<[String]>,
     plan: Arc<TypedRunnableModel>,
     width: usize,
     columns: usize,
@@ -153,9 +155,15 @@ impl Model {
         };
         let nan_aware = typed.nodes().iter().any(|n| handles_nan(&n.op().name()));
         let plan = typed.into_runnable().map_err(|e| onnx_err(format!("{e:#}")))?;
-        let m = Model { package, dir: dir.to_owned(), plan, width, columns, column, nan_aware };
+        let feature_names = package.features.iter().map(|f| f.name.clone()).collect();
+        let m = Model { package, dir: dir.to_owned(), feature_names, plan, width, columns, column, nan_aware };
         m.test_inference().map_err(check)?;
         Ok(m)
+    }
+
+    /// The features' names in input order.
+    pub fn feature_names(&self) -> &Arc<[String]> {
+        &self.feature_names
     }
 
     /// What the test row is made of, for `faultline model check`.
