@@ -38,6 +38,14 @@ pub struct FitConfig {
     pub q_margin: f64,
 }
 
+impl FitConfig {
+    /// The fewest rows [`Fitted::fit`] accepts: more than the components,
+    /// so the limits come from more than a fit to its own points.
+    pub fn min_rows(&self) -> usize {
+        3.max(self.components + 2)
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FitError {
     #[error("{rows} warm-up windows for {features} features: at least {need} are needed")]
@@ -101,7 +109,7 @@ impl Fitted {
     pub fn fit(rows: &[Vec<f64>], cfg: &FitConfig) -> Result<Fitted, FitError> {
         let p = rows.first().map_or(0, Vec::len);
         let n = rows.len();
-        let need = 3.max(cfg.components + 2);
+        let need = cfg.min_rows();
         if n < need || p == 0 {
             return Err(FitError::TooFew { rows: n, features: p, need });
         }
@@ -234,7 +242,7 @@ pub struct BaselineConfig {
 impl BaselineConfig {
     /// The fewest warm-up windows a fit accepts.
     pub fn min_warmup(&self) -> usize {
-        3.max(self.fit.components + 2)
+        self.fit.min_rows()
     }
 }
 
