@@ -158,10 +158,8 @@ pub fn evaluate_file(
         }
     }
     let delay = fault_start.and_then(|t0| {
-        let mut starts: Vec<i64> =
-            flags.iter().filter(|(s, f)| **f == Some(true) && **s + size > t0).map(|(s, _)| *s).collect();
-        starts.sort_unstable();
-        starts.first().map(|s| s + size - t0)
+        let first = flags.iter().filter(|(s, f)| **f == Some(true) && **s + size > t0).map(|(s, _)| *s).min();
+        first.map(|s| s + size - t0)
     });
     Ok(FileResult {
         folder: folder.to_owned(),
