@@ -92,15 +92,20 @@ impl Score {
         self.t2_ratio.max(self.q_ratio)
     }
 
-    /// The ratio as a probability-like number in [0, 1): the odds are the
-    /// ratio, so a window at its limit is 0.5, twice past it 0.67.
-    pub fn probability(&self) -> f64 {
+    /// The ratio on the alert policy's probability scale, so that one
+    /// policy judges model and baseline windows alike: `1 − (1 − level)^ratio`,
+    /// with `level` the probability at which a window counts as bad. A
+    /// window at the warm-up's mean is 0, one at a limit is exactly
+    /// `level`, one twice past it `1 − (1 − level)²` (0.96 for 0.8); it
+    /// rises towards 1 without reaching it. `level` is kept in
+    /// [0.001, 0.999] so that every window keeps a finite place on the scale.
+    pub fn probability(&self, level: f64) -> f64 {
         let r = self.ratio();
-        if r.is_finite() {
-            r / (1.0 + r)
-        } else {
-            1.0
+        if r.is_nan() {
+            return f64::NAN;
         }
+        let level = if level.is_finite() { level.clamp(1e-3, 1.0 - 1e-3) } else { 0.5 };
+        1.0 - (1.0 - level).powf(r.max(0.0))
     }
 }
 
@@ -319,6 +324,15 @@ impl DeviceBaseline {
                     }
                 }
             }
+        }
+    }
+
+    /// Scores a window without learning from it (a late update of a
+    /// window already taken); `None` while learning.
+    pub fn score(&self, x: &[f64]) -> Option<Score> {
+        match &self.phase {
+            Phase::Active { fitted, .. } => Some(fitted.score(x)),
+            Phase::Learning { .. } => None,
         }
     }
 

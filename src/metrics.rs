@@ -49,6 +49,9 @@ pub const WINDOW_CLOSE_DELAY_SECONDS: &str = "faultline_window_close_delay_secon
 pub const ALERT_DELIVERY_SECONDS: &str = "faultline_alert_delivery_seconds";
 pub const STATE_BYTES: &str = "faultline_state_bytes";
 pub const CONFIG_RELOADS_TOTAL: &str = "faultline_config_reloads_total";
+pub const BASELINES: &str = "faultline_baselines";
+pub const BASELINE_FITS_TOTAL: &str = "faultline_baseline_fits_total";
+pub const BASELINE_RESETS_TOTAL: &str = "faultline_baseline_resets_total";
 
 /// Histogram buckets (upper bounds, seconds), chosen for what each measures.
 const BUCKETS: &[(&str, &[f64])] = &[
@@ -162,6 +165,9 @@ pub fn describe() {
     );
     describe_gauge!(STATE_BYTES, "Size of the state database (sled) on disk.");
     describe_counter!(CONFIG_RELOADS_TOTAL, "Configuration reloads on SIGHUP, by result (applied, refused).");
+    describe_gauge!(BASELINES, "Devices' baselines of normal, by state (learning, active).");
+    describe_counter!(BASELINE_FITS_TOTAL, "Baselines fitted at the end of a warm-up since start.");
+    describe_counter!(BASELINE_RESETS_TOTAL, "Baselines reset to learn again since start (machine serviced).");
 }
 
 /// Copies the pipeline's counters into the metrics registry.
@@ -202,8 +208,17 @@ pub fn publish_scoring(s: &Scorer) {
     for (name, version) in s.retired() {
         gauge!(MODEL_INFO, "name" => name.to_string(), "version" => version.to_string()).set(0.0);
     }
-    let p = &s.model().package;
-    gauge!(MODEL_INFO, "name" => p.name.clone(), "version" => p.version.clone()).set(1.0);
+    if let Some(m) = s.model() {
+        let p = &m.package;
+        gauge!(MODEL_INFO, "name" => p.name.clone(), "version" => p.version.clone()).set(1.0);
+    }
+    if let Some(b) = s.baselines() {
+        let (learning, active) = b.counts();
+        gauge!(BASELINES, "state" => "learning").set(learning as f64);
+        gauge!(BASELINES, "state" => "active").set(active as f64);
+        counter!(BASELINE_FITS_TOTAL).absolute(b.fitted);
+        counter!(BASELINE_RESETS_TOTAL).absolute(b.resets);
+    }
 }
 
 /// Alert records waiting for the alert topic.

@@ -5,13 +5,28 @@
 //! All windows that close together are scored in one tract run. Every
 //! result carries the name and version of the model that scored it, so a
 //! hot swap between batches is visible in the results.
+//!
+//! With `[baseline]`, each device's own baseline of normal
+//! ([`crate::baseline`]) scores the window too, on the policy's
+//! probability scale ([`crate::baseline::Score::probability`]); which of
+//! the two scores the alert policy judges is `baseline.alerts_from`'s
+//! choice (both: the higher one, with its origin).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::alerts::{Alert, Features, Policy, PolicyConfig, WindowScore};
-use crate::config::AlertsConfig;
+use crate::alerts::{Alert, Features, Origin, Policy, PolicyConfig, WindowScore};
+use crate::baseline::{BaselineConfig, DeviceBaseline, Observed, Phase, Score};
+use crate::config::{AlertsConfig, AlertsFrom};
 use crate::model::{Model, ModelError, OutputKind};
 use crate::window::{ClosedWindow, Trigger};
+
+/// The alert threshold of a configuration with baselines and no model,
+/// when `alerts.threshold` is not set (a baseline's limit sits at it).
+pub const BASELINE_THRESHOLD: f64 = 0.8;
+
+/// Contributing features an alert names, largest share first.
+pub const CONTRIBUTIONS: usize = 5;
 
 /// One window's score.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +50,15 @@ pub struct Batch {
     pub alerts: Vec<(usize, Alert)>,
 }
 
+/// The threshold `[alerts]` falls back on: the package's, or with no
+/// model (baselines only) [`BASELINE_THRESHOLD`].
+pub fn default_threshold(model: Option<&Model>) -> Option<f64> {
+    match model {
+        Some(m) => m.package.threshold,
+        None => Some(BASELINE_THRESHOLD),
+    }
+}
+
 /// The alert policy's settings from `[alerts]` and the package's default threshold.
 pub fn policy_config(a: &AlertsConfig, package_threshold: Option<f64>) -> Result<PolicyConfig, String> {
     let threshold = a
@@ -53,40 +77,223 @@ pub fn policy_config(a: &AlertsConfig, package_threshold: Option<f64>) -> Result
     })
 }
 
-/// The model and the alert policy.
+/// Every device's baseline, and what they learn from.
+#[derive(Debug)]
+pub struct Baselines {
+    cfg: BaselineConfig,
+    /// `cfg.features`, shared by the alerts' feature lists.
+    names: Arc<[String]>,
+    devices: HashMap<Arc<str>, DeviceBaseline>,
+    /// Fits and resets since start, for metrics.
+    pub fitted: u64,
+    pub resets: u64,
+}
+
+/// A device's baseline as the dashboard shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BaselineStatus {
+    /// `learning` or `active`.
+    pub state: &'static str,
+    /// Warm-up windows collected and needed (while learning).
+    pub have: usize,
+    pub need: usize,
+    /// Baselines fitted so far (0 before the first).
+    pub version: u32,
+    /// End of the last warm-up window of the active baseline (epoch ms).
+    pub since_ms: Option<i64>,
+}
+
+impl Baselines {
+    pub fn new(cfg: BaselineConfig) -> Self {
+        let names: Arc<[String]> = cfg.features.iter().cloned().collect();
+        Baselines { cfg, names, devices: HashMap::new(), fitted: 0, resets: 0 }
+    }
+
+    pub fn config(&self) -> &BaselineConfig {
+        &self.cfg
+    }
+
+    /// New settings (config reload): fitted baselines stay as they are; a
+    /// change of features or warm-up length restarts those still learning.
+    pub fn set_config(&mut self, cfg: BaselineConfig) {
+        if cfg.features != self.cfg.features {
+            // Fitted baselines are of the old features: learn again.
+            for b in self.devices.values_mut() {
+                b.reset();
+            }
+        }
+        self.names = cfg.features.iter().cloned().collect();
+        self.cfg = cfg;
+    }
+
+    pub fn device(&self, id: &str) -> Option<&DeviceBaseline> {
+        self.devices.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+
+    /// Devices learning and active.
+    pub fn counts(&self) -> (usize, usize) {
+        let learning = self.devices.values().filter(|b| b.learning().is_some()).count();
+        (learning, self.devices.len() - learning)
+    }
+
+    pub fn status(&self, id: &str) -> Option<BaselineStatus> {
+        let b = self.devices.get(id)?;
+        let need = self.cfg.warmup_windows.max(self.cfg.min_warmup());
+        Some(match &b.phase {
+            Phase::Learning { rows } => {
+                BaselineStatus { state: "learning", have: rows.len(), need, version: b.version, since_ms: None }
+            }
+            Phase::Active { since_ms, .. } => {
+                BaselineStatus { state: "active", have: need, need, version: b.version, since_ms: Some(*since_ms) }
+            }
+        })
+    }
+
+    /// Restores a device's persisted baseline.
+    pub fn restore(&mut self, id: &str, b: DeviceBaseline) {
+        self.devices.insert(Arc::from(id), b);
+    }
+
+    /// Learns the device's normal again from its next windows ("machine
+    /// serviced"); the next fit is a new version. False for a device
+    /// without a baseline yet.
+    pub fn reset(&mut self, id: &str) -> bool {
+        match self.devices.get_mut(id) {
+            Some(b) => {
+                b.reset();
+                self.resets += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops a device the engine forgot.
+    pub fn forget(&mut self, id: &str) {
+        self.devices.remove(id);
+    }
+
+    /// The window's features in the configured order.
+    fn features_of(&self, w: &ClosedWindow) -> Vec<f64> {
+        self.cfg.features.iter().map(|f| w.feature(f).unwrap_or(f64::NAN)).collect()
+    }
+
+    /// Takes one closed window: learns from it or scores it. A late update
+    /// of a window already taken is scored, never learnt from twice.
+    fn observe(&mut self, w: &ClosedWindow) -> (Vec<f64>, Option<(Score, u32)>) {
+        let x = self.features_of(w);
+        if w.update {
+            let b = self.devices.get(&*w.device_id);
+            return (x.clone(), b.and_then(|b| b.score(&x).map(|s| (s, b.version))));
+        }
+        let b = self.devices.entry(w.device_id.clone()).or_default();
+        let out = match b.observe(&self.cfg, x.clone(), w.end_ms) {
+            Observed::Scored(s) => Some((s, b.version)),
+            Observed::Fitted { version } => {
+                self.fitted += 1;
+                tracing::info!(device = %w.device_id, version, "baseline fitted");
+                None
+            }
+            Observed::Learning { .. } | Observed::Incomplete => None,
+        };
+        (x, out)
+    }
+}
+
+/// The top [`CONTRIBUTIONS`] features by share.
+fn contributions(names: &Arc<[String]>, shares: &[f64]) -> Features {
+    let mut order: Vec<usize> = (0..shares.len().min(names.len())).filter(|&i| shares[i].is_finite()).collect();
+    order.sort_by(|&a, &b| shares[b].total_cmp(&shares[a]));
+    order.truncate(CONTRIBUTIONS);
+    order.into_iter().map(|i| (names[i].clone(), shares[i])).collect()
+}
+
+/// The model, the baselines and the alert policy.
 #[derive(Debug)]
 pub struct Scorer {
-    model: Arc<Model>,
+    model: Option<Arc<Model>>,
     name: Arc<str>,
     version: Arc<str>,
     policy: Policy,
     rows: Vec<f32>,
     /// Models swapped out, newest last (a few), so their info series can go to 0.
     retired: Vec<(Arc<str>, Arc<str>)>,
+    baselines: Option<Baselines>,
+    alerts_from: AlertsFrom,
 }
+
+const BASELINE: &str = "baseline";
 
 impl Scorer {
     pub fn new(model: Arc<Model>, policy: PolicyConfig) -> Self {
-        let (name, version) = (Arc::from(model.package.name.as_str()), Arc::from(model.package.version.as_str()));
-        Scorer { model, name, version, policy: Policy::new(policy), rows: Vec::new(), retired: Vec::new() }
+        Scorer::with(Some(model), policy, None, AlertsFrom::Model)
     }
 
-    pub fn model(&self) -> &Arc<Model> {
-        &self.model
+    /// A scorer with a model, baselines or both, alerting on `alerts_from`.
+    pub fn with(
+        model: Option<Arc<Model>>,
+        policy: PolicyConfig,
+        baselines: Option<Baselines>,
+        alerts_from: AlertsFrom,
+    ) -> Self {
+        let (name, version) = match &model {
+            Some(m) => (Arc::from(m.package.name.as_str()), Arc::from(m.package.version.as_str())),
+            None => (Arc::from(BASELINE), Arc::from("")),
+        };
+        Scorer {
+            model,
+            name,
+            version,
+            policy: Policy::new(policy),
+            rows: Vec::new(),
+            retired: Vec::new(),
+            baselines,
+            alerts_from,
+        }
+    }
+
+    pub fn model(&self) -> Option<&Arc<Model>> {
+        self.model.as_ref()
+    }
+
+    pub fn baselines(&self) -> Option<&Baselines> {
+        self.baselines.as_ref()
+    }
+
+    pub fn baselines_mut(&mut self) -> Option<&mut Baselines> {
+        self.baselines.as_mut()
+    }
+
+    pub fn alerts_from(&self) -> AlertsFrom {
+        self.alerts_from
+    }
+
+    pub fn set_alerts_from(&mut self, a: AlertsFrom) {
+        self.alerts_from = a;
     }
 
     /// Swaps the model between batches (hot reload, rollback).
     pub fn set_model(&mut self, model: Arc<Model>) {
-        if Arc::ptr_eq(&model, &self.model) {
+        if self.model.as_ref().is_some_and(|m| Arc::ptr_eq(&model, m)) {
             return;
         }
-        self.retired.push((self.name.clone(), self.version.clone()));
-        if self.retired.len() > 8 {
-            self.retired.remove(0);
+        if self.model.is_some() {
+            self.retired.push((self.name.clone(), self.version.clone()));
+            if self.retired.len() > 8 {
+                self.retired.remove(0);
+            }
         }
         self.name = Arc::from(model.package.name.as_str());
         self.version = Arc::from(model.package.version.as_str());
-        self.model = model;
+        self.model = Some(model);
     }
 
     /// Models this scorer ran before the current one (name, version).
@@ -94,9 +301,9 @@ impl Scorer {
         &self.retired
     }
 
-    /// The feature row of window `i` of the last [`Scorer::process`] call.
+    /// The model's feature row of window `i` of the last [`Scorer::process`] call.
     pub fn row(&self, i: usize) -> Option<&[f32]> {
-        let width = self.model.width();
+        let width = self.model.as_ref()?.width();
         self.rows.get(i * width..(i + 1) * width)
     }
 
@@ -108,6 +315,15 @@ impl Scorer {
         &mut self.policy
     }
 
+    /// Forgets a device the engine forgot: its baseline, and its alert
+    /// state unless an alert is open.
+    pub fn forget(&mut self, id: &str) {
+        self.policy.forget(id);
+        if let Some(b) = &mut self.baselines {
+            b.forget(id);
+        }
+    }
+
     /// Scores `windows` in one run and feeds the scores to the alert policy
     /// (a value model's scores are not alerted on) at processing time `now_ms`.
     pub fn process(&mut self, windows: &[ClosedWindow], now_ms: i64) -> Result<Batch, ModelError> {
@@ -115,34 +331,92 @@ impl Scorer {
         if windows.is_empty() {
             return Ok(batch);
         }
-        let m = &self.model;
-        let started = std::time::Instant::now();
-        let scores = m.score_rows(windows, &mut self.rows)?;
-        metrics::histogram!(crate::metrics::INFERENCE_SECONDS).record(started.elapsed().as_secs_f64());
-        let width = m.width();
+        let scores = match &self.model {
+            Some(m) => {
+                let started = std::time::Instant::now();
+                let scores = m.score_rows(windows, &mut self.rows)?;
+                metrics::histogram!(crate::metrics::INFERENCE_SECONDS).record(started.elapsed().as_secs_f64());
+                scores
+            }
+            None => vec![f32::NAN; windows.len()],
+        };
+        let level = self.policy.config().raise_level();
+        let model_alerts = self.model.as_ref().is_some_and(|m| m.package.kind == OutputKind::Probability)
+            && self.alerts_from != AlertsFrom::Baseline;
+        let baseline_alerts = self.alerts_from != AlertsFrom::Model;
         for (i, (w, score)) in windows.iter().zip(scores).enumerate() {
-            batch.results.push(WindowResult {
-                device_id: w.device_id.clone(),
-                start_ms: w.start_ms,
-                end_ms: w.end_ms,
-                update: w.update,
-                score,
-                model: self.name.clone(),
-                model_version: self.version.clone(),
-            });
-            if m.package.kind != OutputKind::Probability {
+            let (x, judged) = match &mut self.baselines {
+                Some(b) => b.observe(w),
+                None => (Vec::new(), None),
+            };
+            let b_version = judged.as_ref().map(|(_, v)| Arc::<str>::from(v.to_string()));
+            let b_p = judged.as_ref().map_or(f64::NAN, |(s, _)| s.probability(level));
+            let m_p = if model_alerts { f64::from(score) } else { f64::NAN };
+            // The score the policy judges: the model's, or the baseline's
+            // when it alone alerts or is the higher.
+            let baseline_wins = baseline_alerts && b_p.is_finite() && !(m_p >= b_p);
+            let result = if baseline_wins || (self.model.is_none() && judged.is_some()) {
+                WindowResult {
+                    device_id: w.device_id.clone(),
+                    start_ms: w.start_ms,
+                    end_ms: w.end_ms,
+                    update: w.update,
+                    score: b_p as f32,
+                    model: Arc::from(BASELINE),
+                    model_version: b_version.clone().unwrap_or_else(|| Arc::from("")),
+                }
+            } else {
+                WindowResult {
+                    device_id: w.device_id.clone(),
+                    start_ms: w.start_ms,
+                    end_ms: w.end_ms,
+                    update: w.update,
+                    score,
+                    model: self.name.clone(),
+                    model_version: self.version.clone(),
+                }
+            };
+            batch.results.push(result);
+            if !model_alerts && !baseline_alerts {
                 continue;
             }
-            let row = &self.rows[i * width..(i + 1) * width];
-            let features = || Features::new(m.feature_names().clone(), row.iter().map(|v| f64::from(*v)));
-            let ws = WindowScore {
-                device_id: &w.device_id,
-                start_ms: w.start_ms,
-                end_ms: w.end_ms,
-                probability: f64::from(score),
-                model: &self.name,
-                model_version: &self.version,
-                features: &features,
+            let width = self.model.as_ref().map_or(0, |m| m.width());
+            let row = self.rows.get(i * width..(i + 1) * width);
+            let names = self.baselines.as_ref().map(|b| b.names.clone());
+            // Feature lists are made only when a record is.
+            let model_features = || match (&self.model, row) {
+                (Some(m), Some(row)) => Features::new(m.feature_names().clone(), row.iter().map(|v| f64::from(*v))),
+                _ => Features::default(),
+            };
+            let baseline_features = || names.clone().map(|n| Features::new(n, x.iter().copied())).unwrap_or_default();
+            let shares = || match (&names, &judged) {
+                (Some(n), Some((s, _))) => contributions(n, &s.shares),
+                _ => Features::default(),
+            };
+            let ws = if baseline_wins {
+                WindowScore {
+                    device_id: &w.device_id,
+                    start_ms: w.start_ms,
+                    end_ms: w.end_ms,
+                    probability: b_p,
+                    origin: Origin::Baseline,
+                    model: BASELINE,
+                    model_version: b_version.as_deref().unwrap_or(""),
+                    features: &baseline_features,
+                    contributions: &shares,
+                }
+            } else {
+                WindowScore {
+                    device_id: &w.device_id,
+                    start_ms: w.start_ms,
+                    end_ms: w.end_ms,
+                    probability: m_p,
+                    origin: Origin::Model,
+                    model: &self.name,
+                    model_version: &self.version,
+                    features: &model_features,
+                    contributions: &Features::default,
+                }
             };
             batch.alerts.extend(self.policy.observe(&ws, now_ms).into_iter().map(|a| (i, a)));
             // The engine closes a device's windows on processing time only

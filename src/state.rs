@@ -8,7 +8,7 @@
 //! | `devices` | device id | postcard [`DeviceSnapshot`]: open windows, watermark (its `closed` empty), then the checkpoint number (u64 BE) |
 //! | `journal` | checkpoint number, u64 BE | the readings devices took since their snapshot ([`crate::window::journal`]) |
 //! | `closed` | device id | postcard `Vec<WindowSnapshot>`: the closed windows still open to late updates |
-//! | `alert_state` | device id | postcard [`DeviceState`]: recent scores, the alert not cleared (without its features; see [`Store::restore`]) |
+//! | `alert_state` | device id | postcard [`DeviceState`]: recent scores, the alert not cleared (without its features; see [`Store::restore`]); then, with baselines, postcard [`DeviceBaseline`] |
 //! | `alerts` | alert id | postcard [`Alert`]: latest record of every alert (history) |
 //! | `windows` | device id, 0x00, start i64 BE | postcard [`WindowRecord`]: the last scored windows per device |
 //! | `positions` | `kafka/<group>/<topic>/<partition>` | i64 BE: next offset |
@@ -50,6 +50,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 use crate::alerts::{Alert, DeviceState};
+use crate::baseline::DeviceBaseline;
 use crate::bounded::BoundedLog;
 use crate::pipeline::Quarantined;
 use crate::reading::Reading;
@@ -212,6 +213,19 @@ impl OutboxDelta {
     }
 }
 
+/// A device's alert policy state and its baseline, as a checkpoint writes
+/// them: one record, so that they are restored together.
+pub type ScoringState<'a> = (Option<&'a DeviceState>, Option<&'a DeviceBaseline>);
+
+/// A device's `alert_state` record: its alert state, then its baseline if
+/// it has one (a record written before baselines existed has none).
+fn decode_scoring(tree: &'static str, key: &[u8], v: &[u8]) -> Result<(DeviceState, Option<DeviceBaseline>), StateError> {
+    let corrupt = |source| StateError::Corrupt { tree, key: String::from_utf8_lossy(key).into_owned(), source };
+    let (state, rest) = postcard::take_from_bytes::<DeviceState>(v).map_err(corrupt)?;
+    let baseline = if rest.is_empty() { None } else { Some(postcard::from_bytes(rest).map_err(corrupt)?) };
+    Ok((state, baseline))
+}
+
 /// What a checkpoint writes (alert states borrowed from the policy: at a
 /// window close there is one per device, and copies of them were the
 /// largest item of a checkpoint's memory).
@@ -223,8 +237,8 @@ pub struct Checkpoint<'a> {
     /// Devices' snapshots and journal entries; journal blobs numbered
     /// below its `journal_from` are removed.
     pub devices: Changes,
-    /// Alert policy state per device; `None` removes it.
-    pub alert_states: Vec<(String, Option<&'a DeviceState>)>,
+    /// Alert policy state and baseline per device; both `None` removes them.
+    pub alert_states: Vec<(String, ScoringState<'a>)>,
     /// Alert records to keep as each alert's latest.
     pub alerts: Vec<Alert>,
     /// Source positions, keys as in the module docs.
@@ -264,6 +278,8 @@ pub struct Restored {
     /// The number for the next checkpoint (above all the ones stored).
     pub next_seq: u64,
     pub alert_states: Vec<(String, DeviceState)>,
+    /// Devices' baselines (stored with their alert states).
+    pub baselines: Vec<(String, DeviceBaseline)>,
     pub positions: Vec<(Vec<u8>, Vec<u8>)>,
     /// Alert records not yet on the topic, oldest first.
     pub outbox: Vec<(u64, OutboxRecord)>,
@@ -457,11 +473,12 @@ impl Store {
         }
         // Alert states: the tree, then what the blobs hold (a crash may have
         // come between a commit and the tree's update), oldest first.
-        let mut alert_states: std::collections::BTreeMap<String, DeviceState> =
-            decode_all(&self.alert_state, "alert_state", &[])?
-                .into_iter()
-                .map(|(k, s)| (String::from_utf8_lossy(&k).into_owned(), s))
-                .collect();
+        let mut scoring: std::collections::BTreeMap<String, (DeviceState, Option<DeviceBaseline>)> =
+            std::collections::BTreeMap::new();
+        for kv in self.alert_state.iter() {
+            let (k, v) = kv?;
+            scoring.insert(String::from_utf8_lossy(&k).into_owned(), decode_scoring("alert_state", &k, &v)?);
+        }
         for (key, blob) in &journal {
             let groups = journal::groups(blob).map_err(|source| StateError::Journal {
                 key: *key,
@@ -472,30 +489,37 @@ impl Store {
                 if let journal::Group::AlertState { device, state } = g {
                     match state {
                         Some(v) => {
-                            alert_states.insert(device.to_owned(), decode("journal", &key.to_be_bytes(), v)?);
+                            scoring.insert(device.to_owned(), decode_scoring("journal", &key.to_be_bytes(), v)?);
                         }
                         None => {
-                            alert_states.remove(device);
+                            scoring.remove(device);
                         }
                     }
                 }
             }
         }
         // The open alerts' feature values come from their records.
-        for s in alert_states.values_mut() {
+        let mut baselines = Vec::new();
+        let mut alert_states = Vec::with_capacity(scoring.len());
+        for (id, (mut s, b)) in scoring {
             if let Some(id) = s.current().filter(|a| a.features.is_empty()).map(|a| a.alert_id.clone()) {
                 // A record that does not decode only costs the features.
                 if let Some(Ok(r)) = self.alerts.get(id.as_bytes())?.map(|v| postcard::from_bytes::<Alert>(&v)) {
                     s.restore_features(&r);
                 }
             }
+            if let Some(b) = b {
+                baselines.push((id.clone(), b));
+            }
+            alert_states.push((id, s));
         }
         Ok(Restored {
             devices,
             snapshot_seqs,
             journal,
             next_seq,
-            alert_states: alert_states.into_iter().collect(),
+            alert_states,
+            baselines,
             positions,
             outbox: decode_all(&self.outbox, "outbox", &[])?.into_iter().map(|(k, r)| (seq_of(&k), r)).collect(),
             late: decode_all(&self.late, "late", &[])?.into_iter().map(|(k, t)| (seq_of(&k), t)).collect(),
@@ -534,8 +558,18 @@ impl Store {
             }
         }
         let mut states = Vec::with_capacity(c.alert_states.len());
-        for (id, s) in &c.alert_states {
-            let v = s.as_ref().map(encode).transpose()?;
+        let no_alerts = DeviceState::default();
+        for (id, (s, b)) in &c.alert_states {
+            let v = match (s, b) {
+                (None, None) => None,
+                _ => {
+                    let mut v = encode(s.unwrap_or(&no_alerts))?;
+                    if let Some(b) = b {
+                        v.extend_from_slice(&encode(b)?);
+                    }
+                    Some(v)
+                }
+            };
             w.bytes += v.as_ref().map_or(0, Vec::len);
             states.push((id.as_str(), v));
         }
@@ -1092,7 +1126,7 @@ mod tests {
         }
         assert!(total_replayed > 100, "the journal was used: {total_replayed} entries replayed");
         // Alert states travel in the blob; the tree gets them after the commit.
-        let st = |id: &str, s| (id.to_owned(), s);
+        let st = |id: &str, s| (id.to_owned(), (s, None));
         let empty = DeviceState::default();
         let c = Checkpoint {
             seq,
@@ -1134,16 +1168,18 @@ mod tests {
             start_ms: 0,
             end_ms: 60_000,
             probability: 0.9,
-            model: "m",
+            origin: crate::alerts::Origin::Baseline,
+            model: "baseline",
             model_version: "1",
             features: &features,
+            contributions: &|| Features::from_iter([("vibration.mean".to_owned(), 0.75)]),
         };
         let made = policy.observe(&w, 61_000);
         assert_eq!(made.len(), 1);
         let state = policy.device_state("p1").unwrap().clone();
         assert_eq!(state.current().unwrap().features.len(), 2);
         let c = Checkpoint {
-            alert_states: vec![("p1".to_owned(), Some(&state))],
+            alert_states: vec![("p1".to_owned(), (Some(&state), None))],
             alerts: made.clone(),
             ..Default::default()
         };

@@ -68,6 +68,8 @@ pub enum Origin {
     Model,
     /// The device stopped reporting.
     Silence,
+    /// The device's own baseline of normal ([`crate::baseline`]).
+    Baseline,
 }
 
 /// A window's feature values by name. The names are shared with the model
@@ -146,6 +148,18 @@ pub struct Alert {
     pub comment: Option<String>,
     /// The feature values of the window behind this record.
     pub features: Features,
+    /// For a baseline alert, the features that moved the window away from
+    /// the device's normal, each with its share of the score, largest
+    /// first. Last, and read as empty when absent: records stored before
+    /// it existed still decode.
+    #[serde(default, deserialize_with = "trailing_features")]
+    pub contributions: Features,
+}
+
+/// A trailing field added to a stored (postcard) record: the end of an
+/// older record reads as empty instead of failing.
+fn trailing_features<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Features, D::Error> {
+    Ok(Features::deserialize(d).unwrap_or_default())
 }
 
 impl Alert {
@@ -158,7 +172,7 @@ impl Alert {
             .filter(|(_, v)| v.is_finite())
             .map(|(k, v)| (k.to_owned(), serde_json::json!(v)))
             .collect();
-        serde_json::json!({
+        let mut j = serde_json::json!({
             "alert_id": self.alert_id,
             "device_id": self.device_id,
             "status": self.status,
@@ -176,7 +190,13 @@ impl Alert {
             "acknowledged_by": self.acknowledged_by,
             "comment": self.comment,
             "features": features,
-        })
+        });
+        if !self.contributions.is_empty() {
+            let c: serde_json::Map<String, serde_json::Value> =
+                self.contributions.iter().map(|(k, v)| (k.to_owned(), serde_json::json!(v))).collect();
+            j["contributions"] = serde_json::Value::Object(c);
+        }
+        j
     }
 }
 
@@ -193,7 +213,8 @@ pub struct PolicyConfig {
 }
 
 impl PolicyConfig {
-    fn raise_level(&self) -> f64 {
+    /// The lowest band: at or above it a window is bad.
+    pub fn raise_level(&self) -> f64 {
         self.warning.map_or(self.threshold, |w| w.min(self.threshold))
     }
 
@@ -220,10 +241,15 @@ pub struct WindowScore<'a> {
     pub start_ms: i64,
     pub end_ms: i64,
     pub probability: f64,
+    /// What the probability comes from: the model or the device's baseline.
+    pub origin: Origin,
+    /// The model (or `baseline`) and its version behind the probability.
     pub model: &'a str,
     pub model_version: &'a str,
     /// The window's feature values, asked for only when a record is made.
     pub features: &'a dyn Fn() -> Features,
+    /// A baseline's contributing features, likewise ([`Alert::contributions`]).
+    pub contributions: &'a dyn Fn() -> Features,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -248,7 +274,9 @@ pub struct DeviceState {
 }
 
 fn without_features<S: serde::Serializer>(a: &Option<Alert>, s: S) -> Result<S::Ok, S::Error> {
-    a.as_ref().map(|a| Alert { features: Features::default(), ..a.clone() }).serialize(s)
+    a.as_ref()
+        .map(|a| Alert { features: Features::default(), contributions: Features::default(), ..a.clone() })
+        .serialize(s)
 }
 
 impl DeviceState {
@@ -262,6 +290,7 @@ impl DeviceState {
     pub fn restore_features(&mut self, record: &Alert) {
         if let Some(a) = self.current.as_mut().filter(|a| a.alert_id == record.alert_id && a.features.is_empty()) {
             a.features = record.features.clone();
+            a.contributions = record.contributions.clone();
         }
     }
 
@@ -369,19 +398,20 @@ impl Policy {
                     device_id: w.device_id.to_owned(),
                     status: Status::Open,
                     severity,
-                    origin: Origin::Model,
+                    origin: w.origin,
                     fault_probability: latest.p,
                     threshold: cfg.level_of(severity),
                     window_start_ms: latest.start_ms,
                     window_end_ms: latest.end_ms,
                     model: w.model.to_owned(),
                     model_version: w.model_version.to_owned(),
-                    message: message(severity),
+                    message: message(severity, w.origin),
                     raised_at_ms: now_ms,
                     updated_at_ms: now_ms,
                     acknowledged_by: None,
                     comment: None,
                     features: (w.features)(),
+                    contributions: (w.contributions)(),
                 };
                 self.counters.raised[severity as usize] += 1;
                 out.push(a.clone());
@@ -393,6 +423,7 @@ impl Policy {
                 a.updated_at_ms = now_ms;
                 a.message = "Cleared: the machine is back to normal".into();
                 a.features = (w.features)();
+                a.contributions = (w.contributions)();
                 out.push(a.clone());
                 st.current = None;
                 self.counters.cleared += 1;
@@ -402,8 +433,12 @@ impl Policy {
                 a.threshold = cfg.level_of(a.severity);
                 a.fault_probability = latest.p;
                 a.updated_at_ms = now_ms;
-                a.message = message(a.severity);
+                a.message = message(a.severity, w.origin);
+                a.origin = w.origin;
+                a.model = w.model.to_owned();
+                a.model_version = w.model_version.to_owned();
                 a.features = (w.features)();
+                a.contributions = (w.contributions)();
                 self.counters.raised[a.severity as usize] += 1;
                 out.push(a.clone());
             }
@@ -437,6 +472,7 @@ impl Policy {
             acknowledged_by: None,
             comment: None,
             features: Features::default(),
+            contributions: Features::default(),
         };
         self.counters.raised[Severity::Warning as usize] += 1;
         st.current = Some(a.clone());
@@ -489,10 +525,12 @@ impl Policy {
     }
 }
 
-fn message(s: Severity) -> String {
-    match s {
-        Severity::Critical => "High risk of failure".into(),
-        Severity::Warning => "Elevated risk of failure".into(),
+fn message(s: Severity, origin: Origin) -> String {
+    match (origin, s) {
+        (Origin::Baseline, Severity::Critical) => "Far from this machine's learnt normal".into(),
+        (Origin::Baseline, Severity::Warning) => "Departing from this machine's learnt normal".into(),
+        (_, Severity::Critical) => "High risk of failure".into(),
+        (_, Severity::Warning) => "Elevated risk of failure".into(),
     }
 }
 

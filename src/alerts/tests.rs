@@ -14,9 +14,11 @@ fn feed(policy: &mut Policy, i: i64, p: f64) -> Vec<Alert> {
         start_ms: i * MIN,
         end_ms: (i + 1) * MIN,
         probability: p,
+        origin: Origin::Model,
         model: "pump-fault",
         model_version: "3",
         features: &features,
+        contributions: &Features::default,
     };
     policy.observe(&w, (i + 1) * MIN + 500)
 }
@@ -226,4 +228,47 @@ fn features_are_stored_as_name_value_pairs() {
         back.iter().map(|(k, v)| (k.to_owned(), v.to_bits())).collect::<Vec<_>>(),
         vec![("a.mean".to_owned(), 1.5f64.to_bits()), ("a.std".to_owned(), f64::NAN.to_bits())]
     );
+}
+
+#[test]
+fn baseline_alerts_carry_their_origin_and_contributions() {
+    let mut p = Policy::new(cfg(1, 1));
+    let features = || Features::from_iter([("Temperature.mean".to_owned(), 71.0)]);
+    let shares = || Features::from_iter([("Temperature.mean".to_owned(), 0.9), ("Pressure.mean".to_owned(), 0.1)]);
+    let w = WindowScore {
+        device_id: "pump-7",
+        start_ms: 0,
+        end_ms: MIN,
+        probability: 0.9,
+        origin: Origin::Baseline,
+        model: "baseline",
+        model_version: "2",
+        features: &features,
+        contributions: &shares,
+    };
+    let a = p.observe(&w, MIN).remove(0);
+    assert_eq!((a.origin, a.model.as_str(), a.model_version.as_str()), (Origin::Baseline, "baseline", "2"));
+    assert_eq!(a.message, "Far from this machine's learnt normal");
+    let j = a.to_json();
+    assert_eq!(j["origin"], "baseline");
+    assert_eq!(j["contributions"]["Temperature.mean"], 0.9);
+    // A model alert has no contributions in its JSON.
+    let mut q = Policy::new(cfg(1, 1));
+    assert!(feed(&mut q, 0, 0.9)[0].to_json().get("contributions").is_none());
+}
+
+#[test]
+fn records_stored_before_contributions_existed_still_decode() {
+    let mut p = Policy::new(cfg(1, 1));
+    let a = feed(&mut p, 3, 0.93).remove(0);
+    let new = postcard::to_allocvec(&a).unwrap();
+    // The empty contributions are the record's last byte (length 0).
+    assert_eq!(new.last(), Some(&0));
+    let old = &new[..new.len() - 1];
+    assert_eq!(postcard::from_bytes::<Alert>(old).unwrap(), a);
+    // Likewise a device state whose open alert was stored by an older version.
+    let st = p.device_state("pump-7").unwrap();
+    let new = postcard::to_allocvec(st).unwrap();
+    let back: DeviceState = postcard::from_bytes(&new[..new.len() - 1]).unwrap();
+    assert_eq!(back.current().map(|a| &a.alert_id), st.current().map(|a| &a.alert_id));
 }

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
 use super::{
-    AlertsConfig, CleaningConfig, Config, HttpConfig, IngestConfig, KafkaSink, KafkaSource, LimitsConfig, ModelConfig,
+    AlertsConfig, BaselineSection, CleaningConfig, Config, HttpConfig, IngestConfig, KafkaSink, KafkaSource, LimitsConfig, ModelConfig,
     MqttSource, SinkConfig, SourceConfig, StateConfig, WindowConfig,
 };
 
@@ -157,6 +157,7 @@ pub(super) fn load(text: &str, problems: &mut Vec<Problem>) -> Option<Loaded> {
             "cleaning" => c.cleaning = section::<CleaningConfig>(value, "cleaning", problems).unwrap_or_default(),
             "model" => c.model = section::<ModelConfig>(value, "model", problems),
             "alerts" => c.alerts = section::<AlertsConfig>(value, "alerts", problems).unwrap_or_default(),
+            "baseline" => c.baseline = section::<BaselineSection>(value, "baseline", problems),
             "source" => {
                 c.sources = tagged(value, "source", problems, |prefix, kind, v, problems| match kind {
                     "mqtt" => section::<MqttSource>(v, prefix, problems).map(SourceConfig::Mqtt),
@@ -179,7 +180,7 @@ pub(super) fn load(text: &str, problems: &mut Vec<Problem>) -> Option<Loaded> {
             other => problem(
                 problems,
                 other,
-                "unknown key; expected one of state, http, window, ingest, limits, source, cleaning, model, alerts, sink",
+                "unknown key; expected one of state, http, window, ingest, limits, source, cleaning, model, alerts, baseline, sink",
             ),
         }
         if problems.len() > before {

@@ -30,6 +30,8 @@ pub struct Config {
     /// `[model]`: the ONNX model package; without it windows are computed but not scored.
     pub model: Option<ModelConfig>,
     pub alerts: AlertsConfig,
+    /// `[baseline]`: each device's own baseline of normal; without it, none.
+    pub baseline: Option<BaselineSection>,
     /// `[[sink]]`: where alerts go.
     pub sinks: Vec<SinkConfig>,
 }
@@ -302,6 +304,108 @@ pub struct AlertsConfig {
     pub clear_after: u32,
     /// A window is good only below `threshold - hysteresis` (default 0.1).
     pub hysteresis: f64,
+}
+
+/// Which scores raise alerts (`baseline.alerts_from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertsFrom {
+    /// The model only; baselines learn and score alongside, shown on the
+    /// dashboard but never alerting (a trial run).
+    Model,
+    /// The baselines only.
+    Baseline,
+    /// Either: a window is judged by the higher of the two.
+    Both,
+}
+
+/// `[baseline]`: per-device baselines of normal (README "Baselines").
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineSection {
+    /// Window features each device's baseline learns, as `<signal>.<stat>`
+    /// (section 2's names, e.g. `"Temperature.mean"`); at most 64.
+    pub features: Vec<String>,
+    /// Which scores raise alerts: `"model"`, `"baseline"` or `"both"`
+    /// (default: `"both"` with a `[model]`, `"baseline"` without).
+    #[serde(default)]
+    pub alerts_from: Option<AlertsFrom>,
+    /// Windows with every feature learnt before the baseline is fitted
+    /// (default 40: SKAB's 400 training seconds at 10 s windows). The
+    /// warm-up takes `warmup_windows × window.size` of normal running.
+    #[serde(default = "default_warmup")]
+    pub warmup_windows: usize,
+    /// Principal components for T² (default 1).
+    #[serde(default = "default_components")]
+    pub components: usize,
+    /// Quantile of the warm-up's own scores the limits start from (default 0.99).
+    #[serde(default = "default_quantile")]
+    pub quantile: f64,
+    /// T²'s limit: the quantile times this (default 1.5).
+    #[serde(default = "default_t2_margin")]
+    pub t2_margin: f64,
+    /// Q's limit likewise (default 8: a short warm-up sees little of Q's tail).
+    #[serde(default = "default_q_margin")]
+    pub q_margin: f64,
+    /// Slow adaptation: after each window judged normal the baseline's mean
+    /// moves this share of the way to it (default 0: never).
+    #[serde(default)]
+    pub adapt_rate: f64,
+    /// A window is normal for adaptation when its ratio to the limits is
+    /// below this (default 0.5).
+    #[serde(default = "default_adapt_below")]
+    pub adapt_below: f64,
+}
+
+fn default_warmup() -> usize {
+    40
+}
+fn default_components() -> usize {
+    1
+}
+fn default_quantile() -> f64 {
+    0.99
+}
+fn default_t2_margin() -> f64 {
+    1.5
+}
+fn default_q_margin() -> f64 {
+    8.0
+}
+fn default_adapt_below() -> f64 {
+    0.5
+}
+
+/// Features a baseline may learn: its parameters grow with their square.
+pub const MAX_BASELINE_FEATURES: usize = 64;
+/// Warm-up windows at most: a learning device holds them all.
+pub const MAX_WARMUP_WINDOWS: usize = 1000;
+
+impl BaselineSection {
+    pub fn baseline(&self) -> crate::baseline::BaselineConfig {
+        crate::baseline::BaselineConfig {
+            features: self.features.clone(),
+            warmup_windows: self.warmup_windows,
+            fit: crate::baseline::FitConfig {
+                components: self.components,
+                quantile: self.quantile,
+                t2_margin: self.t2_margin,
+                q_margin: self.q_margin,
+            },
+            adapt_rate: self.adapt_rate,
+            adapt_below: self.adapt_below,
+        }
+    }
+}
+
+impl Config {
+    /// Which scores raise alerts (see [`AlertsFrom`]).
+    pub fn alerts_from(&self) -> AlertsFrom {
+        match &self.baseline {
+            None => AlertsFrom::Model,
+            Some(b) => b.alerts_from.unwrap_or(if self.model.is_some() { AlertsFrom::Both } else { AlertsFrom::Baseline }),
+        }
+    }
 }
 
 /// `[[sink]]`, chosen by `type`.

@@ -124,6 +124,9 @@ pub(super) fn validate(c: &Config, failed: &[String], p: &mut Vec<Problem>) {
             problem(p, "alerts.clear_after", "must be at least 1");
         }
     }
+    if let Some(b) = c.baseline.as_ref().filter(|_| ok("baseline")) {
+        baseline(c, b, ok("model"), p);
+    }
     if ok("source") {
         if c.sources.is_empty() {
             problem(p, "source", "no [[source]]: faultline needs at least one place to read from");
@@ -375,5 +378,52 @@ fn http(h: &super::HttpConfig, p: &mut Vec<Problem>) {
                 "must be 64 hex digits (SHA-256 of the token); make one with `faultline auth new-token`",
             );
         }
+    }
+}
+
+fn baseline(c: &Config, b: &super::BaselineSection, model_ok: bool, p: &mut Vec<Problem>) {
+    use super::{AlertsFrom, MAX_BASELINE_FEATURES, MAX_WARMUP_WINDOWS};
+    if b.features.is_empty() {
+        problem(p, "baseline.features", "name at least one window feature, e.g. \"Temperature.mean\"");
+    }
+    if b.features.len() > MAX_BASELINE_FEATURES {
+        problem(p, "baseline.features", format!("{} features: at most {MAX_BASELINE_FEATURES}", b.features.len()));
+    }
+    for (i, f) in b.features.iter().enumerate() {
+        let known = f.rsplit_once('.').is_some_and(|(s, stat)| !s.is_empty() && crate::window::stat_index(stat).is_some());
+        if !known {
+            problem(
+                p,
+                format!("baseline.features[{i}]"),
+                format!("{f:?} is not <signal>.<stat> with a stat of {}", crate::window::STAT_NAMES.join(", ")),
+            );
+        } else if b.features[..i].contains(f) {
+            problem(p, format!("baseline.features[{i}]"), format!("{f:?} is named twice"));
+        }
+    }
+    let cfg = b.baseline();
+    if b.components == 0 || b.components > b.features.len().max(1) {
+        problem(p, "baseline.components", format!("must be between 1 and the {} features", b.features.len()));
+    }
+    let least = cfg.min_warmup();
+    if !(least..=MAX_WARMUP_WINDOWS).contains(&b.warmup_windows) {
+        problem(p, "baseline.warmup_windows", format!("must be between {least} and {MAX_WARMUP_WINDOWS}"));
+    }
+    if !(b.quantile > 0.0 && b.quantile <= 1.0) {
+        problem(p, "baseline.quantile", "must be above 0 and at most 1");
+    }
+    for (key, v) in [("baseline.t2_margin", b.t2_margin), ("baseline.q_margin", b.q_margin)] {
+        if !(v.is_finite() && v > 0.0) {
+            problem(p, key, "must be a number above 0");
+        }
+    }
+    if !(0.0..1.0).contains(&b.adapt_rate) {
+        problem(p, "baseline.adapt_rate", "must be at least 0 and below 1");
+    }
+    if !(b.adapt_below.is_finite() && b.adapt_below > 0.0) {
+        problem(p, "baseline.adapt_below", "must be a number above 0");
+    }
+    if model_ok && c.model.is_none() && matches!(b.alerts_from, Some(AlertsFrom::Model | AlertsFrom::Both)) {
+        problem(p, "baseline.alerts_from", "alerts from the model need a [model]; use \"baseline\" without one");
     }
 }

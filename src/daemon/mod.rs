@@ -223,13 +223,15 @@ impl Core {
     /// Builds the loop from the configuration and restores the state in `store`.
     pub fn new(config: &Config, store: Arc<Store>, model: Option<Arc<ModelHandle>>) -> Result<Core, String> {
         let mut pipeline = Pipeline::new(config.ingest.decode_limits(), config.engine(), config.limits.quarantine);
-        let scorer = match &model {
-            Some(h) => {
-                let m = h.current();
-                let policy = crate::scoring::policy_config(&config.alerts, m.package.threshold)?;
-                Some(Scorer::new(m, policy))
+        let baselines = config.baseline.as_ref().map(|b| crate::scoring::Baselines::new(b.baseline()));
+        let scorer = match (&model, baselines) {
+            (None, None) => None,
+            (m, b) => {
+                let m = m.as_ref().map(|h| h.current());
+                let policy =
+                    crate::scoring::policy_config(&config.alerts, crate::scoring::default_threshold(m.as_deref()))?;
+                Some(Scorer::with(m, policy, b, config.alerts_from()))
             }
-            None => None,
         };
         let mut sources = Vec::new();
         for (i, s) in config.sources.iter().enumerate() {
@@ -299,6 +301,11 @@ impl Core {
         if let Some(s) = &mut self.scorer {
             for (id, st) in r.alert_states {
                 s.policy_mut().restore(&id, st);
+            }
+            if let Some(b) = s.baselines_mut() {
+                for (id, bl) in std::mem::take(&mut r.baselines) {
+                    b.restore(&id, bl);
+                }
             }
         }
         self.restore_view(&self.pipeline.engine().devices_seen());
@@ -377,16 +384,18 @@ impl Core {
                     .and_then(|w| w.into_iter().next())
                     .map(|w| (w.end_ms, f64::from(w.score))),
             };
-            let Some((end_ms, p)) = latest else { continue };
+            let baseline = self.scorer.as_ref().and_then(|s| s.baselines()).and_then(|b| b.status(id));
+            let Some((end_ms, p)) = latest.or(baseline.as_ref().map(|_| (i64::MIN, f64::NAN))) else { continue };
             view.insert(
                 id.to_string(),
                 DeviceView {
                     device_id: id.to_string(),
-                    last_window_end: crate::time::format_rfc3339(end_ms),
+                    last_window_end: if end_ms == i64::MIN { String::new() } else { crate::time::format_rfc3339(end_ms) },
                     fault_probability: p.is_finite().then_some(p),
                     open_alert: open.get(&**id).map(|a| a.alert_id.clone()),
                     updated_at: crate::time::format_rfc3339(*last_seen_ms),
                     features: None,
+                    baseline,
                 },
             );
         }
@@ -567,6 +576,7 @@ impl Core {
     fn update_view(&self, results: &[crate::scoring::WindowResult], rows: &[Option<Arc<[f32]>>], now_ms: i64) {
         let Ok(mut view) = self.view.devices.write() else { return };
         let policy = self.scorer.as_ref().map(|s| s.policy());
+        let baselines = self.scorer.as_ref().and_then(|s| s.baselines());
         for (r, row) in results.iter().zip(rows) {
             let open =
                 policy.and_then(|p| p.device_state(&r.device_id)).and_then(|d| d.current()).map(|a| a.alert_id.clone());
@@ -577,7 +587,9 @@ impl Core {
                 open_alert: None,
                 updated_at: String::new(),
                 features: None,
+                baseline: None,
             });
+            entry.baseline = baselines.and_then(|b| b.status(&r.device_id));
             if r.update && crate::time::format_rfc3339(r.end_ms) < entry.last_window_end {
                 // A late update of an older window: the latest stays.
                 entry.open_alert = open;
@@ -620,6 +632,25 @@ impl Core {
             }
             Command::Label { label, reply } => {
                 let _ = reply.send(self.label(&label));
+            }
+            Command::ResetBaseline { device_id, by, reply } => {
+                let result = match self.scorer.as_mut().and_then(Scorer::baselines_mut) {
+                    None => Err("no [baseline] is configured".to_owned()),
+                    Some(b) => match b.reset(&device_id) {
+                        true => b.status(&device_id).ok_or_else(|| format!("device {device_id:?} has no baseline")),
+                        false => Err(format!("device {device_id:?} has no baseline yet: it has closed no window")),
+                    },
+                };
+                if let Ok(st) = &result {
+                    tracing::info!(device = %device_id, by = %by, "baseline reset: learning normal again");
+                    self.alert_dirty.insert(device_id.clone());
+                    if let Ok(mut view) = self.view.devices.write() {
+                        if let Some(d) = view.get_mut(&device_id) {
+                            d.baseline = Some(st.clone());
+                        }
+                    }
+                }
+                let _ = reply.send(result);
             }
         }
     }
@@ -678,12 +709,17 @@ impl Core {
         cp.devices = self.pipeline.engine_mut().checkpoint_changes(cp.seq, full);
         if let Some(s) = &mut self.scorer {
             for id in &cp.devices.forgotten {
-                s.policy_mut().forget(id);
+                s.forget(id);
                 self.alert_dirty.insert(id.to_string());
             }
         }
         if let Some(s) = &self.scorer {
-            cp.alert_states = self.alert_dirty.iter().map(|id| (id.clone(), s.policy().device_state(id))).collect();
+            let baselines = s.baselines();
+            cp.alert_states = self
+                .alert_dirty
+                .iter()
+                .map(|id| (id.clone(), (s.policy().device_state(id), baselines.and_then(|b| b.device(id)))))
+                .collect();
         }
         cp.alerts = std::mem::take(&mut self.alert_records);
         cp.windows = std::mem::take(&mut self.window_records);
@@ -813,7 +849,18 @@ impl Core {
             }
         }
         if let Some(s) = &mut self.scorer {
-            let threshold = self.model.as_ref().and_then(|h| h.current().package.threshold);
+            let threshold = crate::scoring::default_threshold(self.model.as_ref().map(|h| h.current()).as_deref());
+            if let (Some(b), Some(nb)) = (s.baselines_mut(), &new.baseline) {
+                let cfg = nb.baseline();
+                if *b.config() != cfg {
+                    b.set_config(cfg);
+                    applied.push("baseline");
+                }
+            }
+            if new.baseline.is_some() && s.alerts_from() != new.alerts_from() {
+                s.set_alerts_from(new.alerts_from());
+                applied.push("baseline.alerts_from");
+            }
             match crate::scoring::policy_config(&new.alerts, threshold) {
                 Ok(p) => {
                     if *s.policy().config() != p {
@@ -838,6 +885,7 @@ impl Core {
             ("source", new.sources != running.sources),
             ("sink", new.sinks != running.sinks),
             ("model (added or removed)", new.model.is_some() != running.model.is_some()),
+            ("baseline (added or removed)", new.baseline.is_some() != running.baseline.is_some()),
         ] {
             if changed {
                 restart.push(key);

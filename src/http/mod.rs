@@ -41,6 +41,9 @@ pub struct DeviceView {
     /// The latest window's model input, in the package's feature order.
     #[serde(skip)]
     pub features: Option<Arc<[f32]>>,
+    /// The device's baseline of normal, with `[baseline]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<crate::scoring::BaselineStatus>,
 }
 
 /// The processing loop's state as the HTTP side sees it.
@@ -124,6 +127,8 @@ impl View {
 pub enum Command {
     Ack { alert_id: String, by: String, comment: Option<String>, reply: oneshot::Sender<Result<Alert, String>> },
     Label { label: Label, reply: oneshot::Sender<Result<LabelOutcome, String>> },
+    /// Learn a device's normal again (`POST /api/v1/devices/{id}/baseline/reset`).
+    ResetBaseline { device_id: String, by: String, reply: oneshot::Sender<Result<crate::scoring::BaselineStatus, String>> },
 }
 
 /// Maintenance feedback (`POST /api/v1/labels`).
@@ -178,6 +183,7 @@ pub fn router(state: AppState) -> Router {
         .route("/alerts", get(pages::alerts))
         .route("/alerts/ack", post(pages::ack_form))
         .route("/alerts/feedback", post(pages::feedback_form))
+        .route("/devices/baseline/reset", post(pages::reset_form))
         .route("/models", get(pages::models))
         .route("/login", get(pages::login_form).post(pages::login))
         .route("/logout", post(pages::logout))
@@ -188,6 +194,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/devices", get(devices))
         .route("/api/v1/devices/{id}/windows", get(windows))
+        .route("/api/v1/devices/{id}/baseline/reset", post(reset_baseline))
         .route("/api/v1/alerts", get(alerts))
         // Alert ids hold a `/` (SPEC 4: `pump-7/2026-...`): taken whole, encoded or not.
         .route("/api/v1/alerts/{*alert_id_ack}", post(ack))
@@ -486,6 +493,22 @@ async fn label(
     match ask(&s, Command::Label { label, reply }, rx).await? {
         Ok(o) => Ok(Json(o)),
         Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, e)),
+    }
+}
+
+/// `POST /api/v1/devices/{id}/baseline/reset`: the machine was serviced;
+/// its baseline learns normal again from its next windows.
+async fn reset_baseline(
+    State(s): State<AppState>,
+    axum::Extension(who): axum::Extension<auth::Who>,
+    Path(device_id): Path<String>,
+) -> Result<Json<crate::scoring::BaselineStatus>, ApiError> {
+    operator(&who)?;
+    let by = who.name.clone().unwrap_or_else(|| "api".to_owned());
+    let (reply, rx) = oneshot::channel();
+    match ask(&s, Command::ResetBaseline { device_id, by, reply }, rx).await? {
+        Ok(b) => Ok(Json(b)),
+        Err(e) => Err(ApiError::new(StatusCode::NOT_FOUND, e)),
     }
 }
 

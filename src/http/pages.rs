@@ -52,6 +52,7 @@ impl Nav {
                 "acknowledged" => Some("Alert acknowledged."),
                 "fault" => Some("Recorded: the fault was confirmed."),
                 "false" => Some("Recorded: false alarm."),
+                "relearning" => Some("The baseline learns this machine's normal again from its next windows."),
                 _ => None,
             }),
         }
@@ -243,6 +244,15 @@ pub struct AlertRow {
     acknowledged_by: Option<String>,
     comment: Option<String>,
     message: String,
+    /// What raised it: `model <name> <version>`, `baseline v<version>`, or empty.
+    origin: String,
+    /// A baseline alert's contributing features with their shares.
+    why: String,
+}
+
+/// `Temperature.mean 62 %, Pressure.mean 20 %`.
+fn why(a: &Alert) -> String {
+    a.contributions.iter().map(|(name, share)| format!("{name} {:.0} %", share * 100.0)).collect::<Vec<_>>().join(", ")
 }
 
 fn alert_row(a: &Alert) -> AlertRow {
@@ -264,6 +274,12 @@ fn alert_row(a: &Alert) -> AlertRow {
         acknowledged_by: a.acknowledged_by.clone(),
         comment: a.comment.clone(),
         message: a.message.clone(),
+        origin: match a.origin {
+            crate::alerts::Origin::Model => format!("model {} {}", a.model, a.model_version),
+            crate::alerts::Origin::Baseline => format!("baseline v{}", a.model_version),
+            crate::alerts::Origin::Silence => String::new(),
+        },
+        why: why(a),
     }
 }
 
@@ -518,6 +534,50 @@ struct DevicePage {
     alerts: Vec<AlertRow>,
     actions: bool,
     back: String,
+    baseline: Option<BaselineInfo>,
+}
+
+/// The device's baseline as its page shows it.
+struct BaselineInfo {
+    /// `learning`, `active`.
+    state: &'static str,
+    have: usize,
+    need: usize,
+    version: u32,
+    since: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DeviceQuery {
+    note: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ResetForm {
+    csrf: String,
+    device_id: String,
+}
+
+/// `POST /devices/baseline/reset` (form): the machine was serviced; learn its normal again.
+pub async fn reset_form(
+    State(s): State<AppState>,
+    Extension(who): Extension<Who>,
+    form: Result<Form<ResetForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(f)) = form else {
+        return error_page(Some(&who), StatusCode::BAD_REQUEST, "The form is incomplete.");
+    };
+    if let Err(r) = may_post(&who, &f.csrf) {
+        return *r;
+    }
+    let by = who.name.clone().unwrap_or_else(|| "dashboard".to_owned());
+    let back = format!("/devices/{}", enc(&f.device_id));
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    match ask(&s, Command::ResetBaseline { device_id: f.device_id, by, reply }, rx).await {
+        Ok(Ok(_)) => back_to(&back, "relearning"),
+        Ok(Err(e)) => error_page(Some(&who), StatusCode::NOT_FOUND, e),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// A number for a table: short, and `–` for none.
@@ -542,7 +602,13 @@ fn reference(training: Option<&toml::Table>, feature: &str, key: &str) -> Option
 }
 
 /// `GET /devices/{id}`: charts of the recent windows, the model input, the alert history.
-pub async fn device(State(s): State<AppState>, Extension(who): Extension<Who>, Path(id): Path<String>) -> Response {
+pub async fn device(
+    State(s): State<AppState>,
+    Extension(who): Extension<Who>,
+    Path(id): Path<String>,
+    q: Result<Query<DeviceQuery>, QueryRejection>,
+) -> Response {
+    let q = q.map(|Query(q)| q).unwrap_or_default();
     let live = s.view.devices.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned();
     let mut windows = match s.store.windows(&id, CHART_WINDOWS) {
         Ok(w) => w,
@@ -645,7 +711,7 @@ pub async fn device(State(s): State<AppState>, Extension(who): Extension<Who>, P
     let open = live.as_ref().is_some_and(|d| d.open_alert.is_some());
     let class = class_of(open, p);
     let page = DevicePage {
-        nav: Nav::new(Some(&who), "", "device", None),
+        nav: Nav::new(Some(&who), "", "device", q.note.as_deref()),
         class,
         state: match class {
             "critical" => "alert open",
@@ -662,6 +728,13 @@ pub async fn device(State(s): State<AppState>, Extension(who): Extension<Who>, P
         alerts: history.iter().map(alert_row).collect(),
         actions: who.may_change(),
         back: format!("/devices/{}", enc(&id)),
+        baseline: live.as_ref().and_then(|d| d.baseline.as_ref()).map(|b| BaselineInfo {
+            state: b.state,
+            have: b.have,
+            need: b.need,
+            version: b.version,
+            since: b.since_ms.map(format_rfc3339).unwrap_or_default(),
+        }),
         device_id: id,
     };
     render(&page)
