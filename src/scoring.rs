@@ -354,7 +354,8 @@ impl Scorer {
             let m_p = if model_alerts { f64::from(score) } else { f64::NAN };
             // The score the policy judges: the model's, or the baseline's
             // when it alone alerts or is the higher.
-            let baseline_wins = baseline_alerts && b_p.is_finite() && !(m_p >= b_p);
+            // (NaN: the model does not alert or could not score.)
+            let baseline_wins = baseline_alerts && b_p.is_finite() && (m_p.is_nan() || b_p > m_p);
             let result = if baseline_wins || (self.model.is_none() && judged.is_some()) {
                 WindowResult {
                     device_id: w.device_id.clone(),
@@ -428,5 +429,133 @@ impl Scorer {
             }
         }
         Ok(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::Status;
+    use crate::baseline::FitConfig;
+
+    const W: i64 = 10_000;
+
+    fn cfg() -> BaselineConfig {
+        BaselineConfig {
+            features: vec!["a.mean".into(), "b.mean".into()],
+            warmup_windows: 20,
+            fit: FitConfig { components: 1, quantile: 0.99, t2_margin: 1.5, q_margin: 3.0 },
+            adapt_rate: 0.0,
+            adapt_below: 0.5,
+        }
+    }
+
+    /// Window `i` of device `d`: `a` and `b` move together with a small
+    /// wobble; `shift` is added to `a`.
+    fn window(d: &str, i: i64, shift: f64, update: bool) -> ClosedWindow {
+        let wobble = ((i * 7919) % 13) as f64 / 13.0 - 0.5;
+        let mut a = [0.0; 13];
+        let mut b = [0.0; 13];
+        a[1] = 10.0 + wobble + shift;
+        b[1] = 20.0 + 2.0 * wobble + 0.05 * (((i * 104_729) % 7) as f64 - 3.0);
+        ClosedWindow {
+            device_id: Arc::from(d),
+            start_ms: i * W,
+            end_ms: (i + 1) * W,
+            update,
+            trigger: Trigger::Watermark,
+            signals: vec![(Arc::from("a"), a), (Arc::from("b"), b)],
+        }
+    }
+
+    fn policy() -> PolicyConfig {
+        PolicyConfig { threshold: 0.8, warning: None, raise_after: 1, clear_after: 2, hysteresis: 0.1 }
+    }
+
+    #[test]
+    fn a_baseline_learns_then_alerts_on_a_departure_naming_the_feature() {
+        let mut s = Scorer::with(None, policy(), Some(Baselines::new(cfg())), AlertsFrom::Baseline);
+        for i in 0..20 {
+            let b = s.process(&[window("p1", i, 0.0, false)], 0).unwrap();
+            assert!(b.alerts.is_empty());
+            assert!(b.results[0].score.is_nan(), "learning windows are not scored");
+        }
+        let st = s.baselines().unwrap().status("p1").unwrap();
+        assert_eq!((st.state, st.version, st.since_ms), ("active", 1, Some(20 * W)));
+        // Normal windows: scored, below the limit.
+        for i in 20..30 {
+            let b = s.process(&[window("p1", i, 0.0, false)], 0).unwrap();
+            assert!(b.alerts.is_empty(), "window {i}: {:?}", b.results[0]);
+            assert!(b.results[0].score < 0.8);
+            assert_eq!((&*b.results[0].model, &*b.results[0].model_version), ("baseline", "1"));
+        }
+        // `a` alone leaves its relation with `b`.
+        let b = s.process(&[window("p1", 30, 5.0, false)], 0).unwrap();
+        assert_eq!(b.alerts.len(), 1);
+        let a = &b.alerts[0].1;
+        assert_eq!(
+            (a.status, a.origin, a.model.as_str(), a.model_version.as_str()),
+            (Status::Open, Origin::Baseline, "baseline", "1")
+        );
+        assert!(a.fault_probability >= 0.8);
+        let top = a.contributions.iter().next().unwrap();
+        assert_eq!(top.0, "a.mean", "{:?}", a.contributions);
+        assert!(a.contributions.iter().map(|(_, v)| v).sum::<f64>() <= 1.0 + 1e-9);
+        assert_eq!(a.features.iter().map(|(k, _)| k).collect::<Vec<_>>(), ["a.mean", "b.mean"]);
+        // Back to normal: two good windows clear it.
+        let mut cleared = Vec::new();
+        for i in 31..33 {
+            cleared.extend(s.process(&[window("p1", i, 0.0, false)], 0).unwrap().alerts);
+        }
+        assert_eq!(cleared.iter().map(|(_, a)| a.status).collect::<Vec<_>>(), [Status::Cleared]);
+    }
+
+    #[test]
+    fn late_updates_are_scored_but_not_learnt_and_reset_learns_again() {
+        let mut s = Scorer::with(None, policy(), Some(Baselines::new(cfg())), AlertsFrom::Baseline);
+        for i in 0..5 {
+            s.process(&[window("p1", i, 0.0, false)], 0).unwrap();
+        }
+        s.process(&[window("p1", 4, 0.0, true)], 0).unwrap();
+        assert_eq!(s.baselines().unwrap().status("p1").unwrap().have, 5, "an update is not a new warm-up window");
+        for i in 5..25 {
+            s.process(&[window("p1", i, 0.0, false)], 0).unwrap();
+        }
+        let b = s.baselines_mut().unwrap();
+        assert_eq!(b.status("p1").unwrap().version, 1);
+        assert!(b.reset("p1"));
+        assert!(!b.reset("nobody"));
+        let st = b.status("p1").unwrap();
+        assert_eq!((st.state, st.have, st.version), ("learning", 0, 1));
+        for i in 25..45 {
+            s.process(&[window("p1", i, 0.0, false)], 0).unwrap();
+        }
+        assert_eq!(s.baselines().unwrap().status("p1").unwrap().version, 2);
+        assert_eq!((s.baselines().unwrap().fitted, s.baselines().unwrap().resets), (2, 1));
+        s.forget("p1");
+        assert!(s.baselines().unwrap().status("p1").is_none());
+    }
+
+    #[test]
+    fn a_baseline_in_trial_raises_nothing() {
+        let mut s = Scorer::with(None, policy(), Some(Baselines::new(cfg())), AlertsFrom::Model);
+        for i in 0..30 {
+            let shift = if i >= 25 { 50.0 } else { 0.0 };
+            let b = s.process(&[window("p1", i, shift, false)], 0).unwrap();
+            assert!(b.alerts.is_empty());
+        }
+        assert_eq!(s.baselines().unwrap().status("p1").unwrap().state, "active");
+    }
+
+    #[test]
+    fn the_baseline_probability_puts_the_limit_at_the_raise_level() {
+        let score = |r: f64| Score { t2: 0.0, q: 0.0, t2_ratio: r, q_ratio: 0.0, shares: vec![] };
+        assert!((score(1.0).probability(0.8) - 0.8).abs() < 1e-12);
+        assert!((score(2.0).probability(0.8) - 0.96).abs() < 1e-12);
+        assert_eq!(score(0.0).probability(0.8), 0.0);
+        assert!(score(f64::INFINITY).probability(0.8) <= 1.0);
+        let nan = Score { t2: f64::NAN, q: f64::NAN, t2_ratio: f64::NAN, q_ratio: f64::NAN, shares: vec![] };
+        assert!(nan.probability(0.8).is_nan());
+        assert!(score(1.0).probability(1.0) < 1.0, "a level of 1 keeps the scale finite");
     }
 }

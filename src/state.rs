@@ -219,7 +219,11 @@ pub type ScoringState<'a> = (Option<&'a DeviceState>, Option<&'a DeviceBaseline>
 
 /// A device's `alert_state` record: its alert state, then its baseline if
 /// it has one (a record written before baselines existed has none).
-fn decode_scoring(tree: &'static str, key: &[u8], v: &[u8]) -> Result<(DeviceState, Option<DeviceBaseline>), StateError> {
+fn decode_scoring(
+    tree: &'static str,
+    key: &[u8],
+    v: &[u8],
+) -> Result<(DeviceState, Option<DeviceBaseline>), StateError> {
     let corrupt = |source| StateError::Corrupt { tree, key: String::from_utf8_lossy(key).into_owned(), source };
     let (state, rest) = postcard::take_from_bytes::<DeviceState>(v).map_err(corrupt)?;
     let baseline = if rest.is_empty() { None } else { Some(postcard::from_bytes(rest).map_err(corrupt)?) };
@@ -1196,6 +1200,53 @@ mod tests {
         let mut whole = restored.clone();
         whole.restore_features(&made[0]);
         assert_eq!(whole, state);
+    }
+
+    #[test]
+    fn baselines_are_stored_with_the_alert_state_and_restored() {
+        use crate::baseline::{BaselineConfig, DeviceBaseline, FitConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let cfg = BaselineConfig {
+            features: vec!["a.mean".into(), "b.mean".into()],
+            warmup_windows: 5,
+            fit: FitConfig { components: 1, quantile: 0.99, t2_margin: 1.5, q_margin: 8.0 },
+            adapt_rate: 0.0,
+            adapt_below: 0.5,
+        };
+        let mut active = DeviceBaseline::default();
+        for i in 0..5 {
+            let v = f64::from(i);
+            active.observe(&cfg, vec![v, 2.0 * v + 0.1 * (v * v)], i64::from(i) * 1000);
+        }
+        assert_eq!(active.version, 1);
+        let mut learning = DeviceBaseline::default();
+        learning.observe(&cfg, vec![1.0, 2.0], 1000);
+        let alerts = DeviceState::default();
+        let c = Checkpoint {
+            alert_states: vec![
+                ("p1".to_owned(), (Some(&alerts), Some(&active))),
+                ("p2".to_owned(), (None, Some(&learning))),
+                ("p3".to_owned(), (Some(&alerts), None)),
+            ],
+            ..Default::default()
+        };
+        s.checkpoint(&c).unwrap();
+        let r = s.restore().unwrap();
+        assert_eq!(r.baselines, vec![("p1".to_owned(), active.clone()), ("p2".to_owned(), learning)]);
+        assert_eq!(r.alert_states.len(), 3);
+        // From the tree as well as from the blob.
+        s.journal.clear().unwrap();
+        assert_eq!(s.restore().unwrap().baselines[0], ("p1".to_owned(), active));
+        // A record written before baselines existed is the alert state alone.
+        s.alert_state.insert("p4", encode(&alerts).unwrap()).unwrap();
+        let r = s.restore().unwrap();
+        assert!(r.alert_states.iter().any(|(id, _)| id == "p4"));
+        assert!(!r.baselines.iter().any(|(id, _)| id == "p4"));
+        // Both gone: the record goes.
+        let c = Checkpoint { seq: 1, alert_states: vec![("p2".to_owned(), (None, None))], ..Default::default() };
+        s.checkpoint(&c).unwrap();
+        assert!(!s.restore().unwrap().baselines.iter().any(|(id, _)| id == "p2"));
     }
 
     #[test]

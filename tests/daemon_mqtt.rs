@@ -371,3 +371,97 @@ fn the_api_lists_devices_windows_and_alerts_and_acknowledges() {
     assert_eq!(status, 400, "{page}");
     assert!(d.terminate().success());
 }
+
+/// The sample's configuration with 10 s windows, no model, and a baseline
+/// of the eight signals' means.
+fn baseline_only(text: String) -> String {
+    let mut out = Vec::new();
+    let mut skip = false;
+    for line in text.lines() {
+        if line == "[model]" {
+            skip = true;
+            continue;
+        }
+        if skip {
+            skip = false;
+            continue;
+        }
+        out.push(line.replace("size = \"2m\"", "size = \"10s\""));
+    }
+    let features: Vec<String> = common::SKAB_SIGNALS.iter().map(|s| format!("\"{s}.mean\"")).collect();
+    format!("{}\n[baseline]\nfeatures = [{}]\nwarmup_windows = 40\n", out.join("\n"), features.join(", "))
+}
+
+#[test]
+fn baselines_learn_alert_with_reasons_survive_a_restart_and_learn_again_on_reset() {
+    use common::brokers::http;
+    let broker = Mosquitto::start();
+    let Run { dir: _dir, text, mut d, .. } =
+        Run::start_with(&mqtt_source(&broker.url()), "", &["MQTT connected"], baseline_only);
+    let sample = sample();
+    replay(&mqtt_replay(&broker.url(), "max", sample.to_str().unwrap()));
+    d.wait_for_payloads(ROWS, Duration::from_secs(60));
+    wait_quiet(&d);
+    let port = d.http_port();
+    let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or_else(|e| panic!("{e}: {s}"));
+
+    // The same alerts as the library over the file, all from the baseline.
+    let want = common::skab::expected(&text);
+    assert!(!want.alerts.is_empty(), "the sample's fault is flagged");
+    let (status, body) = http(port, "GET", "/api/v1/alerts", None);
+    assert_eq!(status, 200, "{body}");
+    let items = json(&body)["items"].as_array().unwrap().clone();
+    let got: std::collections::BTreeMap<String, String> = items
+        .iter()
+        .map(|a| (a["alert_id"].as_str().unwrap().to_owned(), a["status"].as_str().unwrap().to_owned()))
+        .collect();
+    let want_alerts: std::collections::BTreeMap<String, String> =
+        want.alerts.iter().map(|(k, v)| (k.clone(), v.to_lowercase())).collect();
+    assert_eq!(got, want_alerts, "alerts and their latest status");
+    for a in &items {
+        assert_eq!(
+            (&a["origin"], &a["model"], &a["model_version"]),
+            (&"baseline".into(), &"baseline".into(), &"1".into()),
+            "{a}"
+        );
+        let why = a["contributions"].as_object().expect("contributions");
+        assert!(!why.is_empty() && why.len() <= 5, "{a}");
+        assert!(why.keys().all(|k| k.ends_with(".mean")), "{a}");
+    }
+    let baseline = |port| {
+        let (status, body) = http(port, "GET", "/api/v1/devices", None);
+        assert_eq!(status, 200, "{body}");
+        json(&body)["items"][0]["baseline"].clone()
+    };
+    let b = baseline(port);
+    assert_eq!((&b["state"], &b["version"], &b["need"]), (&"active".into(), &1.into(), &40.into()), "{b}");
+    let since = b["since_ms"].clone();
+    let (status, page) = http(port, "GET", "/devices/pump-1", None);
+    assert_eq!(status, 200);
+    assert!(page.contains("Baseline of normal") && page.contains("Machine serviced: learn normal again"), "{page}");
+    let (_, metrics) = http(port, "GET", "/metrics", None);
+    assert!(metrics.contains("faultline_baselines{state=\"active\"} 1"), "{metrics}");
+
+    // A restart keeps the fitted baseline.
+    assert!(d.terminate().success(), "{}", d.log_text());
+    d.restart();
+    let port = d.http_port();
+    let b = baseline(port);
+    assert_eq!((&b["state"], &b["version"], &b["since_ms"]), (&"active".into(), &1.into(), &since), "{b}");
+
+    // The machine was serviced: learn again; that too survives a restart.
+    let (status, body) = http(port, "POST", "/api/v1/devices/pump-1/baseline/reset", None);
+    assert_eq!(status, 200, "{body}");
+    let r = json(&body);
+    assert_eq!((&r["state"], &r["have"], &r["version"]), (&"learning".into(), &0.into(), &1.into()), "{r}");
+    let (status, body) = http(port, "POST", "/api/v1/devices/nobody/baseline/reset", None);
+    assert_eq!(status, 404, "{body}");
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(d.terminate().success(), "{}", d.log_text());
+    d.restart();
+    let port = d.http_port();
+    assert_eq!(baseline(port)["state"], "learning");
+    let (_, page) = http(port, "GET", "/devices/pump-1", None);
+    assert!(page.contains("learning: 0 of 40 windows"), "{page}");
+    assert!(d.terminate().success(), "{}", d.log_text());
+}

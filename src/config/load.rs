@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
 use super::{
-    AlertsConfig, BaselineSection, CleaningConfig, Config, HttpConfig, IngestConfig, KafkaSink, KafkaSource, LimitsConfig, ModelConfig,
-    MqttSource, SinkConfig, SourceConfig, StateConfig, WindowConfig,
+    AlertsConfig, BaselineSection, CleaningConfig, Config, HttpConfig, IngestConfig, KafkaSink, KafkaSource,
+    LimitsConfig, ModelConfig, MqttSource, SinkConfig, SourceConfig, StateConfig, WindowConfig,
 };
 
 /// One thing wrong with a configuration.

@@ -403,7 +403,9 @@ impl Config {
     pub fn alerts_from(&self) -> AlertsFrom {
         match &self.baseline {
             None => AlertsFrom::Model,
-            Some(b) => b.alerts_from.unwrap_or(if self.model.is_some() { AlertsFrom::Both } else { AlertsFrom::Baseline }),
+            Some(b) => {
+                b.alerts_from.unwrap_or(if self.model.is_some() { AlertsFrom::Both } else { AlertsFrom::Baseline })
+            }
         }
     }
 }
@@ -819,5 +821,34 @@ brokers = "k:9092"
         assert_eq!(got, vec!["source: expected an array of tables: write [[source]]"]);
         let got = problems("[[source]]\nurl = \"mqtt://a:1\"\n");
         assert_eq!(got, vec!["source[0].type: missing; say which kind this is"]);
+    }
+
+    #[test]
+    fn the_baseline_section_parses_with_defaults_and_its_problems_are_named() {
+        let src = "[[source]]\ntype = \"kafka\"\nbrokers = \"k:9092\"\ntopics = [\"t\"]\n";
+        let c = Config::from_toml(&format!("{src}[baseline]\nfeatures = [\"T.mean\", \"P.std\"]\n")).unwrap();
+        let b = c.baseline.as_ref().unwrap();
+        assert_eq!((b.warmup_windows, b.components, b.quantile, b.t2_margin, b.q_margin), (40, 1, 0.99, 1.5, 8.0));
+        assert_eq!(c.alerts_from(), AlertsFrom::Baseline, "no model: the baselines alert");
+        assert_eq!(Config::from_toml(src).unwrap().alerts_from(), AlertsFrom::Model);
+        let got = problems(&format!(
+            "{src}[baseline]\nfeatures = [\"T.mean\", \"T.mean\", \"T.median\", \"nodot\"]\nwarmup_windows = 2\n\
+             components = 9\nquantile = 0\nq_margin = -1\nadapt_rate = 1\nalerts_from = \"both\"\n"
+        ));
+        for key in [
+            "baseline.features[1]",
+            "baseline.features[2]",
+            "baseline.features[3]",
+            "baseline.warmup_windows",
+            "baseline.components",
+            "baseline.quantile",
+            "baseline.q_margin",
+            "baseline.adapt_rate",
+            "baseline.alerts_from",
+        ] {
+            assert!(got.iter().any(|p| p.starts_with(&format!("{key}:"))), "{key} not in {got:#?}");
+        }
+        let got = problems(&format!("{src}[baseline]\nfeatures = [\"T.mean\"]\nalerts_from = \"sometimes\"\n"));
+        assert!(got[0].starts_with("baseline.alerts_from"), "{got:?}");
     }
 }

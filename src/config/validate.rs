@@ -390,7 +390,8 @@ fn baseline(c: &Config, b: &super::BaselineSection, model_ok: bool, p: &mut Vec<
         problem(p, "baseline.features", format!("{} features: at most {MAX_BASELINE_FEATURES}", b.features.len()));
     }
     for (i, f) in b.features.iter().enumerate() {
-        let known = f.rsplit_once('.').is_some_and(|(s, stat)| !s.is_empty() && crate::window::stat_index(stat).is_some());
+        let known =
+            f.rsplit_once('.').is_some_and(|(s, stat)| !s.is_empty() && crate::window::stat_index(stat).is_some());
         if !known {
             problem(
                 p,

@@ -390,7 +390,11 @@ impl Core {
                 id.to_string(),
                 DeviceView {
                     device_id: id.to_string(),
-                    last_window_end: if end_ms == i64::MIN { String::new() } else { crate::time::format_rfc3339(end_ms) },
+                    last_window_end: if end_ms == i64::MIN {
+                        String::new()
+                    } else {
+                        crate::time::format_rfc3339(end_ms)
+                    },
                     fault_probability: p.is_finite().then_some(p),
                     open_alert: open.get(&**id).map(|a| a.alert_id.clone()),
                     updated_at: crate::time::format_rfc3339(*last_seen_ms),
@@ -636,10 +640,13 @@ impl Core {
             Command::ResetBaseline { device_id, by, reply } => {
                 let result = match self.scorer.as_mut().and_then(Scorer::baselines_mut) {
                     None => Err("no [baseline] is configured".to_owned()),
-                    Some(b) => match b.reset(&device_id) {
-                        true => b.status(&device_id).ok_or_else(|| format!("device {device_id:?} has no baseline")),
-                        false => Err(format!("device {device_id:?} has no baseline yet: it has closed no window")),
-                    },
+                    Some(b) if b.device(&device_id).is_none() => {
+                        Err(format!("device {device_id:?} has no baseline yet: it has closed no window"))
+                    }
+                    Some(b) => {
+                        b.reset(&device_id);
+                        b.status(&device_id).ok_or_else(|| format!("device {device_id:?} has no baseline"))
+                    }
                 };
                 if let Ok(st) = &result {
                     tracing::info!(device = %device_id, by = %by, "baseline reset: learning normal again");

@@ -125,10 +125,22 @@ impl View {
 /// What the HTTP side asks of the processing loop.
 #[derive(Debug)]
 pub enum Command {
-    Ack { alert_id: String, by: String, comment: Option<String>, reply: oneshot::Sender<Result<Alert, String>> },
-    Label { label: Label, reply: oneshot::Sender<Result<LabelOutcome, String>> },
+    Ack {
+        alert_id: String,
+        by: String,
+        comment: Option<String>,
+        reply: oneshot::Sender<Result<Alert, String>>,
+    },
+    Label {
+        label: Label,
+        reply: oneshot::Sender<Result<LabelOutcome, String>>,
+    },
     /// Learn a device's normal again (`POST /api/v1/devices/{id}/baseline/reset`).
-    ResetBaseline { device_id: String, by: String, reply: oneshot::Sender<Result<crate::scoring::BaselineStatus, String>> },
+    ResetBaseline {
+        device_id: String,
+        by: String,
+        reply: oneshot::Sender<Result<crate::scoring::BaselineStatus, String>>,
+    },
 }
 
 /// Maintenance feedback (`POST /api/v1/labels`).

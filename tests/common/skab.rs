@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::brokers::Daemon;
 use super::SKAB_SIGNALS;
 use faultline::config::Config;
-use faultline::scoring::{policy_config, Scorer};
+use faultline::scoring::{default_threshold, policy_config, Baselines, Scorer};
 use faultline::sources::file::{CsvOptions, CsvReader, DeviceFrom};
 use faultline::state::Store;
 
@@ -33,10 +33,10 @@ pub fn write_config(dir: &Path, text: &str) -> PathBuf {
 pub fn expected(config_text: &str) -> Expected {
     let config = Config::from_toml(config_text).unwrap_or_else(|p| panic!("{p:?}"));
     let mut engine = config.engine();
-    let dir = &config.model.as_ref().expect("model").path;
-    let model = Arc::new(faultline::model::Model::load(dir).expect("model loads"));
-    let policy = policy_config(&config.alerts, model.package.threshold).expect("policy");
-    let mut scorer = Scorer::new(model, policy);
+    let model = config.model.as_ref().map(|m| Arc::new(faultline::model::Model::load(&m.path).expect("model loads")));
+    let policy = policy_config(&config.alerts, default_threshold(model.as_deref())).expect("policy");
+    let baselines = config.baseline.as_ref().map(|b| Baselines::new(b.baseline()));
+    let mut scorer = Scorer::with(model, policy, baselines, config.alerts_from());
     let opts = CsvOptions {
         time_column: Some("datetime".into()),
         device: DeviceFrom::Fixed("pump-1".into()),
