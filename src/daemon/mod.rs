@@ -385,17 +385,16 @@ impl Core {
                     .map(|w| (w.end_ms, f64::from(w.score))),
             };
             let baseline = self.scorer.as_ref().and_then(|s| s.baselines()).and_then(|b| b.status(id));
-            let Some((end_ms, p)) = latest.or(baseline.as_ref().map(|_| (i64::MIN, f64::NAN))) else { continue };
+            // A device whose baseline is still learning has no score yet.
+            if latest.is_none() && baseline.is_none() {
+                continue;
+            }
             view.insert(
                 id.to_string(),
                 DeviceView {
                     device_id: id.to_string(),
-                    last_window_end: if end_ms == i64::MIN {
-                        String::new()
-                    } else {
-                        crate::time::format_rfc3339(end_ms)
-                    },
-                    fault_probability: p.is_finite().then_some(p),
+                    last_window_end: latest.map(|(end_ms, _)| crate::time::format_rfc3339(end_ms)).unwrap_or_default(),
+                    fault_probability: latest.map(|(_, p)| p).filter(|p| p.is_finite()),
                     open_alert: open.get(&**id).map(|a| a.alert_id.clone()),
                     updated_at: crate::time::format_rfc3339(*last_seen_ms),
                     features: None,
