@@ -3,13 +3,16 @@
 //! `models/pump-skab/NOTICE.md`) are compiled into the binary; three pumps
 //! replay that run, a third of it apart, at [`SPEED`] times real time
 //! through an in-process source (no broker), in a loop; state lives in a
-//! temporary directory removed at exit.
+//! temporary directory removed at exit. Each pump also learns a baseline
+//! of its normal from its first [`BASELINE_WARMUP`] windows, as a trial
+//! (`alerts_from = "model"`): shown on its page, never alerting, since a
+//! pump that starts mid-run would learn the fault as its normal.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, HttpConfig, ModelConfig, StateConfig, WindowConfig};
+use crate::config::{AlertsFrom, BaselineSection, Config, HttpConfig, ModelConfig, StateConfig, WindowConfig};
 use crate::daemon::{Input, LocalFeed, SourceLinks};
 
 const MODEL_ONNX: &[u8] = include_bytes!("../models/pump-skab/model.onnx");
@@ -19,6 +22,10 @@ const SAMPLE: &str = include_str!("../models/pump-skab/sample/valve1-1.csv");
 /// Event time runs this many times faster than the wall clock: the first
 /// alerts come within a minute.
 pub const SPEED: f64 = 20.0;
+
+/// Windows a demo pump's baseline learns from (10 minutes of event time,
+/// half a minute of the demo).
+pub const BASELINE_WARMUP: usize = 5;
 
 /// The pumps of the demo, each starting a third of the run later.
 pub const DEVICES: [&str; 3] = ["pump-1", "pump-2", "pump-3"];
@@ -51,6 +58,13 @@ pub fn run(listen: &str) -> anyhow::Result<()> {
             idle_timeout: Duration::from_secs(600),
         },
         model: Some(ModelConfig { path: model }),
+        baseline: Some(BaselineSection {
+            alerts_from: Some(AlertsFrom::Model),
+            warmup_windows: BASELINE_WARMUP,
+            ..BaselineSection::with_features(
+                crate::evaluate::SKAB_SIGNALS.iter().map(|s| format!("{s}.mean")).collect(),
+            )
+        }),
         ..Config::default()
     };
     eprintln!(

@@ -113,4 +113,27 @@ fn an_engineer_watches_the_demo_and_acknowledges_an_alert_in_the_browser() {
     b.goto(&format!("{base}/devices/{}", alert_id.split('/').next().unwrap_or("pump-1")));
     assert!(b.text_of("table.alerts").contains("Ana (browser)"), "the device page lists its alert history");
     b.screenshot(&shots().join("device.png"));
+
+    // The pump's baseline of normal (a trial in the demo): once fitted, the
+    // machine is serviced and it learns again, from the device page.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        b.goto(&format!("{base}/devices/pump-1"));
+        if b.find_all("#baseline").first().is_some_and(|e| b.text(e).contains("Active since")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the baseline was never fitted: {}", demo.log_text());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        b.text_of("#baseline").contains("Version\n1") || b.text_of("#baseline").contains("Version 1"),
+        "{}",
+        b.text_of("#baseline")
+    );
+    b.click(&b.find_all("#baseline-reset button")[0]);
+    let note = b.wait_for("p.note[role=status]", Duration::from_secs(10));
+    assert_eq!(b.text(&note), "The baseline learns this machine's normal again from its next windows.");
+    let facts = b.text_of("#baseline");
+    assert!(facts.contains("learning:") && facts.contains("of 5 windows"), "{facts}");
+    b.screenshot(&shots().join("baseline.png"));
 }

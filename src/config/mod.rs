@@ -382,6 +382,21 @@ pub const MAX_BASELINE_FEATURES: usize = 64;
 pub const MAX_WARMUP_WINDOWS: usize = 1000;
 
 impl BaselineSection {
+    /// The defaults, learning `features`.
+    pub fn with_features(features: Vec<String>) -> Self {
+        BaselineSection {
+            features,
+            alerts_from: None,
+            warmup_windows: default_warmup(),
+            components: default_components(),
+            quantile: default_quantile(),
+            t2_margin: default_t2_margin(),
+            q_margin: default_q_margin(),
+            adapt_rate: 0.0,
+            adapt_below: default_adapt_below(),
+        }
+    }
+
     pub fn baseline(&self) -> crate::baseline::BaselineConfig {
         crate::baseline::BaselineConfig {
             features: self.features.clone(),

@@ -86,7 +86,8 @@ impl Browser {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let headers: &[(&str, &str)] = if method == "POST" { &[("Content-Type", "application/json")] } else { &[] };
         let r = request(self.port, method, path, headers, &body);
-        let v: Value = serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{method} {path}: {e}: {}", r.body));
+        let v: Value = serde_json::from_str(&r.body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}: status {} body {:?}", r.status, r.body));
         assert_eq!(r.status, 200, "{method} {path}: {v}");
         v["value"].clone()
     }

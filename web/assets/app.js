@@ -70,6 +70,9 @@
   }
 
   var es = new EventSource("/events");
+  // A page left open in the back-forward cache would keep its stream, and
+  // a browser opens at most six connections to one host: close it on leaving.
+  window.addEventListener("pagehide", function () { es.close(); });
   es.addEventListener("device", function (e) { upsert(JSON.parse(e.data)); });
   es.addEventListener("counts", function (e) {
     var c = JSON.parse(e.data);
