@@ -112,13 +112,13 @@ struct EvaluateArgs {
     #[arg(long, value_name = "Q", default_value_t = 0.99)]
     quantile: f64,
     /// T²'s limit is its quantile times this.
-    #[arg(long, value_name = "M", default_value_t = 1.5)]
+    #[arg(long, value_name = "M", default_value_t = 2.0)]
     t2_margin: f64,
     /// Q's limit is its quantile times this.
     #[arg(long, value_name = "M", default_value_t = 8.0)]
     q_margin: f64,
     /// Slow adaptation: after a window judged normal, the baseline's mean moves this share towards it (0: off).
-    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    #[arg(long, value_name = "RATE", default_value_t = 0.1)]
     adapt_rate: f64,
     /// A window is judged normal, for adaptation, below this share of its limits.
     #[arg(long, value_name = "RATIO", default_value_t = 0.5)]

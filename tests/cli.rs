@@ -230,14 +230,17 @@ fn evaluate_scores_the_baseline_on_skab_and_refuses_bad_options() {
         line.split('|').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect()
     };
     let num = |cells: &[String], i: usize| cells[i].parse::<f64>().unwrap_or_else(|_| panic!("{cells:?}"));
-    // valve1/ is where the defaults were chosen: 16 files, F1 0.842, FAR 14.4 %.
+    // valve1/ is where the defaults were chosen: 16 files, F1 0.824, FAR 10.8 %.
     let v1 = row("valve1/");
     assert_eq!(v1[0], "valve1/ (16)");
-    assert_eq!((num(&v1, 2), num(&v1, 3)), (0.842, 14.4), "{text}");
+    assert_eq!((num(&v1, 2), num(&v1, 3)), (0.824, 10.8), "{text}");
     assert_eq!(v1[5], "16/16");
     for folder in ["valve2/", "other/", "all"] {
         let r = row(folder);
         assert!(num(&r, 2) > 0.5, "{folder}: {text}");
     }
-    assert!(row("all")[0] == "all (34)", "{text}");
+    // The goal over all 34 files: F1 at least 0.78 with FAR at most 15 %.
+    let all = row("all");
+    assert_eq!(all[0], "all (34)", "{text}");
+    assert!(num(&all, 2) >= 0.78 && num(&all, 3) <= 15.0, "{text}");
 }

@@ -341,15 +341,16 @@ pub struct BaselineSection {
     /// Quantile of the warm-up's own scores the limits start from (default 0.99).
     #[serde(default = "default_quantile")]
     pub quantile: f64,
-    /// T²'s limit: the quantile times this (default 1.5).
+    /// T²'s limit: the quantile times this (default 2).
     #[serde(default = "default_t2_margin")]
     pub t2_margin: f64,
     /// Q's limit likewise (default 8: a short warm-up sees little of Q's tail).
     #[serde(default = "default_q_margin")]
     pub q_margin: f64,
     /// Slow adaptation: after each window judged normal the baseline's mean
-    /// moves this share of the way to it (default 0: never).
-    #[serde(default)]
+    /// moves this share of the way to it (default 0.1; 0: never), so that a
+    /// slow drift of a level (a fluid warming up) does not alarm.
+    #[serde(default = "default_adapt_rate")]
     pub adapt_rate: f64,
     /// A window is normal for adaptation when its ratio to the limits is
     /// below this (default 0.5).
@@ -367,7 +368,10 @@ fn default_quantile() -> f64 {
     0.99
 }
 fn default_t2_margin() -> f64 {
-    1.5
+    2.0
+}
+fn default_adapt_rate() -> f64 {
+    0.1
 }
 fn default_q_margin() -> f64 {
     8.0
@@ -392,7 +396,7 @@ impl BaselineSection {
             quantile: default_quantile(),
             t2_margin: default_t2_margin(),
             q_margin: default_q_margin(),
-            adapt_rate: 0.0,
+            adapt_rate: default_adapt_rate(),
             adapt_below: default_adapt_below(),
         }
     }
@@ -843,7 +847,8 @@ brokers = "k:9092"
         let src = "[[source]]\ntype = \"kafka\"\nbrokers = \"k:9092\"\ntopics = [\"t\"]\n";
         let c = Config::from_toml(&format!("{src}[baseline]\nfeatures = [\"T.mean\", \"P.std\"]\n")).unwrap();
         let b = c.baseline.as_ref().unwrap();
-        assert_eq!((b.warmup_windows, b.components, b.quantile, b.t2_margin, b.q_margin), (40, 1, 0.99, 1.5, 8.0));
+        assert_eq!((b.warmup_windows, b.components, b.quantile, b.t2_margin, b.q_margin), (40, 1, 0.99, 2.0, 8.0));
+        assert_eq!((b.adapt_rate, b.adapt_below), (0.1, 0.5));
         assert_eq!(c.alerts_from(), AlertsFrom::Baseline, "no model: the baselines alert");
         assert_eq!(Config::from_toml(src).unwrap().alerts_from(), AlertsFrom::Model);
         let got = problems(&format!(
