@@ -356,26 +356,23 @@ impl Scorer {
             // when it alone alerts or is the higher.
             // (NaN: the model does not alert or could not score.)
             let baseline_wins = baseline_alerts && b_p.is_finite() && (m_p.is_nan() || b_p > m_p);
-            let result = if baseline_wins || (self.model.is_none() && judged.is_some()) {
-                WindowResult {
-                    device_id: w.device_id.clone(),
-                    start_ms: w.start_ms,
-                    end_ms: w.end_ms,
-                    update: w.update,
-                    score: b_p as f32,
-                    model: Arc::from(BASELINE),
-                    model_version: b_version.clone().unwrap_or_else(|| Arc::from("")),
-                }
-            } else {
-                WindowResult {
-                    device_id: w.device_id.clone(),
-                    start_ms: w.start_ms,
-                    end_ms: w.end_ms,
-                    update: w.update,
-                    score,
-                    model: self.name.clone(),
-                    model_version: self.version.clone(),
-                }
+            // The window's record: the score the policy judged, but a value
+            // model's output (not a probability) stays in its records.
+            let value_model = self.model.as_ref().is_some_and(|m| m.package.kind != OutputKind::Probability);
+            let (score, model, model_version) =
+                if (baseline_wins && !value_model) || (self.model.is_none() && judged.is_some()) {
+                    (b_p as f32, Arc::from(BASELINE), b_version.clone().unwrap_or_else(|| Arc::from("")))
+                } else {
+                    (score, self.name.clone(), self.version.clone())
+                };
+            let result = WindowResult {
+                device_id: w.device_id.clone(),
+                start_ms: w.start_ms,
+                end_ms: w.end_ms,
+                update: w.update,
+                score,
+                model,
+                model_version,
             };
             batch.results.push(result);
             if !model_alerts && !baseline_alerts {

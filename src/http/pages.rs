@@ -427,6 +427,15 @@ fn may_post(who: &Who, csrf: &str) -> Result<(), Box<Response>> {
     Ok(())
 }
 
+/// A changing form's fields, once it is complete and its caller may post it.
+fn accepted<T>(who: &Who, form: Result<Form<T>, FormRejection>, csrf: impl Fn(&T) -> &str) -> Result<T, Box<Response>> {
+    let Ok(Form(f)) = form else {
+        return Err(Box::new(error_page(Some(who), StatusCode::BAD_REQUEST, "The form is incomplete.")));
+    };
+    may_post(who, csrf(&f))?;
+    Ok(f)
+}
+
 fn back_to(back: &str, note: &str) -> Response {
     let base = local(back).unwrap_or("/alerts");
     let sep = if base.contains('?') { '&' } else { '?' };
@@ -439,12 +448,10 @@ pub async fn ack_form(
     Extension(who): Extension<Who>,
     form: Result<Form<AckForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(f)) = form else {
-        return error_page(Some(&who), StatusCode::BAD_REQUEST, "The form is incomplete.");
+    let f = match accepted(&who, form, |f| &f.csrf) {
+        Ok(f) => f,
+        Err(r) => return *r,
     };
-    if let Err(r) = may_post(&who, &f.csrf) {
-        return *r;
-    }
     let by = match &who.name {
         Some(n) => n.clone(),
         None => f.by.trim().to_owned(),
@@ -479,12 +486,10 @@ pub async fn feedback_form(
     Extension(who): Extension<Who>,
     form: Result<Form<FeedbackForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(f)) = form else {
-        return error_page(Some(&who), StatusCode::BAD_REQUEST, "The form is incomplete.");
+    let f = match accepted(&who, form, |f| &f.csrf) {
+        Ok(f) => f,
+        Err(r) => return *r,
     };
-    if let Err(r) = may_post(&who, &f.csrf) {
-        return *r;
-    }
     let alert = match s.store.alerts() {
         Ok(list) => list.into_iter().find(|a| a.alert_id == f.alert_id),
         Err(e) => return error_page(Some(&who), StatusCode::INTERNAL_SERVER_ERROR, super::internal(e).to_string()),
@@ -564,12 +569,10 @@ pub async fn reset_form(
     Extension(who): Extension<Who>,
     form: Result<Form<ResetForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(f)) = form else {
-        return error_page(Some(&who), StatusCode::BAD_REQUEST, "The form is incomplete.");
+    let f = match accepted(&who, form, |f| &f.csrf) {
+        Ok(f) => f,
+        Err(r) => return *r,
     };
-    if let Err(r) = may_post(&who, &f.csrf) {
-        return *r;
-    }
     let by = who.name.clone().unwrap_or_else(|| "dashboard".to_owned());
     let back = format!("/devices/{}", enc(&f.device_id));
     let (reply, rx) = tokio::sync::oneshot::channel();
