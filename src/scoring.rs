@@ -84,6 +84,8 @@ pub struct Baselines {
     /// `cfg.features`, shared by the alerts' feature lists.
     names: Arc<[String]>,
     devices: HashMap<Arc<str>, DeviceBaseline>,
+    /// Each active device's latest window: T² and Q over their limits.
+    latest: HashMap<Arc<str>, (f64, f64)>,
     /// Fits and resets since start, for metrics.
     pub fitted: u64,
     pub resets: u64,
@@ -101,12 +103,16 @@ pub struct BaselineStatus {
     pub version: u32,
     /// End of the last warm-up window of the active baseline (epoch ms).
     pub since_ms: Option<i64>,
+    /// The anomaly score of the latest window since the daemon started: T²
+    /// and Q over their limits (above 1: past a limit).
+    pub t2_ratio: Option<f64>,
+    pub q_ratio: Option<f64>,
 }
 
 impl Baselines {
     pub fn new(cfg: BaselineConfig) -> Self {
         let names: Arc<[String]> = cfg.features.iter().cloned().collect();
-        Baselines { cfg, names, devices: HashMap::new(), fitted: 0, resets: 0 }
+        Baselines { cfg, names, devices: HashMap::new(), latest: HashMap::new(), fitted: 0, resets: 0 }
     }
 
     pub fn config(&self) -> &BaselineConfig {
@@ -147,13 +153,19 @@ impl Baselines {
     pub fn status(&self, id: &str) -> Option<BaselineStatus> {
         let b = self.devices.get(id)?;
         let need = self.cfg.warmup_windows.max(self.cfg.min_warmup());
-        Some(match &b.phase {
-            Phase::Learning { rows } => {
-                BaselineStatus { state: "learning", have: rows.len(), need, version: b.version, since_ms: None }
-            }
-            Phase::Active { since_ms, .. } => {
-                BaselineStatus { state: "active", have: need, need, version: b.version, since_ms: Some(*since_ms) }
-            }
+        let (state, have, since_ms) = match &b.phase {
+            Phase::Learning { rows } => ("learning", rows.len(), None),
+            Phase::Active { since_ms, .. } => ("active", need, Some(*since_ms)),
+        };
+        let latest = self.latest.get(id);
+        Some(BaselineStatus {
+            state,
+            have,
+            need,
+            version: b.version,
+            since_ms,
+            t2_ratio: latest.map(|l| l.0),
+            q_ratio: latest.map(|l| l.1),
         })
     }
 
@@ -169,6 +181,7 @@ impl Baselines {
         match self.devices.get_mut(id) {
             Some(b) => {
                 b.reset();
+                self.latest.remove(id);
                 self.resets += 1;
                 true
             }
@@ -179,6 +192,7 @@ impl Baselines {
     /// Drops a device the engine forgot.
     pub fn forget(&mut self, id: &str) {
         self.devices.remove(id);
+        self.latest.remove(id);
     }
 
     /// The window's features in the configured order.
@@ -196,7 +210,10 @@ impl Baselines {
         }
         let b = self.devices.entry(w.device_id.clone()).or_default();
         let out = match b.observe(&self.cfg, x.clone(), w.end_ms) {
-            Observed::Scored(s) => Some((s, b.version)),
+            Observed::Scored(s) => {
+                self.latest.insert(w.device_id.clone(), (s.t2_ratio, s.q_ratio));
+                Some((s, b.version))
+            }
             Observed::Fitted { version } => {
                 self.fitted += 1;
                 tracing::info!(device = %w.device_id, version, "baseline fitted");
@@ -486,6 +503,8 @@ mod tests {
             assert!(b.results[0].score < 0.8);
             assert_eq!((&*b.results[0].model, &*b.results[0].model_version), ("baseline", "1"));
         }
+        let st = s.baselines().unwrap().status("p1").unwrap();
+        assert!(st.t2_ratio.is_some_and(|r| r < 1.0) && st.q_ratio.is_some_and(|r| r < 1.0), "{st:?}");
         // `a` alone leaves its relation with `b`.
         let b = s.process(&[window("p1", 30, 5.0, false)], 0).unwrap();
         assert_eq!(b.alerts.len(), 1);
@@ -523,7 +542,7 @@ mod tests {
         assert!(b.reset("p1"));
         assert!(!b.reset("nobody"));
         let st = b.status("p1").unwrap();
-        assert_eq!((st.state, st.have, st.version), ("learning", 0, 1));
+        assert_eq!((st.state, st.have, st.version, st.t2_ratio), ("learning", 0, 1, None));
         for i in 25..45 {
             s.process(&[window("p1", i, 0.0, false)], 0).unwrap();
         }

@@ -436,6 +436,7 @@ fn baselines_learn_alert_with_reasons_survive_a_restart_and_learn_again_on_reset
     let b = baseline(port);
     assert_eq!((&b["state"], &b["version"], &b["need"]), (&"active".into(), &1.into(), &40.into()), "{b}");
     let since = b["since_ms"].clone();
+    assert!(b["t2_ratio"].is_number() && b["q_ratio"].is_number(), "the latest window's anomaly score: {b}");
     let (status, page) = http(port, "GET", "/devices/pump-1", None);
     assert_eq!(status, 200);
     assert!(page.contains("Baseline of normal") && page.contains("Machine serviced: learn normal again"), "{page}");

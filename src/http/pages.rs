@@ -550,6 +550,8 @@ struct BaselineInfo {
     need: usize,
     version: u32,
     since: String,
+    /// The latest window's T² and Q over their limits, if scored since start.
+    latest: Option<(String, String)>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -737,6 +739,7 @@ pub async fn device(
             need: b.need,
             version: b.version,
             since: b.since_ms.map(format_rfc3339).unwrap_or_default(),
+            latest: b.t2_ratio.zip(b.q_ratio).map(|(t, q)| (format!("{t:.2}"), format!("{q:.2}"))),
         }),
         device_id: id,
     };
