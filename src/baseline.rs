@@ -54,6 +54,8 @@ pub enum FitError {
     NotFinite { row: usize },
     #[error("the warm-up rows have {got} values, not {features}")]
     Width { got: usize, features: usize },
+    #[error("the warm-up values are too large to standardise (their sums overflow)")]
+    Overflow,
 }
 
 /// A fitted model of normal. Its size is O(p·k): for p features and k
@@ -134,6 +136,11 @@ impl Fitted {
                 var.sqrt().max(SCALE_FLOOR * mean[j].abs().max(1.0))
             })
             .collect();
+        // Finite readings can still overflow a sum: refuse them here rather
+        // than fit NaN (which would never score) or hand NaN to the solver.
+        if mean.iter().chain(&scale).any(|v| !v.is_finite()) {
+            return Err(FitError::Overflow);
+        }
         let z = DMatrix::from_fn(n, p, |i, j| (rows[i][j] - mean[j]) / scale[j]);
         let (cov, shrinkage) = ledoit_wolf(&z);
         let eig = SymmetricEigen::new(cov);
@@ -163,6 +170,10 @@ impl Fitted {
         let floor = f64::EPSILON * fitted.mean.len() as f64;
         fitted.t2_limit = fitted.t2_limit.max(floor);
         fitted.q_limit = fitted.q_limit.max(floor);
+        let params = [fitted.shrinkage, fitted.t2_limit, fitted.q_limit];
+        if fitted.components.iter().chain(&fitted.eigenvalues).chain(&params).any(|v| !v.is_finite()) {
+            return Err(FitError::Overflow);
+        }
         Ok(fitted)
     }
 
@@ -317,7 +328,8 @@ impl DeviceBaseline {
                         self.phase = Phase::Active { fitted, since_ms: end_ms };
                         Observed::Fitted { version: self.version }
                     }
-                    // Not reachable with complete rows; learn on, bounded.
+                    // Values too large to standardise (complete rows fit
+                    // otherwise): the oldest goes, and learning goes on, bounded.
                     Err(_) => {
                         rows.remove(0);
                         Observed::Learning { have: rows.len(), need }

@@ -209,3 +209,24 @@ fn adaptation_follows_normal_windows_only() {
     d.observe(&c, gap, 0);
     assert_eq!(mean(&d), fit.mean);
 }
+
+#[test]
+fn values_too_large_to_standardise_are_refused_not_fitted_as_nan() {
+    // Finite readings whose sum overflows: the mean is infinite.
+    let rows: Vec<Vec<f64>> = (0..10).map(|i| vec![1e307 + f64::from(i) * 1e300, 1.7e308, f64::from(i)]).collect();
+    let cfg = FitConfig { components: 1, quantile: 0.99, t2_margin: 1.5, q_margin: 8.0 };
+    assert_eq!(Fitted::fit(&rows, &cfg), Err(FitError::Overflow));
+    // A device sending them keeps learning, bounded, and never scores NaN.
+    let bc = BaselineConfig {
+        features: vec!["a".into(), "b".into(), "c".into()],
+        warmup_windows: 5,
+        fit: cfg,
+        adapt_rate: 0.0,
+        adapt_below: 0.5,
+    };
+    let mut d = DeviceBaseline::default();
+    for (i, r) in rows.iter().enumerate() {
+        assert!(matches!(d.observe(&bc, r.clone(), i as i64), Observed::Learning { .. }));
+    }
+    assert!(d.learning().is_some_and(|n| n < 5));
+}
