@@ -22,6 +22,18 @@ use serde::{Deserialize, Serialize};
 /// warm-up would otherwise make any later change infinitely anomalous.
 pub const SCALE_FLOOR: f64 = 1e-3;
 
+/// The settings chosen on SKAB `valve1/` (README "Baselines"): the
+/// defaults of `[baseline]` and of `faultline evaluate`.
+pub mod tuned {
+    pub const WARMUP_WINDOWS: usize = 40;
+    pub const COMPONENTS: usize = 1;
+    pub const QUANTILE: f64 = 0.99;
+    pub const T2_MARGIN: f64 = 2.0;
+    pub const Q_MARGIN: f64 = 8.0;
+    pub const ADAPT_RATE: f64 = 0.1;
+    pub const ADAPT_BELOW: f64 = 0.5;
+}
+
 /// How a baseline is fitted.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FitConfig {
@@ -260,6 +272,11 @@ impl BaselineConfig {
     pub fn min_warmup(&self) -> usize {
         self.fit.min_rows()
     }
+
+    /// The warm-up windows a device collects before its fit.
+    pub fn warmup_needed(&self) -> usize {
+        self.warmup_windows.max(self.min_warmup())
+    }
 }
 
 /// A device's baseline: learning its normal, then scoring against it.
@@ -317,7 +334,7 @@ impl DeviceBaseline {
             }
             Phase::Learning { .. } if !complete => Observed::Incomplete,
             Phase::Learning { rows } => {
-                let need = cfg.warmup_windows.max(cfg.min_warmup());
+                let need = cfg.warmup_needed();
                 rows.push(x);
                 if rows.len() < need {
                     return Observed::Learning { have: rows.len(), need };

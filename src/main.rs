@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use faultline::baseline::tuned;
 use faultline::config::Config;
 use faultline::sources::file::{CsvOptions, DeviceFrom};
 
@@ -103,25 +104,25 @@ struct EvaluateArgs {
     #[arg(long, value_name = "STATS", default_value = "mean", value_delimiter = ',')]
     stats: Vec<String>,
     /// Warm-up windows before the baseline is fitted (40 of 10 s: SKAB's 400 training rows).
-    #[arg(long, value_name = "N", default_value_t = 40)]
+    #[arg(long, value_name = "N", default_value_t = tuned::WARMUP_WINDOWS)]
     warmup: usize,
     /// Principal components for T².
-    #[arg(long, value_name = "K", default_value_t = 1)]
+    #[arg(long, value_name = "K", default_value_t = tuned::COMPONENTS)]
     components: usize,
     /// The warm-up scores' quantile the limits start from.
-    #[arg(long, value_name = "Q", default_value_t = 0.99)]
+    #[arg(long, value_name = "Q", default_value_t = tuned::QUANTILE)]
     quantile: f64,
     /// T²'s limit is its quantile times this.
-    #[arg(long, value_name = "M", default_value_t = 2.0)]
+    #[arg(long, value_name = "M", default_value_t = tuned::T2_MARGIN)]
     t2_margin: f64,
     /// Q's limit is its quantile times this.
-    #[arg(long, value_name = "M", default_value_t = 8.0)]
+    #[arg(long, value_name = "M", default_value_t = tuned::Q_MARGIN)]
     q_margin: f64,
     /// Slow adaptation: after a window judged normal, the baseline's mean moves this share towards it (0: off).
-    #[arg(long, value_name = "RATE", default_value_t = 0.1)]
+    #[arg(long, value_name = "RATE", default_value_t = tuned::ADAPT_RATE)]
     adapt_rate: f64,
     /// A window is judged normal, for adaptation, below this share of its limits.
-    #[arg(long, value_name = "RATIO", default_value_t = 0.5)]
+    #[arg(long, value_name = "RATIO", default_value_t = tuned::ADAPT_BELOW)]
     adapt_below: f64,
     /// Also print one line per file.
     #[arg(long)]

@@ -119,11 +119,11 @@ impl Baselines {
         &self.cfg
     }
 
-    /// New settings (config reload): fitted baselines stay as they are; a
-    /// change of features or warm-up length restarts those still learning.
+    /// New settings (config reload): they apply from the next window; new
+    /// features make every device learn again (a fitted baseline is of the
+    /// old ones).
     pub fn set_config(&mut self, cfg: BaselineConfig) {
         if cfg.features != self.cfg.features {
-            // Fitted baselines are of the old features: learn again.
             for b in self.devices.values_mut() {
                 b.reset();
             }
@@ -136,14 +136,6 @@ impl Baselines {
         self.devices.get(id)
     }
 
-    pub fn len(&self) -> usize {
-        self.devices.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.devices.is_empty()
-    }
-
     /// Devices learning and active.
     pub fn counts(&self) -> (usize, usize) {
         let learning = self.devices.values().filter(|b| b.learning().is_some()).count();
@@ -152,7 +144,7 @@ impl Baselines {
 
     pub fn status(&self, id: &str) -> Option<BaselineStatus> {
         let b = self.devices.get(id)?;
-        let need = self.cfg.warmup_windows.max(self.cfg.min_warmup());
+        let need = self.cfg.warmup_needed();
         let (state, have, since_ms) = match &b.phase {
             Phase::Learning { rows } => ("learning", rows.len(), None),
             Phase::Active { since_ms, .. } => ("active", need, Some(*since_ms)),
@@ -175,18 +167,13 @@ impl Baselines {
     }
 
     /// Learns the device's normal again from its next windows ("machine
-    /// serviced"); the next fit is a new version. False for a device
-    /// without a baseline yet.
-    pub fn reset(&mut self, id: &str) -> bool {
-        match self.devices.get_mut(id) {
-            Some(b) => {
-                b.reset();
-                self.latest.remove(id);
-                self.resets += 1;
-                true
-            }
-            None => false,
-        }
+    /// serviced"); the next fit is a new version. Its status after, or
+    /// `None` for a device without a baseline yet.
+    pub fn reset(&mut self, id: &str) -> Option<BaselineStatus> {
+        self.devices.get_mut(id)?.reset();
+        self.latest.remove(id);
+        self.resets += 1;
+        self.status(id)
     }
 
     /// Drops a device the engine forgot.
@@ -205,8 +192,8 @@ impl Baselines {
     fn observe(&mut self, w: &ClosedWindow) -> (Vec<f64>, Option<(Score, u32)>) {
         let x = self.features_of(w);
         if w.update {
-            let b = self.devices.get(&*w.device_id);
-            return (x.clone(), b.and_then(|b| b.score(&x).map(|s| (s, b.version))));
+            let scored = self.devices.get(&*w.device_id).and_then(|b| b.score(&x).map(|s| (s, b.version)));
+            return (x, scored);
         }
         let b = self.devices.entry(w.device_id.clone()).or_default();
         let out = match b.observe(&self.cfg, x.clone(), w.end_ms) {
@@ -361,6 +348,8 @@ impl Scorer {
         let model_alerts = self.model.as_ref().is_some_and(|m| m.package.kind == OutputKind::Probability)
             && self.alerts_from != AlertsFrom::Baseline;
         let baseline_alerts = self.alerts_from != AlertsFrom::Model;
+        let value_model = self.model.as_ref().is_some_and(|m| m.package.kind != OutputKind::Probability);
+        let width = self.model.as_ref().map_or(0, |m| m.width());
         for (i, (w, score)) in windows.iter().zip(scores).enumerate() {
             let (x, judged) = match &mut self.baselines {
                 Some(b) => b.observe(w),
@@ -375,7 +364,6 @@ impl Scorer {
             let baseline_wins = baseline_alerts && b_p.is_finite() && (m_p.is_nan() || b_p > m_p);
             // The window's record: the score the policy judged, but a value
             // model's output (not a probability) stays in its records.
-            let value_model = self.model.as_ref().is_some_and(|m| m.package.kind != OutputKind::Probability);
             let (score, model, model_version) =
                 if (baseline_wins && !value_model) || (self.model.is_none() && judged.is_some()) {
                     (b_p as f32, Arc::from(BASELINE), b_version.clone().unwrap_or_else(|| Arc::from("")))
@@ -395,7 +383,6 @@ impl Scorer {
             if !model_alerts && !baseline_alerts {
                 continue;
             }
-            let width = self.model.as_ref().map_or(0, |m| m.width());
             let row = self.rows.get(i * width..(i + 1) * width);
             let names = self.baselines.as_ref().map(|b| b.names.clone());
             // Feature lists are made only when a record is.
@@ -539,9 +526,9 @@ mod tests {
         }
         let b = s.baselines_mut().unwrap();
         assert_eq!(b.status("p1").unwrap().version, 1);
-        assert!(b.reset("p1"));
-        assert!(!b.reset("nobody"));
-        let st = b.status("p1").unwrap();
+        let st = b.reset("p1").unwrap();
+        assert_eq!(Some(&st), b.status("p1").as_ref());
+        assert!(b.reset("nobody").is_none());
         assert_eq!((st.state, st.have, st.version, st.t2_ratio), ("learning", 0, 1, None));
         for i in 25..45 {
             s.process(&[window("p1", i, 0.0, false)], 0).unwrap();

@@ -224,7 +224,7 @@ fn decode_scoring(
     key: &[u8],
     v: &[u8],
 ) -> Result<(DeviceState, Option<DeviceBaseline>), StateError> {
-    let corrupt = |source| StateError::Corrupt { tree, key: String::from_utf8_lossy(key).into_owned(), source };
+    let corrupt = corrupt(tree, key);
     let (state, rest) = postcard::take_from_bytes::<DeviceState>(v).map_err(corrupt)?;
     let baseline = if rest.is_empty() { None } else { Some(postcard::from_bytes(rest).map_err(corrupt)?) };
     Ok((state, baseline))
@@ -356,11 +356,12 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StateError> {
 }
 
 fn decode<'a, T: Deserialize<'a>>(tree: &'static str, key: &[u8], v: &'a [u8]) -> Result<T, StateError> {
-    postcard::from_bytes(v).map_err(|source| StateError::Corrupt {
-        tree,
-        key: String::from_utf8_lossy(key).into_owned(),
-        source,
-    })
+    postcard::from_bytes(v).map_err(corrupt(tree, key))
+}
+
+/// The error for a record of `tree` under `key` that does not decode.
+fn corrupt<'k>(tree: &'static str, key: &'k [u8]) -> impl Fn(postcard::Error) -> StateError + Copy + 'k {
+    move |source| StateError::Corrupt { tree, key: String::from_utf8_lossy(key).into_owned(), source }
 }
 
 /// sled's page cache (its default is 1 GiB). The daemon reads the state
@@ -457,9 +458,8 @@ impl Store {
         let mut next_seq = 0u64;
         for kv in self.devices.iter() {
             let (k, v) = kv?;
-            let (mut d, rest): (DeviceSnapshot, &[u8]) = postcard::take_from_bytes(&v).map_err(|source| {
-                StateError::Corrupt { tree: "devices", key: String::from_utf8_lossy(&k).into_owned(), source }
-            })?;
+            let (mut d, rest): (DeviceSnapshot, &[u8]) =
+                postcard::take_from_bytes(&v).map_err(corrupt("devices", &k))?;
             let seq = <[u8; 8]>::try_from(rest).map_or(0, u64::from_be_bytes);
             next_seq = next_seq.max(seq.saturating_add(1));
             if let Some(c) = closed.remove(&k) {

@@ -359,25 +359,25 @@ pub struct BaselineSection {
 }
 
 fn default_warmup() -> usize {
-    40
+    crate::baseline::tuned::WARMUP_WINDOWS
 }
 fn default_components() -> usize {
-    1
+    crate::baseline::tuned::COMPONENTS
 }
 fn default_quantile() -> f64 {
-    0.99
+    crate::baseline::tuned::QUANTILE
 }
 fn default_t2_margin() -> f64 {
-    2.0
+    crate::baseline::tuned::T2_MARGIN
 }
 fn default_adapt_rate() -> f64 {
-    0.1
+    crate::baseline::tuned::ADAPT_RATE
 }
 fn default_q_margin() -> f64 {
-    8.0
+    crate::baseline::tuned::Q_MARGIN
 }
 fn default_adapt_below() -> f64 {
-    0.5
+    crate::baseline::tuned::ADAPT_BELOW
 }
 
 /// Features a baseline may learn: its parameters grow with their square.

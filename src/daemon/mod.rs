@@ -639,13 +639,9 @@ impl Core {
             Command::ResetBaseline { device_id, by, reply } => {
                 let result = match self.scorer.as_mut().and_then(Scorer::baselines_mut) {
                     None => Err("no [baseline] is configured".to_owned()),
-                    Some(b) if b.device(&device_id).is_none() => {
-                        Err(format!("device {device_id:?} has no baseline yet: it has closed no window"))
-                    }
-                    Some(b) => {
-                        b.reset(&device_id);
-                        b.status(&device_id).ok_or_else(|| format!("device {device_id:?} has no baseline"))
-                    }
+                    Some(b) => b
+                        .reset(&device_id)
+                        .ok_or_else(|| format!("device {device_id:?} has no baseline yet: it has closed no window")),
                 };
                 if let Ok(st) = &result {
                     tracing::info!(device = %device_id, by = %by, "baseline reset: learning normal again");
