@@ -6,7 +6,8 @@
 //! |---|---|---|
 //! | `meta` | `layout` | u32 BE, [`LAYOUT`] |
 //! | `devices` | device id | postcard [`DeviceSnapshot`]: open windows, watermark (its `closed` empty), then the checkpoint number (u64 BE) |
-//! | `journal` | checkpoint number, u64 BE | the readings devices took since their snapshot ([`crate::window::journal`]) |
+//! | `journal_files` | checkpoint number, u64 BE | length (u64 BE) and 128-bit hash of the checkpoint's journal file, `journal/<number as 16 hex digits>` beside the database: the readings devices took since their snapshot ([`crate::window::journal`]) |
+//! | `journal` | checkpoint number, u64 BE | layout 1's journal blobs, in the tree itself: read at a restart and removed like the files |
 //! | `closed` | device id | postcard `Vec<WindowSnapshot>`: the closed windows still open to late updates |
 //! | `alert_state` | device id | postcard [`DeviceState`]: recent scores, the alert not cleared (without its features; see [`Store::restore`]); then, with baselines, postcard [`DeviceBaseline`] |
 //! | `alerts` | alert id | postcard [`Alert`]: latest record of every alert (history) |
@@ -18,9 +19,15 @@
 //! | `labels` | device id, 0x00, start i64 BE | postcard (end, fault): maintenance feedback |
 //! | `outbox` | u64 BE sequence | postcard [`OutboxRecord`]: alert records not yet on the topic |
 //!
-//! A checkpoint writes the device, journal, position, late, quarantine and
-//! outbox trees in one sled transaction and flushes; sources are
-//! acknowledged only after that. The window and alert history go just
+//! A checkpoint writes its journal file and syncs it, then writes the
+//! device, journal marker, position, late, quarantine and outbox trees in
+//! one sled transaction and flushes; sources are acknowledged only after
+//! that. A journal file counts only once its marker is committed: one
+//! without (a crash or a failed commit between the two) is removed when the
+//! store opens. The journal is a file of its own because sled keeps up to
+//! 16 records in a leaf and reads and rewrites a whole leaf for every
+//! insert: journal records of ~1 MB made leaves of ~16 MB, read back and
+//! held in memory by every checkpoint's transaction (README "Performance"). The window and alert history go just
 //! before it, outside: a crash in between makes the same records again
 //! under the same keys. A device's closed windows change only when a window closes,
 //! takes a late reading or expires, while its open window changes with every
@@ -61,8 +68,13 @@ use crate::window::{journal, Changes, DeviceSnapshot, Engine, WindowSnapshot};
 /// one-second interval, a minute of readings at most.
 pub const JOURNAL_SPREAD: u64 = 60;
 
-/// Version of the key layout above; a database of another version is refused.
-pub const LAYOUT: u32 = 1;
+/// Version of the key layout above; a database of another version is
+/// refused, except layout 1 (the journal inside sled), which is read and
+/// becomes layout 2.
+pub const LAYOUT: u32 = 2;
+
+/// Bytes of a `journal_files` marker: the file's length and hash.
+const MARKER_BYTES: usize = 24;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -80,6 +92,10 @@ pub enum StateError {
     Encode(#[source] postcard::Error),
     #[error("journal record {key} of device {device:?} cannot be read")]
     Journal { key: u64, device: String, source: journal::Corrupt },
+    #[error("cannot {what} {path}")]
+    File { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("journal file {path} is not the one checkpoint {seq} wrote (its length or hash differs); the state cannot be restored exactly: move {dir} away to start afresh")]
+    JournalFile { path: PathBuf, seq: u64, dir: PathBuf },
 }
 
 /// An alert record waiting to be published.
@@ -303,7 +319,12 @@ pub struct Store {
     db: sled::Db,
     devices: sled::Tree,
     closed: sled::Tree,
+    /// Layout 1's journal blobs (read and removed, no longer written).
     journal: sled::Tree,
+    /// Markers of the journal files: a file counts only with its marker.
+    journal_files: sled::Tree,
+    /// Where the journal files are: `journal` beside sled's own files.
+    journal_dir: PathBuf,
     /// Per device, a 128-bit hash of the closed windows last written, so an
     /// unchanged set is not written again.
     closed_written: std::sync::Mutex<std::collections::HashMap<String, u128>>,
@@ -343,7 +364,8 @@ struct OpenPart<'a> {
 }
 
 /// Two independently seeded 64-bit hashes: tells whether a device's closed
-/// windows changed since they were last written.
+/// windows changed since they were last written, and whether a journal file
+/// is the one its marker describes.
 fn hash128(bytes: &[u8]) -> u128 {
     use std::hash::BuildHasher;
     let a = foldhash::quality::FixedState::with_seed(0x636c_6f73_6564_0001).hash_one(bytes);
@@ -386,22 +408,34 @@ impl Store {
             .open()
             .map_err(open_err)?;
         let meta = db.open_tree("meta")?;
-        match meta.get("layout")? {
-            None => {
-                meta.insert("layout", &LAYOUT.to_be_bytes())?;
-            }
-            Some(v) => {
-                let found = <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes).unwrap_or(u32::MAX);
-                if found != LAYOUT {
-                    return Err(StateError::Layout { dir: dir.to_owned(), found });
-                }
-            }
+        let found = match meta.get("layout")? {
+            None => LAYOUT,
+            Some(v) => <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes).unwrap_or(u32::MAX),
+        };
+        if found != LAYOUT && found != 1 {
+            return Err(StateError::Layout { dir: dir.to_owned(), found });
         }
+        let journal_dir = dir.join("journal");
+        std::fs::create_dir_all(&journal_dir).map_err(|source| StateError::File {
+            what: "create",
+            path: journal_dir.clone(),
+            source,
+        })?;
+        // Layout 1 becomes 2 only with the directory there: a faultline that
+        // reads layout 1 must not open a database whose journal it cannot see.
+        if found != LAYOUT {
+            meta.insert("layout", &LAYOUT.to_be_bytes())?;
+            db.flush()?;
+        }
+        let journal_files = db.open_tree("journal_files")?;
+        remove_orphans(&journal_dir, &journal_files)?;
         Ok(Store {
             dir: dir.to_owned(),
             devices: db.open_tree("devices")?,
             closed: db.open_tree("closed")?,
             journal: db.open_tree("journal")?,
+            journal_files,
+            journal_dir,
             closed_written: std::sync::Mutex::new(std::collections::HashMap::new()),
             window_counts: std::sync::Mutex::new(std::collections::HashMap::new()),
             window_history: std::sync::atomic::AtomicUsize::new(WINDOWS_PER_DEVICE),
@@ -471,9 +505,18 @@ impl Store {
         let mut journal = Vec::new();
         for kv in self.journal.iter() {
             let (k, v) = kv?;
+            journal.push((seq_of(&k), v));
+        }
+        for kv in self.journal_files.iter() {
+            let (k, marker) = kv?;
             let seq = seq_of(&k);
+            journal.push((seq, self.read_journal_file(seq, &marker)?));
+        }
+        // Layout 1's blobs come before the files (they were written before
+        // the upgrade); sorting keeps the order whatever the trees hold.
+        journal.sort_by_key(|(seq, _)| *seq);
+        if let Some((seq, _)) = journal.last() {
             next_seq = next_seq.max(seq.saturating_add(1));
-            journal.push((seq, v));
         }
         // Alert states: the tree, then what the blobs hold (a crash may have
         // come between a commit and the tree's update), oldest first.
@@ -600,8 +643,9 @@ impl Store {
             Some(journal::encode_blob(&c.devices.forgotten, &c.devices.logged, &states))
         };
         w.bytes += blob.as_ref().map_or(0, Vec::len);
-        let stale: Vec<sled::IVec> =
-            self.journal.range(..c.devices.journal_from.to_be_bytes()).keys().collect::<Result<_, _>>()?;
+        let from = c.devices.journal_from.to_be_bytes();
+        let stale_blobs: Vec<sled::IVec> = self.journal.range(..from).keys().collect::<Result<_, _>>()?;
+        let stale: Vec<sled::IVec> = self.journal_files.range(..from).keys().collect::<Result<_, _>>()?;
         let (outbox_gone, outbox_added) = self.outbox_changes(&c.outbox, &mut w)?;
         w.records = devices.len()
             + usize::from(blob.is_some())
@@ -633,14 +677,30 @@ impl Store {
         for (k, v) in &alerts {
             self.alerts.insert(*k, v.as_slice())?;
         }
-        let trees =
-            (&self.devices, &self.closed, &self.journal, &self.positions, &self.late, &self.quarantine, &self.outbox);
-        let result: Result<(), TransactionError<()>> = trees.transaction(|(d, cl, jt, p, late_t, quar_t, o)| {
-            for k in &stale {
+        // The journal file before the transaction that makes it count.
+        let marker = match &blob {
+            Some(b) => Some(self.write_journal_file(c.seq, b)?),
+            None => None,
+        };
+        let trees = (
+            &self.devices,
+            &self.closed,
+            &self.journal,
+            &self.journal_files,
+            &self.positions,
+            &self.late,
+            &self.quarantine,
+            &self.outbox,
+        );
+        let result: Result<(), TransactionError<()>> = trees.transaction(|(d, cl, jt, jf, p, late_t, quar_t, o)| {
+            for k in &stale_blobs {
                 jt.remove(k)?;
             }
-            if let Some(b) = &blob {
-                jt.insert(&c.seq.to_be_bytes(), b.as_slice())?;
+            for k in &stale {
+                jf.remove(k)?;
+            }
+            if let Some(m) = &marker {
+                jf.insert(&c.seq.to_be_bytes(), m.as_slice())?;
             }
             for id in &c.devices.forgotten {
                 d.remove(id.as_bytes())?;
@@ -675,12 +735,22 @@ impl Store {
             }
             Ok::<(), ConflictableTransactionError<()>>(())
         });
-        match result {
-            Ok(()) => {}
-            Err(TransactionError::Storage(e)) => return Err(e.into()),
+        let committed = match result {
+            Ok(()) => self.db.flush().map(|_| ()),
+            Err(TransactionError::Storage(e)) => Err(e),
             Err(TransactionError::Abort(())) => unreachable!("the checkpoint transaction never aborts"),
+        };
+        if let Err(e) = committed {
+            // Without its marker the file does not count; the next open
+            // would remove it, this saves the space until then.
+            if marker.is_some() {
+                let _ = std::fs::remove_file(self.journal_path(c.seq));
+            }
+            return Err(e.into());
         }
-        self.db.flush()?;
+        for k in &stale {
+            self.remove_journal_file(seq_of(k))?;
+        }
         // The blob holds them until it is removed, checkpoints later.
         for (k, v) in &states {
             match v {
@@ -844,9 +914,60 @@ impl Store {
         Ok(all.into_iter().map(|(k, (end, fault))| (start_of(&k), end, fault)).collect())
     }
 
-    /// Size of the database on disk, bytes.
+    /// Size of the database on disk, bytes, journal files included.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        let files: u64 = std::fs::read_dir(&self.journal_dir)
+            .map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+            .unwrap_or(0);
+        self.db.size_on_disk().unwrap_or(0) + files
+    }
+
+    /// Checkpoint `seq`'s journal file.
+    fn journal_path(&self, seq: u64) -> PathBuf {
+        self.journal_dir.join(format!("{seq:016x}"))
+    }
+
+    /// Writes checkpoint `seq`'s journal file and syncs it and its
+    /// directory; returns its marker.
+    fn write_journal_file(&self, seq: u64, blob: &[u8]) -> Result<[u8; MARKER_BYTES], StateError> {
+        use std::io::Write;
+        let path = self.journal_path(seq);
+        let err = |what| {
+            let path = path.clone();
+            move |source| StateError::File { what, path, source }
+        };
+        let mut f = std::fs::File::create(&path).map_err(err("create"))?;
+        f.write_all(blob).map_err(err("write"))?;
+        f.sync_data().map_err(err("sync"))?;
+        // The file's name must be on disk too before its marker is.
+        std::fs::File::open(&self.journal_dir).and_then(|d| d.sync_all()).map_err(|source| StateError::File {
+            what: "sync",
+            path: self.journal_dir.clone(),
+            source,
+        })?;
+        Ok(marker(blob))
+    }
+
+    /// Reads checkpoint `seq`'s journal file and checks it against its marker.
+    fn read_journal_file(&self, seq: u64, m: &[u8]) -> Result<sled::IVec, StateError> {
+        let path = self.journal_path(seq);
+        let blob =
+            std::fs::read(&path).map_err(|source| StateError::File { what: "read", path: path.clone(), source })?;
+        if marker(&blob).as_slice() != m {
+            return Err(StateError::JournalFile { path, seq, dir: self.dir.clone() });
+        }
+        Ok(blob.into())
+    }
+
+    /// Removes checkpoint `seq`'s journal file, if it is there.
+    fn remove_journal_file(&self, seq: u64) -> Result<(), StateError> {
+        let path = self.journal_path(seq);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(StateError::File { what: "remove", path, source: e })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Flushes everything written so far.
@@ -854,6 +975,36 @@ impl Store {
         self.db.flush()?;
         Ok(())
     }
+}
+
+/// A journal file's marker: its length and hash.
+fn marker(blob: &[u8]) -> [u8; MARKER_BYTES] {
+    let mut m = [0u8; MARKER_BYTES];
+    m[..8].copy_from_slice(&(blob.len() as u64).to_be_bytes());
+    m[8..].copy_from_slice(&hash128(blob).to_be_bytes());
+    m
+}
+
+/// Removes the journal files without a marker: written by a checkpoint
+/// whose transaction did not commit (a crash or an error between the two).
+/// Files not named by a checkpoint number are not ours and stay.
+fn remove_orphans(dir: &Path, markers: &sled::Tree) -> Result<(), StateError> {
+    let err = |what, path: &Path| {
+        let path = path.to_owned();
+        move |source| StateError::File { what, path, source }
+    };
+    for e in std::fs::read_dir(dir).map_err(err("read", dir))? {
+        let e = e.map_err(err("read", dir))?;
+        let name = e.file_name();
+        let Some(seq) = name.to_str().filter(|n| n.len() == 16).and_then(|n| u64::from_str_radix(n, 16).ok()) else {
+            continue;
+        };
+        if !markers.contains_key(seq.to_be_bytes())? {
+            let path = e.path();
+            std::fs::remove_file(&path).map_err(err("remove", &path))?;
+        }
+    }
+    Ok(())
 }
 
 /// Puts the window state of `r` back into `engine`: each device's snapshot,
@@ -1151,7 +1302,9 @@ mod tests {
         // A crash between a commit and the tree's update: the blob still has it.
         store.alert_state.remove("p1").unwrap();
         assert_eq!(ids(store.restore().unwrap()), vec!["p1"]);
-        assert!(store.journal.len() <= 5, "old journal blobs are removed: {}", store.journal.len());
+        let files = std::fs::read_dir(dir.path().join("journal")).unwrap().count();
+        assert!(store.journal_files.len() <= 5, "old journal markers are removed: {}", store.journal_files.len());
+        assert_eq!(files, store.journal_files.len(), "and their files");
     }
 
     #[test]
@@ -1236,7 +1389,7 @@ mod tests {
         assert_eq!(r.baselines, vec![("p1".to_owned(), active.clone()), ("p2".to_owned(), learning)]);
         assert_eq!(r.alert_states.len(), 3);
         // From the tree as well as from the blob.
-        s.journal.clear().unwrap();
+        s.journal_files.clear().unwrap();
         assert_eq!(s.restore().unwrap().baselines[0], ("p1".to_owned(), active));
         // A record written before baselines existed is the alert state alone.
         s.alert_state.insert("p4", encode(&alerts).unwrap()).unwrap();
@@ -1320,5 +1473,81 @@ mod tests {
             Err(e) => Ok(e.to_string()),
         });
         assert!(e.contains("layout 99"), "{e}");
+    }
+
+    /// The alert states a restore finds, by device.
+    fn state_ids(s: &Store) -> Vec<String> {
+        s.restore().unwrap().alert_states.into_iter().map(|(id, _)| id).collect()
+    }
+
+    #[test]
+    fn a_journal_file_counts_only_with_its_marker_and_must_be_the_one_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = |p: &Path| {
+            let mut v: Vec<String> = std::fs::read_dir(p.join("journal"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let empty = DeviceState::default();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let c =
+                Checkpoint { seq: 7, alert_states: vec![("p1".into(), (Some(&empty), None))], ..Default::default() };
+            s.checkpoint(&c).unwrap();
+            assert_eq!(files(dir.path()), vec!["0000000000000007"]);
+            // Only the blob has it now.
+            s.alert_state.clear().unwrap();
+            assert_eq!(state_ids(&s), vec!["p1"]);
+            assert_eq!(s.restore().unwrap().next_seq, 8);
+            // A later checkpoint past it removes the file with its marker.
+            let c = Checkpoint {
+                seq: 8,
+                devices: Changes { journal_from: 8, ..Default::default() },
+                alert_states: vec![("p2".into(), (Some(&empty), None))],
+                ..Default::default()
+            };
+            s.checkpoint(&c).unwrap();
+            assert_eq!(files(dir.path()), vec!["0000000000000008"]);
+            s.flush().unwrap();
+        }
+        // A file whose transaction never committed (a crash in between) is
+        // removed when the store opens; a file that is not a journal stays.
+        std::fs::write(dir.path().join("journal/0000000000000009"), b"half a checkpoint").unwrap();
+        std::fs::write(dir.path().join("journal/notes.txt"), b"an operator's").unwrap();
+        let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
+        assert_eq!(files(dir.path()), vec!["0000000000000008", "notes.txt"]);
+        assert_eq!(s.restore().unwrap().next_seq, 9);
+        // A file that is not the one written is refused, with what to do.
+        s.alert_state.clear().unwrap();
+        std::fs::write(dir.path().join("journal/0000000000000008"), b"something else").unwrap();
+        let e = crate::error_chain(&s.restore().unwrap_err());
+        assert!(e.contains("0000000000000008") && e.contains("checkpoint 8") && e.contains("move"), "{e}");
+        std::fs::remove_file(dir.path().join("journal/0000000000000008")).unwrap();
+        let e = crate::error_chain(&s.restore().unwrap_err());
+        assert!(e.contains("cannot read") && e.contains("0000000000000008"), "{e}");
+    }
+
+    #[test]
+    fn a_layout_1_database_with_its_journal_in_sled_is_read_and_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = encode(&DeviceState::default()).unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("meta").unwrap().insert("layout", &1u32.to_be_bytes()).unwrap();
+            let blob = journal::encode_blob(&[], &[], &[("p1", Some(empty))]);
+            db.open_tree("journal").unwrap().insert(5u64.to_be_bytes(), blob).unwrap();
+            db.flush().unwrap();
+        }
+        let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
+        assert_eq!(s.db.open_tree("meta").unwrap().get("layout").unwrap().unwrap().as_ref(), LAYOUT.to_be_bytes());
+        assert_eq!(state_ids(&s), vec!["p1"]);
+        assert_eq!(s.restore().unwrap().next_seq, 6);
+        // Its blobs go like the files once no device needs them.
+        let c = Checkpoint { seq: 6, devices: Changes { journal_from: 6, ..Default::default() }, ..Default::default() };
+        s.checkpoint(&c).unwrap();
+        assert!(s.journal.is_empty());
     }
 }
