@@ -330,6 +330,10 @@ pub struct Store {
     closed_written: std::sync::Mutex<std::collections::HashMap<String, u128>>,
     /// Per device, windows stored (an upper bound) since it was last trimmed.
     window_counts: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// Records in `alerts` (counted at open, then as they are added).
+    alert_count: std::sync::atomic::AtomicUsize,
+    /// [`Store::trim_alerts`] reads the tree past this count.
+    alert_trim_at: std::sync::atomic::AtomicUsize,
     /// Windows kept per device and in all ([`Store::set_window_history`]).
     window_history: std::sync::atomic::AtomicUsize,
     window_total: std::sync::atomic::AtomicUsize,
@@ -429,6 +433,7 @@ impl Store {
         }
         let journal_files = db.open_tree("journal_files")?;
         remove_orphans(&journal_dir, &journal_files)?;
+        let alerts = db.open_tree("alerts")?;
         Ok(Store {
             dir: dir.to_owned(),
             devices: db.open_tree("devices")?,
@@ -442,7 +447,9 @@ impl Store {
             window_total: std::sync::atomic::AtomicUsize::new(WINDOWS_TOTAL),
             window_devices: std::sync::atomic::AtomicUsize::new(1),
             alert_state: db.open_tree("alert_state")?,
-            alerts: db.open_tree("alerts")?,
+            alert_count: std::sync::atomic::AtomicUsize::new(alerts.len()),
+            alert_trim_at: std::sync::atomic::AtomicUsize::new(ALERT_HISTORY),
+            alerts,
             windows: db.open_tree("windows")?,
             late: db.open_tree("late")?,
             quarantine: db.open_tree("quarantine")?,
@@ -620,18 +627,6 @@ impl Store {
             w.bytes += v.as_ref().map_or(0, Vec::len);
             states.push((id.as_str(), v));
         }
-        let mut alerts = Vec::with_capacity(c.alerts.len());
-        for a in &c.alerts {
-            let v = encode(a)?;
-            w.bytes += v.len();
-            alerts.push((a.alert_id.as_bytes(), v));
-        }
-        let mut windows = Vec::with_capacity(c.windows.len());
-        for r in &c.windows {
-            let v = encode(r)?;
-            w.bytes += v.len();
-            windows.push((window_key(&r.device_id, r.start_ms), v));
-        }
         let late = encode_log(&c.late, &mut w)?;
         let quarantine = encode_log(&c.quarantine, &mut w)?;
         // Alert states go in the blob: one record in the transaction instead
@@ -652,31 +647,16 @@ impl Store {
             + closed.len()
             + c.devices.forgotten.len()
             + states.len()
-            + alerts.len()
             + c.positions.len()
-            + windows.len()
             + late.len()
             + quarantine.len()
             + outbox_gone.len()
             + outbox_added.len();
-        // Window history first, outside the transaction and one record at a
-        // time: sled copies a leaf for every insert and frees the old copies
-        // only after the operation, so the 10,000 windows that close
-        // together held ~100 MB inside one transaction. They are history,
-        // not state: a crash before the transaction means the readings come
-        // again and close the same windows under the same keys.
-        if self.window_keep() > 0 {
-            for (k, v) in &windows {
-                self.windows.insert(k.as_slice(), v.as_slice())?;
-            }
-        }
-        // Alert records likewise (thousands when windows close together):
-        // they are the alerts' history, and the policy state that made them
-        // is in the transaction. A crash before it makes them again under
-        // the same `alert_id`.
-        for (k, v) in &alerts {
-            self.alerts.insert(*k, v.as_slice())?;
-        }
+        // The history records not written yet (the daemon writes them as
+        // it makes them), before the transaction.
+        let h = self.write_history(&c.alerts, &c.windows)?;
+        w.records += h.records;
+        w.bytes += h.bytes;
         // The journal file before the transaction that makes it count.
         let marker = match &blob {
             Some(b) => Some(self.write_journal_file(c.seq, b)?),
@@ -777,15 +757,44 @@ impl Store {
         for id in &c.devices.forgotten {
             self.cut_windows(id, 0)?;
         }
-        // Trimming history is not part of the state: outside the transaction.
+        Ok(w)
+    }
+
+    /// Writes window and alert records (the latest of each alert) and
+    /// trims both histories. History, not state: outside any checkpoint's
+    /// transaction and one record at a time (sled copies a leaf for every
+    /// insert and frees the old copies only after the operation, so the
+    /// 10,000 windows that close together held ~100 MB inside one
+    /// transaction). A crash before the checkpoint that covers them means
+    /// the readings come again and make the same records under the same
+    /// keys (window start, `alert_id`), and the policy state that made an
+    /// alert is in the checkpoint.
+    pub fn write_history(&self, alerts: &[Alert], windows: &[WindowRecord]) -> Result<Written, StateError> {
+        let mut w = Written::default();
+        if self.window_keep() > 0 {
+            for r in windows {
+                let v = encode(r)?;
+                w.bytes += v.len();
+                self.windows.insert(window_key(&r.device_id, r.start_ms), v)?;
+            }
+            w.records += windows.len();
+        }
+        for a in alerts {
+            let v = encode(a)?;
+            w.bytes += v.len();
+            if self.alerts.insert(a.alert_id.as_bytes(), v)?.is_none() {
+                self.alert_count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        w.records += alerts.len();
         let mut added: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-        for r in &c.windows {
+        for r in windows {
             *added.entry(r.device_id.as_str()).or_default() += 1;
         }
         for (id, n) in added {
             self.trim_windows(id, n)?;
         }
-        if !c.alerts.is_empty() {
+        if !alerts.is_empty() {
             self.trim_alerts()?;
         }
         Ok(w)
@@ -828,11 +837,12 @@ impl Store {
     /// Keeps at most [`ALERT_HISTORY`] alerts, dropping the oldest cleared
     /// ones (down to 90 %, so this runs seldom). Alerts not cleared stay.
     fn trim_alerts(&self) -> Result<(), StateError> {
-        // `Tree::len` scans the whole tree: once.
-        let len = self.alerts.len();
-        if len <= ALERT_HISTORY {
+        // Counted, not `Tree::len`: that reads the whole tree, through
+        // sled's cache, and this runs whenever alerts were written.
+        if self.alert_count.load(Ordering::Relaxed) <= self.alert_trim_at.load(Ordering::Relaxed) {
             return Ok(());
         }
+        let len = self.alerts.len();
         let mut cleared: Vec<(i64, sled::IVec)> = decode_all::<Alert>(&self.alerts, "alerts", &[])?
             .into_iter()
             .filter(|(_, a)| a.status == crate::alerts::Status::Cleared)
@@ -845,6 +855,11 @@ impl Store {
             batch.remove(k);
         }
         self.alerts.apply_batch(batch)?;
+        let left = len - excess.min(cleared.len());
+        self.alert_count.store(left, Ordering::Relaxed);
+        // Alerts not cleared may keep it above the bound: read it all again
+        // only after a tenth more, not at every write.
+        self.alert_trim_at.store(ALERT_HISTORY.max(left + ALERT_HISTORY / 10), Ordering::Relaxed);
         Ok(())
     }
 
@@ -1528,6 +1543,60 @@ mod tests {
         std::fs::remove_file(dir.path().join("journal/0000000000000008")).unwrap();
         let e = crate::error_chain(&s.restore().unwrap_err());
         assert!(e.contains("cannot read") && e.contains("0000000000000008"), "{e}");
+    }
+
+    #[test]
+    fn the_alert_history_keeps_its_bound_and_never_drops_an_alert_not_cleared() {
+        use crate::alerts::{Features, Origin, Severity, Status};
+        let dir = tempfile::tempdir().unwrap();
+        let alert = |i: usize, status| Alert {
+            alert_id: format!("a{i:06}"),
+            device_id: format!("p{}", i % 50),
+            status,
+            severity: Severity::Warning,
+            origin: Origin::Model,
+            fault_probability: 0.9,
+            threshold: 0.8,
+            window_start_ms: i as i64,
+            window_end_ms: i as i64 + 1,
+            model: "m".into(),
+            model_version: "1".into(),
+            message: String::new(),
+            raised_at_ms: i as i64,
+            updated_at_ms: i as i64,
+            acknowledged_by: None,
+            comment: None,
+            features: Features::default(),
+            contributions: Features::default(),
+        };
+        let open = 600;
+        {
+            let s = Store::open(dir.path()).unwrap();
+            // Open alerts first (the oldest), then cleared ones, in chunks as
+            // the daemon writes them.
+            let all: Vec<Alert> = (0..ALERT_HISTORY + 1)
+                .map(|i| alert(i, if i < open { Status::Open } else { Status::Cleared }))
+                .collect();
+            for chunk in all.chunks(64) {
+                s.write_history(chunk, &[]).unwrap();
+            }
+            let kept = s.alerts().unwrap();
+            assert_eq!(kept.len(), ALERT_HISTORY * 9 / 10, "trimmed to 90 % once past the bound");
+            assert_eq!(kept.iter().filter(|a| a.status == Status::Open).count(), open, "open alerts stay");
+            assert_eq!(kept.last().unwrap().alert_id, format!("a{ALERT_HISTORY:06}"), "the oldest cleared go");
+            // Writing an alert again (its newer record) does not count it twice.
+            for _ in 0..3 {
+                s.write_history(&all[ALERT_HISTORY - 63..], &[]).unwrap();
+            }
+            assert_eq!(s.alerts().unwrap().len(), ALERT_HISTORY * 9 / 10);
+            s.flush().unwrap();
+        }
+        // The count starts from the tree when the store opens again.
+        let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
+        let more: Vec<Alert> =
+            (0..ALERT_HISTORY / 10 + 1).map(|i| alert(2 * ALERT_HISTORY + i, Status::Cleared)).collect();
+        s.write_history(&more, &[]).unwrap();
+        assert_eq!(s.alerts().unwrap().len(), ALERT_HISTORY * 9 / 10);
     }
 
     #[test]

@@ -524,6 +524,7 @@ impl Core {
         let Some(scorer) = &mut self.scorer else {
             self.window_records.extend(self.closed.iter().map(|w| record(w, f32::NAN, "", "")));
             self.closed.clear();
+            self.write_history();
             return;
         };
         if let Some(h) = &self.model {
@@ -552,6 +553,25 @@ impl Core {
             }
         }
         self.closed.clear();
+        self.write_history();
+    }
+
+    /// Window and alert records go to the store as they are made, not
+    /// held for the checkpoint: when 10,000 windows close together, that
+    /// held 10,000 of each, and their encodings, at once. What cannot be
+    /// written now waits for the next try (the next scoring or checkpoint;
+    /// a checkpoint that cannot write them fails).
+    fn write_history(&mut self) {
+        if self.alert_records.is_empty() && self.window_records.is_empty() {
+            return;
+        }
+        match self.store.write_history(&self.alert_records, &self.window_records) {
+            Ok(_) => {
+                self.alert_records.clear();
+                self.window_records.clear();
+            }
+            Err(e) => tracing::warn!("window and alert history not written yet: {}", crate::error_chain(&e)),
+        }
     }
 
     /// Alert records: logged, to the outbox (the sink takes them from
