@@ -27,9 +27,12 @@
 //! store opens. The journal is a file of its own because sled keeps up to
 //! 16 records in a leaf and reads and rewrites a whole leaf for every
 //! insert: journal records of ~1 MB made leaves of ~16 MB, read back and
-//! held in memory by every checkpoint's transaction (README "Performance"). The window and alert history go just
-//! before it, outside: a crash in between makes the same records again
-//! under the same keys. A device's closed windows change only when a window closes,
+//! held in memory by every checkpoint's transaction (README "Performance").
+//! The window and alert history go outside any transaction, as the daemon
+//! scores windows ([`Store::write_history`]; what could not be written
+//! then goes just before the next checkpoint's transaction): a crash
+//! before the checkpoint makes the same records again under the same keys.
+//! A device's closed windows change only when a window closes,
 //! takes a late reading or expires, while its open window changes with every
 //! reading: they are kept apart so that a checkpoint rewrites them only when
 //! they changed (the bytes written per checkpoint are what sled's memory
