@@ -954,15 +954,24 @@ impl Store {
             let path = path.clone();
             move |source| StateError::File { what, path, source }
         };
-        let mut f = std::fs::File::create(&path).map_err(err("create"))?;
-        f.write_all(blob).map_err(err("write"))?;
-        f.sync_data().map_err(err("sync"))?;
+        let written = std::fs::File::create(&path).map_err(err("create")).and_then(|mut f| {
+            f.write_all(blob).map_err(err("write"))?;
+            f.sync_data().map_err(err("sync"))
+        });
         // The file's name must be on disk too before its marker is.
-        std::fs::File::open(&self.journal_dir).and_then(|d| d.sync_all()).map_err(|source| StateError::File {
-            what: "sync",
-            path: self.journal_dir.clone(),
-            source,
-        })?;
+        let synced = written.and_then(|()| {
+            std::fs::File::open(&self.journal_dir).and_then(|d| d.sync_all()).map_err(|source| StateError::File {
+                what: "sync",
+                path: self.journal_dir.clone(),
+                source,
+            })
+        });
+        if let Err(e) = synced {
+            // A checkpoint that fails is tried again under a new number:
+            // without this, a full disk would leave a file a second.
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         Ok(marker(blob))
     }
 
