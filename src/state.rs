@@ -415,11 +415,9 @@ impl Store {
             .open()
             .map_err(open_err)?;
         let meta = db.open_tree("meta")?;
-        let found = match meta.get("layout")? {
-            None => LAYOUT,
-            Some(v) => <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes).unwrap_or(u32::MAX),
-        };
-        if found != LAYOUT && found != 1 {
+        let found =
+            meta.get("layout")?.map(|v| <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes).unwrap_or(u32::MAX));
+        if let Some(found) = found.filter(|&f| f != LAYOUT && f != 1) {
             return Err(StateError::Layout { dir: dir.to_owned(), found });
         }
         let journal_dir = dir.join("journal");
@@ -428,9 +426,10 @@ impl Store {
             path: journal_dir.clone(),
             source,
         })?;
-        // Layout 1 becomes 2 only with the directory there: a faultline that
-        // reads layout 1 must not open a database whose journal it cannot see.
-        if found != LAYOUT {
+        // A new database, or layout 1 becoming 2 (only with the directory
+        // there): a faultline that reads layout 1 must not open a database
+        // whose journal it cannot see.
+        if found != Some(LAYOUT) {
             meta.insert("layout", &LAYOUT.to_be_bytes())?;
             db.flush()?;
         }
@@ -727,7 +726,7 @@ impl Store {
             // Without its marker the file does not count; the next open
             // would remove it, this saves the space until then.
             if marker.is_some() {
-                let _ = std::fs::remove_file(self.journal_path(c.seq));
+                let _ = self.remove_journal_file(c.seq);
             }
             return Err(e.into());
         }
@@ -845,8 +844,9 @@ impl Store {
         if self.alert_count.load(Ordering::Relaxed) <= self.alert_trim_at.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let len = self.alerts.len();
-        let mut cleared: Vec<(i64, sled::IVec)> = decode_all::<Alert>(&self.alerts, "alerts", &[])?
+        let all = decode_all::<Alert>(&self.alerts, "alerts", &[])?;
+        let len = all.len();
+        let mut cleared: Vec<(i64, sled::IVec)> = all
             .into_iter()
             .filter(|(_, a)| a.status == crate::alerts::Status::Cleared)
             .map(|(k, a)| (a.updated_at_ms, k))
@@ -969,7 +969,7 @@ impl Store {
         if let Err(e) = synced {
             // A checkpoint that fails is tried again under a new number:
             // without this, a full disk would leave a file a second.
-            let _ = std::fs::remove_file(&path);
+            let _ = self.remove_journal_file(seq);
             return Err(e);
         }
         Ok(marker(blob))
@@ -1624,6 +1624,10 @@ mod tests {
         }
         let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
         assert_eq!(s.db.open_tree("meta").unwrap().get("layout").unwrap().unwrap().as_ref(), LAYOUT.to_be_bytes());
+        // A new database records its layout too.
+        let fresh = tempfile::tempdir().unwrap();
+        let n = Store::open(fresh.path()).unwrap();
+        assert_eq!(n.db.open_tree("meta").unwrap().get("layout").unwrap().unwrap().as_ref(), LAYOUT.to_be_bytes());
         assert_eq!(state_ids(&s), vec!["p1"]);
         assert_eq!(s.restore().unwrap().next_seq, 6);
         // Its blobs go like the files once no device needs them.
