@@ -59,7 +59,7 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use crate::alerts::{Alert, DeviceState};
+use crate::alerts::{Alert, AlertHead, DeviceState};
 use crate::baseline::DeviceBaseline;
 use crate::bounded::BoundedLog;
 use crate::pipeline::Quarantined;
@@ -844,13 +844,16 @@ impl Store {
         if self.alert_count.load(Ordering::Relaxed) <= self.alert_trim_at.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let all = decode_all::<Alert>(&self.alerts, "alerts", &[])?;
-        let len = all.len();
-        let mut cleared: Vec<(i64, sled::IVec)> = all
-            .into_iter()
-            .filter(|(_, a)| a.status == crate::alerts::Status::Cleared)
-            .map(|(k, a)| (a.updated_at_ms, k))
-            .collect();
+        // Heads only: decoding whole records (features and all) held the
+        // entire history at once, the largest peak of a long soak.
+        let mut len = 0usize;
+        let mut cleared: Vec<(i64, sled::IVec)> = Vec::new();
+        self.scan_alert_heads(|k, h| {
+            len += 1;
+            if h.status == crate::alerts::Status::Cleared {
+                cleared.push((h.updated_at_ms, k.clone()));
+            }
+        })?;
         cleared.sort();
         let excess = len.saturating_sub(ALERT_HISTORY * 9 / 10);
         let mut batch = sled::Batch::default();
@@ -904,6 +907,43 @@ impl Store {
     /// Latest record of every alert (history), in alert-id order.
     pub fn alerts(&self) -> Result<Vec<Alert>, StateError> {
         Ok(decode_all(&self.alerts, "alerts", &[])?.into_iter().map(|(_, a)| a).collect())
+    }
+
+    /// Calls `f` with the key and the head of every alert in the history,
+    /// in alert-id order, decoding nothing past the head.
+    pub fn scan_alert_heads(&self, mut f: impl FnMut(&sled::IVec, AlertHead<'_>)) -> Result<(), StateError> {
+        for kv in self.alerts.iter() {
+            let (k, v) = kv?;
+            f(&k, decode("alerts", &k, &v)?);
+        }
+        Ok(())
+    }
+
+    /// The alerts whose head `keep` chooses, by their latest change, newest
+    /// first (ties by id): how many there are, and those from `skip` on, at
+    /// most `take`. Only those are decoded in full, so a page of the
+    /// dashboard costs a page, not the history.
+    pub fn alerts_page(
+        &self,
+        keep: impl Fn(&AlertHead<'_>) -> bool,
+        skip: usize,
+        take: usize,
+    ) -> Result<(usize, Vec<Alert>), StateError> {
+        let mut chosen: Vec<(std::cmp::Reverse<i64>, sled::IVec)> = Vec::new();
+        self.scan_alert_heads(|k, h| {
+            if keep(&h) {
+                chosen.push((std::cmp::Reverse(h.updated_at_ms), k.clone()));
+            }
+        })?;
+        chosen.sort();
+        let mut page = Vec::with_capacity(take.min(chosen.len().saturating_sub(skip)));
+        for (_, k) in chosen.iter().skip(skip).take(take) {
+            // Trimmed since the scan: the page is one shorter.
+            if let Some(v) = self.alerts.get(k)? {
+                page.push(decode("alerts", k, &v)?);
+            }
+        }
+        Ok((chosen.len(), page))
     }
 
     /// The last `limit` windows of a device, newest first.
@@ -1609,6 +1649,55 @@ mod tests {
             (0..ALERT_HISTORY / 10 + 1).map(|i| alert(2 * ALERT_HISTORY + i, Status::Cleared)).collect();
         s.write_history(&more, &[]).unwrap();
         assert_eq!(s.alerts().unwrap().len(), ALERT_HISTORY * 9 / 10);
+    }
+
+    #[test]
+    fn a_page_of_alerts_is_chosen_by_head_newest_first_and_counted() {
+        use crate::alerts::{Features, Origin, Severity, Status};
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let alert = |id: &str, device: &str, status, updated_at_ms| Alert {
+            alert_id: id.into(),
+            device_id: device.into(),
+            status,
+            severity: Severity::Critical,
+            origin: Origin::Model,
+            fault_probability: 0.97,
+            threshold: 0.95,
+            window_start_ms: 0,
+            window_end_ms: 60_000,
+            model: "m".into(),
+            model_version: "1".into(),
+            message: "Fault likely".into(),
+            raised_at_ms: 0,
+            updated_at_ms,
+            acknowledged_by: None,
+            comment: None,
+            features: Features::from_iter([("T.mean".to_owned(), 71.5)]),
+            contributions: Features::default(),
+        };
+        let all = [
+            alert("a1", "p1", Status::Cleared, 10),
+            alert("a2", "p1", Status::Open, 30),
+            alert("a3", "p2", Status::Open, 20),
+            alert("a4", "p1", Status::Acknowledged, 30),
+            alert("a5", "p1", Status::Open, 5),
+        ];
+        s.write_history(&all, &[]).unwrap();
+        let ids = |(total, page): (usize, Vec<Alert>)| {
+            (total, page.into_iter().map(|a| a.alert_id).collect::<Vec<_>>().join(" "))
+        };
+        // Newest change first, ties by id; whole records come back.
+        let (_, page) = s.alerts_page(|_| true, 0, 10).unwrap();
+        assert_eq!(page[0], all[1]);
+        assert_eq!(ids(s.alerts_page(|_| true, 0, 10).unwrap()), (5, "a2 a4 a3 a1 a5".into()));
+        // The total counts every match, the page holds `take` from `skip`.
+        let p1 = |h: &AlertHead<'_>| h.device_id == "p1" && h.status != Status::Cleared;
+        assert_eq!(ids(s.alerts_page(p1, 1, 1).unwrap()), (3, "a4".into()));
+        assert_eq!(ids(s.alerts_page(p1, 7, 1).unwrap()), (3, String::new()));
+        let mut heads = Vec::new();
+        s.scan_alert_heads(|k, h| heads.push((k.to_vec(), h.alert_id.to_owned(), h.updated_at_ms))).unwrap();
+        assert_eq!(heads[3], (b"a4".to_vec(), "a4".to_owned(), 30));
     }
 
     #[test]

@@ -156,6 +156,30 @@ pub struct Alert {
     pub contributions: Features,
 }
 
+/// The fields of a stored [`Alert`] record before its feature lists,
+/// borrowed from the record's bytes: enough to filter, count and order the
+/// alert history without decoding the features (two lists of names and
+/// values, most of a record). Postcard stores fields in order, without
+/// names, so these must be [`Alert`]'s first fields in its order; a test
+/// holds the two together.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct AlertHead<'a> {
+    pub alert_id: &'a str,
+    pub device_id: &'a str,
+    pub status: Status,
+    pub severity: Severity,
+    pub origin: Origin,
+    pub fault_probability: f64,
+    pub threshold: f64,
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    pub model: &'a str,
+    pub model_version: &'a str,
+    pub message: &'a str,
+    pub raised_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
 /// A trailing field added to a stored (postcard) record: the end of an
 /// older record reads as empty instead of failing.
 fn trailing_features<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Features, D::Error> {

@@ -272,3 +272,31 @@ fn records_stored_before_contributions_existed_still_decode() {
     let back: DeviceState = postcard::from_bytes(&new[..new.len() - 1]).unwrap();
     assert_eq!(back.current().map(|a| &a.alert_id), st.current().map(|a| &a.alert_id));
 }
+
+#[test]
+fn an_alert_head_reads_the_first_fields_of_a_stored_record() {
+    let mut p = Policy::new(cfg(1, 1));
+    let raised = feed(&mut p, 3, 0.93).remove(0);
+    let acked = p.acknowledge(&raised.alert_id, "ana", Some("bearing checked"), 7 * MIN).unwrap();
+    for a in [raised, acked] {
+        let bytes = postcard::to_allocvec(&a).unwrap();
+        let h: AlertHead<'_> = postcard::from_bytes(&bytes).unwrap();
+        let want = AlertHead {
+            alert_id: &a.alert_id,
+            device_id: &a.device_id,
+            status: a.status,
+            severity: a.severity,
+            origin: a.origin,
+            fault_probability: a.fault_probability,
+            threshold: a.threshold,
+            window_start_ms: a.window_start_ms,
+            window_end_ms: a.window_end_ms,
+            model: &a.model,
+            model_version: &a.model_version,
+            message: &a.message,
+            raised_at_ms: a.raised_at_ms,
+            updated_at_ms: a.updated_at_ms,
+        };
+        assert_eq!(h, want);
+    }
+}

@@ -358,8 +358,8 @@ impl Core {
         let not_cleared: Vec<&Alert> = match policy {
             Some(p) => p.open_alerts().collect(),
             None => {
-                stored = self.store.alerts().unwrap_or_default();
-                stored.iter().filter(|a| a.status != Status::Cleared).collect()
+                stored = self.store.alerts_page(|h| h.status != Status::Cleared, 0, usize::MAX).unwrap_or_default().1;
+                stored.iter().collect()
             }
         };
         let mut open: HashMap<&str, &Alert> = HashMap::new();
@@ -688,13 +688,24 @@ impl Core {
         if l.device_id.is_empty() || l.device_id.len() > 256 {
             return Err("device_id: 1 to 256 bytes".into());
         }
-        let mut alerts: Vec<Alert> = self.store.alerts().map_err(|e| crate::error_chain(&e))?;
-        alerts.extend(self.alert_records.iter().cloned());
-        let mut ids: Vec<String> = alerts
-            .iter()
-            .filter(|a| a.device_id == l.device_id && a.window_start_ms < end && a.window_end_ms > start)
-            .map(|a| a.alert_id.clone())
-            .collect();
+        let mut ids: Vec<String> = Vec::new();
+        let on_label = |device_id: &str, window_start_ms: i64, window_end_ms: i64| {
+            device_id == l.device_id && window_start_ms < end && window_end_ms > start
+        };
+        self.store
+            .scan_alert_heads(|_, h| {
+                if on_label(h.device_id, h.window_start_ms, h.window_end_ms) {
+                    ids.push(h.alert_id.to_owned());
+                }
+            })
+            .map_err(|e| crate::error_chain(&e))?;
+        // Records made since they were last written.
+        ids.extend(
+            self.alert_records
+                .iter()
+                .filter(|a| on_label(&a.device_id, a.window_start_ms, a.window_end_ms))
+                .map(|a| a.alert_id.clone()),
+        );
         ids.sort();
         ids.dedup();
         let false_alerts = if l.fault { 0 } else { ids.len() };

@@ -21,7 +21,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::alerts::{Alert, Status};
+use crate::alerts::{Alert, AlertHead, Status};
 use crate::model::ModelHandle;
 use crate::state::Store;
 use crate::time::format_rfc3339;
@@ -367,10 +367,14 @@ struct Page {
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
+fn page_limit(p: &Page) -> usize {
+    p.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT)
+}
+
 fn page<T: Serialize>(items: Vec<T>, p: &Page) -> Json<serde_json::Value> {
     let total = items.len();
     let offset = p.offset.unwrap_or(0).min(total);
-    let limit = p.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    let limit = page_limit(p);
     let items: Vec<T> = items.into_iter().skip(offset).take(limit).collect();
     Json(serde_json::json!({ "total": total, "offset": offset, "limit": limit, "items": items }))
 }
@@ -388,7 +392,7 @@ async fn windows(
     Path(id): Path<String>,
     Query(p): Query<Page>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let limit = p.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    let limit = page_limit(&p);
     let ws = s.store.windows(&id, limit).map_err(internal)?;
     let items: Vec<serde_json::Value> = ws
         .iter()
@@ -420,13 +424,12 @@ pub(crate) fn internal(e: impl std::error::Error) -> ApiError {
 async fn alerts(State(s): State<AppState>, Query(p): Query<Page>) -> Result<Json<serde_json::Value>, ApiError> {
     let want =
         status_filter(p.status.as_deref().unwrap_or("all")).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    let mut list = s.store.alerts().map_err(internal)?;
-    list.retain(|a| want.is_none_or(|w| a.status == w));
-    if let Some(d) = &p.device_id {
-        list.retain(|a| &a.device_id == d);
-    }
-    newest_first(&mut list);
-    Ok(page(list.iter().map(Alert::to_json).collect(), &p))
+    let device = p.device_id.as_deref();
+    let (offset, limit) = (p.offset.unwrap_or(0), page_limit(&p));
+    let keep = |h: &AlertHead<'_>| want.is_none_or(|w| h.status == w) && device.is_none_or(|d| h.device_id == d);
+    let (total, list) = s.store.alerts_page(keep, offset, limit).map_err(internal)?;
+    let items: Vec<serde_json::Value> = list.iter().map(Alert::to_json).collect();
+    Ok(Json(serde_json::json!({ "total": total, "offset": offset.min(total), "limit": limit, "items": items })))
 }
 
 /// An alert status filter (`open`, `acknowledged`, `cleared`; `all`: none).
@@ -438,11 +441,6 @@ pub(crate) fn status_filter(s: &str) -> Result<Option<Status>, String> {
         "cleared" => Ok(Some(Status::Cleared)),
         other => Err(format!("status {other:?}: use open, acknowledged, cleared or all")),
     }
-}
-
-/// Alerts by their latest change, newest first (ties by id).
-pub(crate) fn newest_first(list: &mut [Alert]) {
-    list.sort_by(|a, b| b.updated_at_ms.cmp(&a.updated_at_ms).then_with(|| a.alert_id.cmp(&b.alert_id)));
 }
 
 #[derive(Debug, Deserialize)]

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::auth::{Via, Who, LOGIN_COOKIE, SESSION_COOKIE};
 use super::charts::Chart;
 use super::{ask, AppState, Command, Label};
-use crate::alerts::{Alert, Status};
+use crate::alerts::{Alert, AlertHead, Status};
 use crate::time::format_rfc3339;
 
 /// Windows drawn on a device page.
@@ -359,21 +359,19 @@ pub async fn alerts(
         (Ok(f), Ok(t)) => (f, t),
         (Err(e), _) | (_, Err(e)) => return error_page(Some(&who), StatusCode::BAD_REQUEST, e),
     };
-    let mut list = match s.store.alerts() {
-        Ok(l) => l,
-        Err(e) => return error_page(Some(&who), StatusCode::INTERNAL_SERVER_ERROR, super::internal(e).to_string()),
-    };
-    list.retain(|a| {
+    let keep = |a: &AlertHead<'_>| {
         status.is_none_or(|st| a.status == st)
             && (q.severity.is_empty() || a.severity.as_str() == q.severity)
             && (q.device_id.is_empty() || a.device_id == q.device_id)
             && from.is_none_or(|f| a.raised_at_ms >= f)
             && to.is_none_or(|t| a.raised_at_ms <= t)
-    });
-    super::newest_first(&mut list);
-    let total = list.len();
+    };
+    let (total, list) = match s.store.alerts_page(keep, q.offset, ALERTS_PER_PAGE) {
+        Ok(l) => l,
+        Err(e) => return error_page(Some(&who), StatusCode::INTERNAL_SERVER_ERROR, super::internal(e).to_string()),
+    };
     let offset = q.offset.min(total);
-    let rows: Vec<AlertRow> = list.iter().skip(offset).take(ALERTS_PER_PAGE).map(alert_row).collect();
+    let rows: Vec<AlertRow> = list.iter().map(alert_row).collect();
     let page = AlertsPage {
         nav: Nav::new(Some(&who), "alerts", "alerts", q.note.as_deref()),
         actions: who.may_change(),
