@@ -16,7 +16,7 @@
 pub mod journal;
 pub mod stats;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The device table's hasher: foldhash is several times faster than
 /// SipHash on short ids and randomly seeded per process, so a producer
@@ -272,6 +272,29 @@ fn signal_index(signals: &[Signal], name: &str, hint: usize) -> Option<usize> {
     signals.iter().position(|s| &*s.name == name)
 }
 
+/// Signal names shared by every device. A plant's devices mostly report
+/// the same few signals: each device holding its own copies of the names
+/// took ~380 bytes a device of 8 signals. Bounded: past [`SHARED_NAMES`]
+/// distinct names, a new name gets its own copy (right, just not shared).
+#[derive(Debug, Default)]
+struct Names(HashSet<Arc<str>>);
+
+/// At most this many signal names are shared ([`Names`]).
+const SHARED_NAMES: usize = 4096;
+
+impl Names {
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.0.get(name) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(name);
+        if self.0.len() < SHARED_NAMES {
+            self.0.insert(n.clone());
+        }
+        n
+    }
+}
+
 /// Bounded, oldest-out store of late readings.
 pub type LateStore = crate::bounded::BoundedLog<Reading>;
 
@@ -302,6 +325,7 @@ pub struct Engine {
     journal_spread: u64,
     /// Devices created, for their snapshot phase.
     created: u64,
+    names: Names,
 }
 
 impl Engine {
@@ -319,6 +343,7 @@ impl Engine {
             forgotten: Vec::new(),
             journal_spread: 0,
             created: 0,
+            names: Names::default(),
         }
     }
 
@@ -425,6 +450,7 @@ impl Engine {
             limits: &self.limits,
             cleaning: &mut self.cleaning,
             counters: &mut self.counters,
+            names: &mut self.names,
             out,
             log,
         };
@@ -493,7 +519,7 @@ impl Engine {
             loop {
                 let name: Arc<str> = match c.u()? {
                     0 => break,
-                    1 => Arc::from(c.name()?),
+                    1 => self.names.get(c.name()?),
                     i => match signals.get(usize::try_from(i - 2).unwrap_or(usize::MAX)) {
                         Some(s) => s.name.clone(),
                         None => return Err(c.corrupt()),
@@ -630,7 +656,7 @@ impl Engine {
         let signals = s
             .signals
             .into_iter()
-            .map(|name| Signal { rule: self.cleaning.rule_for(&name), name: Arc::from(name) })
+            .map(|name| Signal { rule: self.cleaning.rule_for(&name), name: self.names.get(&name) })
             .collect();
         let window = |w: WindowSnapshot| Window { start: w.start, stats: w.stats };
         let mut open: Vec<Window> = s.open.into_iter().map(window).collect();
@@ -713,6 +739,7 @@ struct Cx<'a> {
     limits: &'a StateLimits,
     cleaning: &'a mut Cleaning,
     counters: &'a mut EngineCounters,
+    names: &'a mut Names,
     out: &'a mut Vec<ClosedWindow>,
     /// Write the reading to the device's journal.
     log: bool,
@@ -810,7 +837,7 @@ fn record_in<'v>(
                 continue;
             }
             None => {
-                dev.signals.push(Signal { name: Arc::from(name), rule: cx.cleaning.rule_for(name) });
+                dev.signals.push(Signal { name: cx.names.get(name), rule: cx.cleaning.rule_for(name) });
                 dev.signals.len() - 1
             }
         };
@@ -1220,6 +1247,30 @@ mod tests {
         }
         assert_eq!(e.device_count(), 1000);
         assert_eq!(e.counters().limit_hits[Limit::Devices as usize], 49_000);
+    }
+
+    #[test]
+    fn devices_share_their_signal_names_up_to_a_bound() {
+        let mut e = engine(spec(0, 0));
+        let mut out = Vec::new();
+        e.record("p1", 0, [("Temperature", 1.0), ("Pressure", 2.0)], 0, &mut out);
+        e.record("p2", 0, [("Pressure", 3.0), ("Temperature", 4.0)], 0, &mut out);
+        // A restored device takes the shared names too.
+        let mut snap = e.snapshot_all().into_iter().find(|d| d.id == "p1").unwrap();
+        snap.id = "p3".into();
+        assert!(e.restore(snap));
+        let name = |e: &Engine, d: &str, i: usize| e.devices[d].signals[i].name.clone();
+        assert!(Arc::ptr_eq(&name(&e, "p1", 0), &name(&e, "p2", 1)));
+        assert!(Arc::ptr_eq(&name(&e, "p1", 1), &name(&e, "p2", 0)));
+        assert!(Arc::ptr_eq(&name(&e, "p1", 0), &name(&e, "p3", 0)));
+        assert_eq!(e.names.0.len(), 2);
+        // Past the bound a name is still right, just not shared.
+        for i in 0..SHARED_NAMES + 10 {
+            e.record(&format!("q{}", i / 16), 0, [(format!("s{i}").as_str(), 1.0)], 0, &mut out);
+        }
+        assert_eq!(e.names.0.len(), SHARED_NAMES);
+        let last = format!("s{}", SHARED_NAMES + 9);
+        assert_eq!(&*name(&e, &format!("q{}", (SHARED_NAMES + 9) / 16), (SHARED_NAMES + 9) % 16), last);
     }
 
     /// Reference: each reading's window, from the sorted stream of what was accepted.
