@@ -211,6 +211,8 @@ us_per() { awk -v s="$1" -v n="$2" 'BEGIN { printf "%.1f", s * 1e6 / n }'; }
 
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status"; }
+# RSS split: anonymous (heap, stacks) and file-backed (the binary's code and data).
+rss_split() { awk '/^RssAnon/ { a = $2 } /^RssFile/ { f = $2 } END { printf "%.1f MB anonymous + %.1f MB file-backed", a / 1024, f / 1024 }' "/proc/$1/status"; }
 mb() { awk -v k="$1" 'BEGIN { printf "%.1f MB", k / 1024 }'; }
 
 # One throughput run over MQTT: batch -> result row.
@@ -316,7 +318,7 @@ case_memory() {
     # The kernel's high-water mark catches what the 10 s samples miss (the
     # burst when 10,000 windows close together).
     result "memory, $DEVICES_MEM devices × 8 signals, $SOAK at $DEVICES_MEM readings/s" "peak RSS $(mb "$(hwm_kb "$DAEMON_PID")")" \
-        "highest 10 s sample $(mb "$peak"); at ready $(mb "$start_rss"); after the first quarter $(( ${samples[$q]:-0} )) MB, at the end ${samples[-1]:-?} MB; $devices devices, $open open windows; state $(du -sh "$dir/state" | cut -f1)"
+        "highest 10 s sample $(mb "$peak"); at ready $(mb "$start_rss"); after the first quarter $(( ${samples[$q]:-0} )) MB, at the end ${samples[-1]:-?} MB ($(rss_split "$DAEMON_PID")); $devices devices, $open open windows; state $(du -sh "$dir/state" | cut -f1)"
     # A crash, not a stop: the restart case's first run replays the journal.
     kill -9 "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
     # Under a WRAP the daemon is the wrapper's child: it goes down the same way.
