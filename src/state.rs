@@ -906,7 +906,25 @@ impl Store {
 
     /// Latest record of every alert (history), in alert-id order.
     pub fn alerts(&self) -> Result<Vec<Alert>, StateError> {
-        Ok(decode_all(&self.alerts, "alerts", &[])?.into_iter().map(|(_, a)| a).collect())
+        self.alerts_where(|_| true)
+    }
+
+    /// The latest record of alert `alert_id`, if the history has it.
+    pub fn alert(&self, alert_id: &str) -> Result<Option<Alert>, StateError> {
+        self.alerts.get(alert_id.as_bytes())?.map(|v| decode("alerts", alert_id.as_bytes(), &v)).transpose()
+    }
+
+    /// The alerts whose head `keep` chooses, in alert-id order, decoded in
+    /// the same pass.
+    pub fn alerts_where(&self, keep: impl Fn(&AlertHead<'_>) -> bool) -> Result<Vec<Alert>, StateError> {
+        let mut out = Vec::new();
+        for kv in self.alerts.iter() {
+            let (k, v) = kv?;
+            if keep(&decode("alerts", &k, &v)?) {
+                out.push(decode("alerts", &k, &v)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Calls `f` with the key and the head of every alert in the history,
@@ -1698,6 +1716,12 @@ mod tests {
         let mut heads = Vec::new();
         s.scan_alert_heads(|k, h| heads.push((k.to_vec(), h.alert_id.to_owned(), h.updated_at_ms))).unwrap();
         assert_eq!(heads[3], (b"a4".to_vec(), "a4".to_owned(), 30));
+        // One alert by id, and a choice in alert-id order.
+        assert_eq!(s.alert("a3").unwrap().as_ref(), Some(&all[2]));
+        assert_eq!(s.alert("a9").unwrap(), None);
+        let open: Vec<String> =
+            s.alerts_where(|h| h.status == Status::Open).unwrap().into_iter().map(|a| a.alert_id).collect();
+        assert_eq!(open, ["a2", "a3", "a5"]);
     }
 
     #[test]

@@ -392,8 +392,8 @@ impl Policy {
             a.status = Status::Cleared;
             a.updated_at_ms = now_ms;
             a.message = "device reporting again".into();
-            out.push((**a).clone());
-            st.current = None;
+            // The alert leaves the state: its last record moves out, no copy.
+            out.extend(st.current.take().map(|a| *a));
             self.counters.cleared += 1;
         }
 
@@ -450,8 +450,7 @@ impl Policy {
                 a.message = "Cleared: the machine is back to normal".into();
                 a.features = (w.features)();
                 a.contributions = (w.contributions)();
-                out.push((**a).clone());
-                st.current = None;
+                out.extend(st.current.take().map(|a| *a));
                 self.counters.cleared += 1;
             }
             Some(a) if bad(&latest) && cfg.severity(latest.p) > a.severity => {

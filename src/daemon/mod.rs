@@ -358,7 +358,7 @@ impl Core {
         let not_cleared: Vec<&Alert> = match policy {
             Some(p) => p.open_alerts().collect(),
             None => {
-                stored = self.store.alerts_page(|h| h.status != Status::Cleared, 0, usize::MAX).unwrap_or_default().1;
+                stored = self.store.alerts_where(|h| h.status != Status::Cleared).unwrap_or_default();
                 stored.iter().collect()
             }
         };

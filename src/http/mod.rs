@@ -376,7 +376,12 @@ fn page<T: Serialize>(items: Vec<T>, p: &Page) -> Json<serde_json::Value> {
     let offset = p.offset.unwrap_or(0).min(total);
     let limit = page_limit(p);
     let items: Vec<T> = items.into_iter().skip(offset).take(limit).collect();
-    Json(serde_json::json!({ "total": total, "offset": offset, "limit": limit, "items": items }))
+    page_json(total, offset, limit, items)
+}
+
+/// A page of a listing as the API gives it; `offset` is clamped to `total`.
+fn page_json<T: Serialize>(total: usize, offset: usize, limit: usize, items: Vec<T>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "total": total, "offset": offset.min(total), "limit": limit, "items": items }))
 }
 
 async fn devices(State(s): State<AppState>, Query(p): Query<Page>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -428,8 +433,7 @@ async fn alerts(State(s): State<AppState>, Query(p): Query<Page>) -> Result<Json
     let (offset, limit) = (p.offset.unwrap_or(0), page_limit(&p));
     let keep = |h: &AlertHead<'_>| want.is_none_or(|w| h.status == w) && device.is_none_or(|d| h.device_id == d);
     let (total, list) = s.store.alerts_page(keep, offset, limit).map_err(internal)?;
-    let items: Vec<serde_json::Value> = list.iter().map(Alert::to_json).collect();
-    Ok(Json(serde_json::json!({ "total": total, "offset": offset.min(total), "limit": limit, "items": items })))
+    Ok(page_json(total, offset, limit, list.iter().map(Alert::to_json).collect()))
 }
 
 /// An alert status filter (`open`, `acknowledged`, `cleared`; `all`: none).

@@ -488,8 +488,8 @@ pub async fn feedback_form(
         Ok(f) => f,
         Err(r) => return *r,
     };
-    let alert = match s.store.alerts() {
-        Ok(list) => list.into_iter().find(|a| a.alert_id == f.alert_id),
+    let alert = match s.store.alert(&f.alert_id) {
+        Ok(a) => a,
         Err(e) => return error_page(Some(&who), StatusCode::INTERNAL_SERVER_ERROR, super::internal(e).to_string()),
     };
     let Some(a) = alert else {
@@ -671,13 +671,8 @@ pub async fn device(
         })
         .collect();
 
-    let history: Vec<Alert> = {
-        let mut l = s.store.alerts().unwrap_or_default();
-        l.retain(|a| a.device_id == id);
-        l.sort_by_key(|a| std::cmp::Reverse(a.updated_at_ms));
-        l.truncate(ALERTS_PER_PAGE);
-        l
-    };
+    let history: Vec<Alert> =
+        s.store.alerts_page(|h| h.device_id == id, 0, ALERTS_PER_PAGE).map(|(_, l)| l).unwrap_or_default();
     // The model input: the latest window's, or else the latest alert's.
     let mut features = Vec::new();
     let mut features_from = String::new();
