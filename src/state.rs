@@ -11,7 +11,7 @@
 //! | `closed` | device id | postcard `Vec<WindowSnapshot>`: the closed windows still open to late updates |
 //! | `alert_state` | device id | postcard [`DeviceState`]: recent scores, the alert not cleared (without its features; see [`Store::restore`]); then, with baselines, postcard [`DeviceBaseline`] |
 //! | `alerts` | alert id | postcard [`Alert`]: latest record of every alert (history) |
-//! | `windows` | device id, 0x00, start i64 BE | postcard [`WindowRecord`]: the last scored windows per device |
+//! | `window_history` | start i64 BE, device id | postcard [`WindowRecord`]: the scored windows of the newest window starts (layout 2's `windows`, keyed device first, moves here when the store opens) |
 //! | `positions` | `kafka/<group>/<topic>/<partition>` | i64 BE: next offset |
 //! | | `mqtt/<client id>` | postcard `Vec<(u16, u64)>`: messages acknowledged by the last checkpoint |
 //! | `late` | u64 BE sequence | postcard [`Reading`]: the late store |
@@ -153,18 +153,46 @@ fn device_prefix(device: &str) -> Vec<u8> {
 
 fn window_key(device: &str, start_ms: i64) -> Vec<u8> {
     let mut k = device_prefix(device);
-    // Order-preserving for negative times too.
-    k.extend_from_slice(&((start_ms as u64) ^ (1 << 63)).to_be_bytes());
+    k.extend_from_slice(&start_bytes(start_ms));
     k
+}
+
+/// A window start as 8 bytes that sort like the times, negative ones too.
+fn start_bytes(start_ms: i64) -> [u8; 8] {
+    ((start_ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// The time of [`start_bytes`].
+fn start_from(b: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(b) ^ (1 << 63)) as i64
 }
 
 /// The start time a [`window_key`] ends with.
 fn start_of(key: &[u8]) -> i64 {
-    key.len()
-        .checked_sub(8)
-        .and_then(|i| <[u8; 8]>::try_from(&key[i..]).ok())
-        .map_or(0, |b| (u64::from_be_bytes(b) ^ (1 << 63)) as i64)
+    key.len().checked_sub(8).and_then(|i| <[u8; 8]>::try_from(&key[i..]).ok()).map_or(0, start_from)
 }
+
+/// A window record's key in `window_history`: its start, then the device.
+/// Time first, so that the windows that close together are written to the
+/// newest leaves of the tree: keyed device first, each of them landed in
+/// its device's own leaf, and writing 10,000 of them read ~10,000 leaves
+/// back from disk into memory, more as the history grew (README
+/// "Performance").
+fn history_key(start_ms: i64, device: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + device.len());
+    k.extend_from_slice(&start_bytes(start_ms));
+    k.extend_from_slice(device.as_bytes());
+    k
+}
+
+/// The start a [`history_key`] begins with.
+fn history_start(key: &[u8]) -> Option<i64> {
+    key.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(start_from)
+}
+
+/// Keys removed from the window history per batch: sled holds a batch's
+/// copies of the leaves it changes until the batch is applied.
+const CUT_BATCH: usize = 1024;
 
 /// Every record of `tree` (or of the keys starting with `prefix`), decoded, with its key.
 fn decode_all<T: serde::de::DeserializeOwned>(
@@ -179,6 +207,35 @@ fn decode_all<T: serde::de::DeserializeOwned>(
         out.push((k, t));
     }
     Ok(out)
+}
+
+/// Opens `window_history`, first moving into it the window records of
+/// layout 2's `windows` tree (keyed device id, 0, start), a batch at a
+/// time; the old tree goes once they all are moved. Stopped half way, the
+/// next open moves the rest: the records land under the same keys.
+fn open_history(db: &sled::Db) -> Result<sled::Tree, StateError> {
+    let history = db.open_tree("window_history")?;
+    if !db.tree_names().iter().any(|n| n.as_ref() == b"windows") {
+        return Ok(history);
+    }
+    let old = db.open_tree("windows")?;
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for kv in old.iter() {
+        let (k, v) = kv?;
+        // Anything shorter than a separator and a start is not a record.
+        let Some(id_end) = k.len().checked_sub(9) else { continue };
+        let Ok(device) = std::str::from_utf8(&k[..id_end]) else { continue };
+        batch.insert(history_key(start_of(&k), device), v);
+        n += 1;
+        if n % CUT_BATCH == 0 {
+            history.apply_batch(std::mem::take(&mut batch))?;
+        }
+    }
+    history.apply_batch(batch)?;
+    history.flush()?;
+    db.drop_tree("windows")?;
+    Ok(history)
 }
 
 /// What changed in a [`BoundedLog`] since the last checkpoint.
@@ -331,8 +388,9 @@ pub struct Store {
     /// Per device, a 128-bit hash of the closed windows last written, so an
     /// unchanged set is not written again.
     closed_written: std::sync::Mutex<std::collections::HashMap<String, u128>>,
-    /// Per device, windows stored (an upper bound) since it was last trimmed.
-    window_counts: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// The window starts in `window_history`, read from the tree at their
+    /// first use ([`Store::with_starts`]).
+    window_starts: std::sync::Mutex<Option<std::collections::BTreeSet<i64>>>,
     /// Records in `alerts` (counted at open, then as they are added).
     alert_count: std::sync::atomic::AtomicUsize,
     /// [`Store::trim_alerts`] reads the tree past this count.
@@ -344,6 +402,7 @@ pub struct Store {
     window_devices: std::sync::atomic::AtomicUsize,
     alert_state: sled::Tree,
     alerts: sled::Tree,
+    /// `window_history`.
     windows: sled::Tree,
     positions: sled::Tree,
     late: sled::Tree,
@@ -444,7 +503,7 @@ impl Store {
             journal_files,
             journal_dir,
             closed_written: std::sync::Mutex::new(std::collections::HashMap::new()),
-            window_counts: std::sync::Mutex::new(std::collections::HashMap::new()),
+            window_starts: std::sync::Mutex::new(None),
             window_history: std::sync::atomic::AtomicUsize::new(WINDOWS_PER_DEVICE),
             window_total: std::sync::atomic::AtomicUsize::new(WINDOWS_TOTAL),
             window_devices: std::sync::atomic::AtomicUsize::new(1),
@@ -452,7 +511,7 @@ impl Store {
             alert_count: std::sync::atomic::AtomicUsize::new(alerts.len()),
             alert_trim_at: std::sync::atomic::AtomicUsize::new(ALERT_HISTORY),
             alerts,
-            windows: db.open_tree("windows")?,
+            windows: open_history(&db)?,
             late: db.open_tree("late")?,
             quarantine: db.open_tree("quarantine")?,
             labels: db.open_tree("labels")?,
@@ -468,7 +527,6 @@ impl Store {
     pub fn set_window_history(&self, per_device: usize, total: usize) {
         self.window_history.store(per_device, Ordering::Relaxed);
         self.window_total.store(total, Ordering::Relaxed);
-        self.window_counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
 
     /// How many devices share the total window history (the devices the
@@ -477,7 +535,8 @@ impl Store {
         self.window_devices.store(n.max(1), Ordering::Relaxed);
     }
 
-    /// Windows each device keeps now.
+    /// Window starts the history keeps now: each device keeps its windows
+    /// of the newest this many starts (of any device).
     fn window_keep(&self) -> usize {
         let total = self.window_total.load(Ordering::Relaxed) / self.window_devices.load(Ordering::Relaxed);
         self.window_history.load(Ordering::Relaxed).min(total)
@@ -749,15 +808,10 @@ impl Store {
             written.insert(k.to_owned(), h);
         }
         drop(written);
-        let mut counts = self.window_counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for id in &c.devices.forgotten {
-            counts.remove(&**id);
-        }
-        drop(counts);
         // A forgotten device's history goes with it: otherwise devices that
         // come and go would grow the history without bound.
         for id in &c.devices.forgotten {
-            self.cut_windows(id, 0)?;
+            self.cut_device(id)?;
         }
         Ok(w)
     }
@@ -777,7 +831,7 @@ impl Store {
             for r in windows {
                 let v = encode(r)?;
                 w.bytes += v.len();
-                self.windows.insert(window_key(&r.device_id, r.start_ms), v)?;
+                self.windows.insert(history_key(r.start_ms, &r.device_id), v)?;
             }
             w.records += windows.len();
         }
@@ -789,12 +843,8 @@ impl Store {
             }
         }
         w.records += alerts.len();
-        let mut added: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-        for r in windows {
-            *added.entry(r.device_id.as_str()).or_default() += 1;
-        }
-        for (id, n) in added {
-            self.trim_windows(id, n)?;
+        if !windows.is_empty() {
+            self.trim_windows(windows)?;
         }
         if !alerts.is_empty() {
             self.trim_alerts()?;
@@ -802,38 +852,95 @@ impl Store {
         Ok(w)
     }
 
-    /// Keeps the newest [`Store::window_keep`] windows of a device. Its
-    /// keys are read only at its first window since the store opened and
-    /// then once per slack (a tenth of the bound, at most [`TRIM_SLACK`])
-    /// windows: `added` counts since then.
-    fn trim_windows(&self, device_id: &str, added: usize) -> Result<(), StateError> {
+    /// Keeps the windows of the newest [`Store::window_keep`] starts,
+    /// with `added` just written. The history may hold a tenth more starts,
+    /// at most [`TRIM_SLACK`], before the oldest go, so that trimming runs
+    /// seldom.
+    fn trim_windows(&self, added: &[WindowRecord]) -> Result<(), StateError> {
         let keep = self.window_keep();
         let slack = (keep / 10).clamp(1, TRIM_SLACK);
-        let mut counts = self.window_counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = counts.get_mut(device_id) {
-            *n += added;
-            if *n <= keep + slack {
+        self.with_starts(|starts| {
+            if keep > 0 {
+                starts.extend(added.iter().map(|r| r.start_ms));
+            }
+            if starts.len() <= keep + slack && (keep > 0 || starts.is_empty()) {
                 return Ok(());
             }
-        }
-        let kept = self.cut_windows(device_id, keep)?;
-        counts.insert(device_id.to_owned(), kept);
-        Ok(())
+            while starts.len() > keep {
+                let Some(oldest) = starts.pop_first() else { break };
+                self.cut_start(oldest)?;
+            }
+            Ok(())
+        })
     }
 
-    /// Removes all but the newest `keep` windows of a device; returns how
-    /// many it has left.
-    fn cut_windows(&self, device_id: &str, keep: usize) -> Result<usize, StateError> {
-        let keys: Vec<sled::IVec> =
-            self.windows.scan_prefix(device_prefix(device_id)).keys().collect::<Result<_, _>>()?;
-        if keys.len() > keep {
+    /// Removes the windows of one start, a batch at a time.
+    fn cut_start(&self, start_ms: i64) -> Result<(), StateError> {
+        let prefix = start_bytes(start_ms);
+        loop {
+            let keys: Vec<sled::IVec> =
+                self.windows.scan_prefix(prefix).keys().take(CUT_BATCH).collect::<Result<_, _>>()?;
             let mut batch = sled::Batch::default();
-            for k in &keys[..keys.len() - keep] {
+            for k in &keys {
                 batch.remove(k);
             }
             self.windows.apply_batch(batch)?;
+            if keys.len() < CUT_BATCH {
+                return Ok(());
+            }
         }
-        Ok(keys.len().min(keep))
+    }
+
+    /// Removes every window of a device: one key per start.
+    fn cut_device(&self, device_id: &str) -> Result<(), StateError> {
+        for start in self.starts_newest_first()? {
+            // sled writes nothing for a key that is not there.
+            self.windows.remove(history_key(start, device_id))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the window starts in the history, found at the first
+    /// call with one seek per start (not a read of the whole tree, which
+    /// would slow a restart down with the history's size).
+    fn with_starts<R>(
+        &self,
+        f: impl FnOnce(&mut std::collections::BTreeSet<i64>) -> Result<R, StateError>,
+    ) -> Result<R, StateError> {
+        let mut guard = self.window_starts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let starts = match &mut *guard {
+            Some(s) => s,
+            None => guard.insert(self.read_starts()?),
+        };
+        f(starts)
+    }
+
+    /// The distinct starts in `window_history`, from the tree.
+    fn read_starts(&self) -> Result<std::collections::BTreeSet<i64>, StateError> {
+        let mut starts = std::collections::BTreeSet::new();
+        let mut from: Vec<u8> = Vec::new();
+        while let Some(k) = self.windows.range(from.as_slice()..).keys().next() {
+            let k = k?;
+            match history_start(&k) {
+                Some(start) => {
+                    starts.insert(start);
+                    match start.checked_add(1) {
+                        Some(n) => from = start_bytes(n).to_vec(),
+                        None => break,
+                    }
+                }
+                // Not a key of ours (shorter than a start): past it.
+                None => {
+                    from = k.to_vec();
+                    from.push(0);
+                }
+            }
+        }
+        Ok(starts)
+    }
+
+    fn starts_newest_first(&self) -> Result<Vec<i64>, StateError> {
+        self.with_starts(|s| Ok(s.iter().rev().copied().collect()))
     }
 
     /// Keeps at most [`ALERT_HISTORY`] alerts, dropping the oldest cleared
@@ -964,16 +1071,25 @@ impl Store {
         Ok((chosen.len(), page))
     }
 
-    /// The last `limit` windows of a device, newest first.
+    /// The last `limit` windows of a device, newest first: one read per
+    /// start the history holds, newest first, until `limit` are found (no
+    /// reverse iteration: sled 0.34's can panic on some tree shapes,
+    /// "fucked up tree traversal next_back").
     pub fn windows(&self, device_id: &str, limit: usize) -> Result<Vec<WindowRecord>, StateError> {
-        // Forward only: sled 0.34's reverse iteration can panic on some tree
-        // shapes ("fucked up tree traversal next_back"). A device has at
-        // most `limits.window_history` (+ 50) windows, so reading them all is cheap.
-        let all = decode_all(&self.windows, "windows", &device_prefix(device_id))?;
-        Ok(all.into_iter().rev().take(limit).map(|(_, w)| w).collect())
+        let mut out = Vec::new();
+        for start in self.starts_newest_first()? {
+            if out.len() >= limit {
+                break;
+            }
+            let k = history_key(start, device_id);
+            if let Some(v) = self.windows.get(&k)? {
+                out.push(decode("windows", &k, &v)?);
+            }
+        }
+        Ok(out)
     }
 
-    /// Every kept window of every device, in device then time order.
+    /// Every kept window of every device, in time then device order.
     pub fn all_windows(&self) -> Result<Vec<WindowRecord>, StateError> {
         Ok(decode_all(&self.windows, "windows", &[])?.into_iter().map(|(_, w)| w).collect())
     }
@@ -1174,7 +1290,7 @@ mod tests {
     }
 
     #[test]
-    fn window_history_is_trimmed_per_device() {
+    fn window_history_keeps_the_windows_of_the_newest_starts() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         let w = |d: &str, i: i64| WindowRecord {
@@ -1188,13 +1304,18 @@ mod tests {
             update: false,
             signals: vec![],
         };
-        // Gaps in time do not matter: the newest 500 stay.
-        let all: Vec<WindowRecord> = (0..510).map(|i| w("a", i * 3 - 700)).chain([w("b", 0)]).collect();
+        // The windows of the newest 500 starts stay, trimmed once the
+        // history holds more than 550: "b", with one window at the oldest
+        // start, loses it although it has only one.
+        let all: Vec<WindowRecord> = (0..560).map(|i| w("a", i * 3 - 700)).chain([w("b", -700)]).collect();
         s.checkpoint(&Checkpoint { windows: all, ..Default::default() }).unwrap();
         let a = s.windows("a", 1000).unwrap();
         assert_eq!(a.len(), WINDOWS_PER_DEVICE);
-        assert_eq!(a[0].start_ms, (509 * 3 - 700) * 60_000, "newest first");
-        assert_eq!(a.last().unwrap().start_ms, (10 * 3 - 700) * 60_000);
+        assert_eq!(a[0].start_ms, (559 * 3 - 700) * 60_000, "newest first");
+        assert_eq!(a.last().unwrap().start_ms, (60 * 3 - 700) * 60_000);
+        assert!(s.windows("b", 10).unwrap().is_empty());
+        assert_eq!(s.windows("a", 3).unwrap().len(), 3, "limit");
+        s.checkpoint(&Checkpoint { windows: vec![w("b", 559 * 3 - 700)], ..Default::default() }).unwrap();
         assert_eq!(s.windows("b", 10).unwrap().len(), 1);
         // Later windows are trimmed once the slack is used up, back to the newest 500.
         for i in 0..TRIM_SLACK as i64 {
@@ -1208,7 +1329,7 @@ mod tests {
         s.set_window_history(10, WINDOWS_TOTAL);
         s.checkpoint(&Checkpoint { windows: vec![w("a", 3001)], ..Default::default() }).unwrap();
         assert_eq!(s.windows("a", 1000).unwrap().len(), 10);
-        // The total is shared by the devices: 20 over 4 devices, 5 each,
+        // The total is shared by the devices: 20 over 4 devices, 5 starts,
         // with a slack of 1.
         s.set_window_history(10, 20);
         s.set_window_devices(4);
@@ -1226,14 +1347,57 @@ mod tests {
         let forget = Changes { forgotten: vec![std::sync::Arc::from("a")], ..Default::default() };
         s.checkpoint(&Checkpoint { devices: forget, ..Default::default() }).unwrap();
         assert!(s.windows("a", 1000).unwrap().is_empty());
+        s.checkpoint(&Checkpoint { windows: vec![w("b", 3004)], ..Default::default() }).unwrap();
+        assert_eq!(s.windows("b", 10).unwrap().len(), 1);
         s.set_window_history(0, WINDOWS_TOTAL);
-        s.checkpoint(&Checkpoint { windows: vec![w("b", 3002)], ..Default::default() }).unwrap();
+        s.checkpoint(&Checkpoint { windows: vec![w("b", 3005)], ..Default::default() }).unwrap();
         assert!(s.windows("b", 10).unwrap().is_empty(), "0: none stored, the old ones go");
-        // Labels share the key layout (negative times included).
+        // Labels are keyed device first (negative times included).
         s.put_label("a", -60_000, 60_000, false).unwrap();
         s.put_label("a", 120_000, 180_000, true).unwrap();
         assert_eq!(s.labels("a").unwrap(), vec![(-60_000, 60_000, false), (120_000, 180_000, true)]);
         assert!(s.labels("b").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_window_history_of_an_older_store_moves_to_time_order_and_is_read_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = |d: &str, i: i64| WindowRecord {
+            device_id: d.into(),
+            start_ms: i * 60_000,
+            end_ms: (i + 1) * 60_000,
+            readings: 1,
+            score: 0.25,
+            model: "m".into(),
+            model_version: "1".into(),
+            update: false,
+            signals: vec![("x".into(), 1.0, 0.5)],
+        };
+        let s = Store::open(dir.path()).unwrap();
+        // Layout 2 kept the history device first, in `windows`.
+        let old = s.db.open_tree("windows").unwrap();
+        let records = [w("pump-1", -2), w("pump-1", 0), w("pump-1", 1), w("pump-2", 1), w("pump-10", 5)];
+        for r in &records {
+            old.insert(window_key(&r.device_id, r.start_ms), encode(r).unwrap()).unwrap();
+        }
+        old.insert(b"short", b"x").unwrap();
+        drop((old, s));
+        let s = Store::open(dir.path()).unwrap();
+        assert!(!s.db.tree_names().iter().any(|n| n.as_ref() == b"windows"), "the old tree goes");
+        let starts = |d: &str| s.windows(d, 10).unwrap().iter().map(|r| r.start_ms / 60_000).collect::<Vec<_>>();
+        assert_eq!(starts("pump-1"), [1, 0, -2]);
+        assert_eq!(starts("pump-2"), [1]);
+        assert_eq!(starts("pump-10"), [5]);
+        assert_eq!(s.windows("pump-1", 1).unwrap()[0], w("pump-1", 1));
+        let all = s.all_windows().unwrap();
+        assert_eq!(all.len(), 5);
+        assert!(all.windows(2).all(|p| p[0].start_ms <= p[1].start_ms), "time order");
+        // New windows after a restart join the starts read from the tree.
+        s.checkpoint(&Checkpoint { windows: vec![w("pump-2", 6)], ..Default::default() }).unwrap();
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.windows("pump-2", 10).unwrap().iter().map(|r| r.start_ms / 60_000).collect::<Vec<_>>(), [6, 1]);
+        assert!(s.windows("nobody", 10).unwrap().is_empty());
     }
 
     #[test]
