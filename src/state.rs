@@ -11,7 +11,7 @@
 //! | `closed` | device id | postcard `Vec<WindowSnapshot>`: the closed windows still open to late updates |
 //! | `alert_state` | device id | postcard [`DeviceState`]: recent scores, the alert not cleared (without its features; see [`Store::restore`]); then, with baselines, postcard [`DeviceBaseline`] |
 //! | `alerts` | alert id | postcard [`Alert`]: latest record of every alert (history) |
-//! | `window_history` | start i64 BE, device id | postcard [`WindowRecord`]: the scored windows of the newest window starts (layout 2's `windows`, keyed device first, moves here when the store opens) |
+//! | `window_history` | start i64 BE, device id | postcard [`WindowRecord`]: the scored windows of the newest window starts (the `windows` tree of earlier versions, keyed device first, moves here when the store opens) |
 //! | `positions` | `kafka/<group>/<topic>/<partition>` | i64 BE: next offset |
 //! | | `mqtt/<client id>` | postcard `Vec<(u16, u64)>`: messages acknowledged by the last checkpoint |
 //! | `late` | u64 BE sequence | postcard [`Reading`]: the late store |
@@ -128,8 +128,9 @@ pub struct WindowRecord {
     pub signals: Vec<(String, f64, f64)>,
 }
 
-/// Windows kept per device in the `windows` tree by default
-/// (`limits.window_history`).
+/// Window starts kept in `window_history` by default
+/// (`limits.window_history`): a device that reports all the time keeps
+/// this many windows.
 pub const WINDOWS_PER_DEVICE: usize = 500;
 
 /// Windows kept over all devices by default (`limits.window_history_total`).
@@ -143,7 +144,7 @@ const TRIM_SLACK: usize = 50;
 /// Alerts kept in the `alerts` tree; past it the oldest cleared ones go.
 pub const ALERT_HISTORY: usize = 10_000;
 
-/// The prefix of a device's keys in `windows` and `labels`: its id and a 0 byte.
+/// The prefix of a device's keys in `labels` (and the old `windows`): its id and a 0 byte.
 fn device_prefix(device: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(device.len() + 9);
     k.extend_from_slice(device.as_bytes());
@@ -210,7 +211,7 @@ fn decode_all<T: serde::de::DeserializeOwned>(
 }
 
 /// Opens `window_history`, first moving into it the window records of
-/// layout 2's `windows` tree (keyed device id, 0, start), a batch at a
+/// earlier versions' `windows` tree (keyed device id, 0, start), a batch at a
 /// time; the old tree goes once they all are moved. Stopped half way, the
 /// next open moves the rest: the records land under the same keys.
 fn open_history(db: &sled::Db) -> Result<sled::Tree, StateError> {
@@ -235,6 +236,7 @@ fn open_history(db: &sled::Db) -> Result<sled::Tree, StateError> {
     history.apply_batch(batch)?;
     history.flush()?;
     db.drop_tree("windows")?;
+    tracing::info!(windows = n, "window history moved to time order");
     Ok(history)
 }
 
@@ -1289,21 +1291,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn window_history_keeps_the_windows_of_the_newest_starts() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        let w = |d: &str, i: i64| WindowRecord {
+    /// Device `d`'s window of minute `i`.
+    fn minute_window(d: &str, i: i64) -> WindowRecord {
+        WindowRecord {
             device_id: d.into(),
             start_ms: i * 60_000,
             end_ms: (i + 1) * 60_000,
             readings: 1,
-            score: 0.5,
+            score: 0.25,
             model: "m".into(),
             model_version: "1".into(),
             update: false,
-            signals: vec![],
-        };
+            signals: vec![("x".into(), 1.0, 0.5)],
+        }
+    }
+
+    #[test]
+    fn window_history_keeps_the_windows_of_the_newest_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let w = minute_window;
         // The windows of the newest 500 starts stay, trimmed once the
         // history holds more than 550: "b", with one window at the oldest
         // start, loses it although it has only one.
@@ -1362,19 +1369,9 @@ mod tests {
     #[test]
     fn the_window_history_of_an_older_store_moves_to_time_order_and_is_read_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let w = |d: &str, i: i64| WindowRecord {
-            device_id: d.into(),
-            start_ms: i * 60_000,
-            end_ms: (i + 1) * 60_000,
-            readings: 1,
-            score: 0.25,
-            model: "m".into(),
-            model_version: "1".into(),
-            update: false,
-            signals: vec![("x".into(), 1.0, 0.5)],
-        };
+        let w = minute_window;
         let s = Store::open(dir.path()).unwrap();
-        // Layout 2 kept the history device first, in `windows`.
+        // Earlier versions kept the history device first, in `windows`.
         let old = s.db.open_tree("windows").unwrap();
         let records = [w("pump-1", -2), w("pump-1", 0), w("pump-1", 1), w("pump-2", 1), w("pump-10", 5)];
         for r in &records {

@@ -196,11 +196,12 @@ pub struct LimitsConfig {
     /// Alert records waiting for the alert topic; past it the oldest are
     /// dropped and counted (default 100000).
     pub outbox: usize,
-    /// Closed windows kept per device for the dashboard and the API, about
-    /// 0.5 KB each in `state.dir` (default 500; 0 stores none).
+    /// Window starts whose closed windows are kept for the dashboard and
+    /// the API, about 0.5 KB a window in `state.dir` (default 500: a device
+    /// that reports all the time keeps its last 500; 0 stores none).
     pub window_history: usize,
     /// Closed windows kept over all devices (default 1000000, ~500 MB):
-    /// with many devices each keeps fewer than `window_history`.
+    /// divided by the devices tracked, it lowers `window_history`.
     pub window_history_total: usize,
 }
 
