@@ -812,8 +812,11 @@ impl Store {
         drop(written);
         // A forgotten device's history goes with it: otherwise devices that
         // come and go would grow the history without bound.
-        for id in &c.devices.forgotten {
-            self.cut_device(id)?;
+        if !c.devices.forgotten.is_empty() {
+            let starts = self.starts_newest_first()?;
+            for id in &c.devices.forgotten {
+                self.cut_device(id, &starts)?;
+            }
         }
         Ok(w)
     }
@@ -893,9 +896,10 @@ impl Store {
         }
     }
 
-    /// Removes every window of a device: one key per start.
-    fn cut_device(&self, device_id: &str) -> Result<(), StateError> {
-        for start in self.starts_newest_first()? {
+    /// Removes every window of a device: one key per start of `starts`
+    /// (the history's, read once for all the devices forgotten together).
+    fn cut_device(&self, device_id: &str, starts: &[i64]) -> Result<(), StateError> {
+        for &start in starts {
             // sled writes nothing for a key that is not there.
             self.windows.remove(history_key(start, device_id))?;
         }
