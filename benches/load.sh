@@ -21,6 +21,7 @@
 #
 # WRAP runs the daemon under a profiler, e.g. WRAP="perf record -g -o perf.data"
 # or WRAP="heaptrack -o target/load/heap" (its RSS figures are then the wrapper's).
+# FAULTLINE_LOG sets the daemon's log filter (default warn), e.g. faultline=debug.
 # Environment: READINGS (default 2000000), DEVICES (1000), SOAK (3m),
 # DEVICES_MEM (10000), LATENCY_RATE (25000), FAULTLINE_TANSU (default
 # target/tools/bin/tansu). Needs mosquitto; mosquitto_sub (Debian
@@ -159,7 +160,7 @@ mqtt_daemon() { # dir [more TOML, e.g. a [[sink]]]
 stop_daemon() { kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true; }
 
 start_daemon() { # dir http_port -> pid in DAEMON_PID
-    FAULTLINE_LOG=warn ${WRAP:-} "$BIN" run --config "$1/faultline.toml" >>"$1/faultline.log" 2>&1 &
+    FAULTLINE_LOG=${FAULTLINE_LOG:-warn} ${WRAP:-} "$BIN" run --config "$1/faultline.toml" >>"$1/faultline.log" 2>&1 &
     DAEMON_PID=$!
     PIDS+=("$DAEMON_PID")
     for _ in $(seq 1 1000); do

@@ -784,6 +784,7 @@ impl Core {
                 }
             }
         }
+        let (snapshots, logged) = (cp.devices.updated.len(), cp.devices.logged.len());
         match self.store.checkpoint(&cp) {
             Ok(w) => {
                 self.stats.checkpoints += 1;
@@ -804,6 +805,8 @@ impl Core {
                     outbox = self.outbox.pending(),
                     records = w.records,
                     bytes = w.bytes,
+                    snapshots,
+                    logged,
                     owed = self.owed,
                     "checkpoint in {:.1?}",
                     started.elapsed()
