@@ -390,13 +390,13 @@ impl Core {
                 continue;
             }
             view.insert(
-                id.to_string(),
+                id.clone(),
                 DeviceView {
-                    device_id: id.to_string(),
-                    last_window_end: latest.map(|(end_ms, _)| crate::time::format_rfc3339(end_ms)).unwrap_or_default(),
+                    device_id: id.clone(),
+                    last_window_end: latest.map(|(end_ms, _)| end_ms),
                     fault_probability: latest.map(|(_, p)| p).filter(|p| p.is_finite()),
                     open_alert: open.get(&**id).map(|a| a.alert_id.clone()),
-                    updated_at: crate::time::format_rfc3339(*last_seen_ms),
+                    updated_at: *last_seen_ms,
                     features: None,
                     baseline,
                 },
@@ -603,25 +603,25 @@ impl Core {
         for (r, row) in results.iter().zip(rows) {
             let open =
                 policy.and_then(|p| p.device_state(&r.device_id)).and_then(|d| d.current()).map(|a| a.alert_id.clone());
-            let entry = view.entry(r.device_id.to_string()).or_insert_with(|| DeviceView {
-                device_id: r.device_id.to_string(),
-                last_window_end: String::new(),
+            let entry = view.entry(r.device_id.clone()).or_insert_with(|| DeviceView {
+                device_id: r.device_id.clone(),
+                last_window_end: None,
                 fault_probability: None,
                 open_alert: None,
-                updated_at: String::new(),
+                updated_at: now_ms,
                 features: None,
                 baseline: None,
             });
             entry.baseline = baselines.and_then(|b| b.status(&r.device_id));
-            if r.update && crate::time::format_rfc3339(r.end_ms) < entry.last_window_end {
+            if r.update && entry.last_window_end.is_some_and(|end| r.end_ms < end) {
                 // A late update of an older window: the latest stays.
                 entry.open_alert = open;
                 continue;
             }
-            entry.last_window_end = crate::time::format_rfc3339(r.end_ms);
+            entry.last_window_end = Some(r.end_ms);
             entry.fault_probability = r.score.is_finite().then_some(f64::from(r.score));
             entry.open_alert = open;
-            entry.updated_at = crate::time::format_rfc3339(now_ms);
+            entry.updated_at = now_ms;
             entry.features = row.clone();
             // Serialised only when a live page listens.
             if self.view.listened() {
@@ -646,7 +646,7 @@ impl Core {
                 if let Ok(a) = &result {
                     self.emit(vec![a.clone()]);
                     if let Ok(mut view) = self.view.devices.write() {
-                        if let Some(d) = view.get_mut(&a.device_id) {
+                        if let Some(d) = view.get_mut(a.device_id.as_str()) {
                             d.open_alert = Some(a.alert_id.clone());
                         }
                     }
@@ -667,7 +667,7 @@ impl Core {
                     tracing::info!(device = %device_id, by = %by, "baseline reset: learning normal again");
                     self.alert_dirty.insert(device_id.clone());
                     if let Ok(mut view) = self.view.devices.write() {
-                        if let Some(d) = view.get_mut(&device_id) {
+                        if let Some(d) = view.get_mut(device_id.as_str()) {
                             d.baseline = Some(st.clone());
                         }
                     }

@@ -29,15 +29,20 @@ use crate::time::format_rfc3339;
 /// What the dashboard shows of a device, kept by the processing loop.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeviceView {
-    pub device_id: String,
-    /// End of the latest closed window (RFC 3339).
-    pub last_window_end: String,
+    /// The engine's own copy of the id, shared (10,000 devices held two
+    /// strings each, and two more for the times below).
+    #[serde(serialize_with = "id_str")]
+    pub device_id: Arc<str>,
+    /// End of the latest closed window (epoch ms; RFC 3339 in JSON, "" if none).
+    #[serde(serialize_with = "time_or_empty")]
+    pub last_window_end: Option<i64>,
     /// Its fault probability (null: not scored).
     pub fault_probability: Option<f64>,
     /// The alert not cleared, if any.
     pub open_alert: Option<String>,
-    /// Processing time the latest window closed (RFC 3339).
-    pub updated_at: String,
+    /// Processing time the latest window closed (epoch ms; RFC 3339 in JSON).
+    #[serde(serialize_with = "time")]
+    pub updated_at: i64,
     /// The latest window's model input, in the package's feature order.
     #[serde(skip)]
     pub features: Option<Arc<[f32]>>,
@@ -46,10 +51,22 @@ pub struct DeviceView {
     pub baseline: Option<crate::scoring::BaselineStatus>,
 }
 
+fn id_str<S: serde::Serializer>(id: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(id)
+}
+
+fn time<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_rfc3339(*ms))
+}
+
+fn time_or_empty<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&ms.map(format_rfc3339).unwrap_or_default())
+}
+
 /// The processing loop's state as the HTTP side sees it.
 #[derive(Debug)]
 pub struct View {
-    pub devices: RwLock<BTreeMap<String, DeviceView>>,
+    pub devices: RwLock<BTreeMap<Arc<str>, DeviceView>>,
     /// Alerts not cleared, by id: their status.
     pub alerts: RwLock<BTreeMap<String, Status>>,
     /// The daemon restored its state and started its sources.
@@ -559,6 +576,33 @@ pub fn label_time(v: &serde_json::Value) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_view_gives_its_times_as_rfc3339_text() {
+        let mut d = DeviceView {
+            device_id: Arc::from("pump-1"),
+            last_window_end: Some(1_700_000_060_000),
+            fault_probability: Some(0.25),
+            open_alert: None,
+            updated_at: 1_700_000_061_500,
+            features: Some(Arc::from([1.0f32].as_slice())),
+            baseline: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&d).unwrap(),
+            serde_json::json!({
+                "device_id": "pump-1",
+                "last_window_end": "2023-11-14T22:14:20Z",
+                "fault_probability": 0.25,
+                "open_alert": null,
+                "updated_at": "2023-11-14T22:14:21.500Z",
+            })
+        );
+        d.last_window_end = None;
+        assert_eq!(serde_json::to_value(&d).unwrap()["last_window_end"], "", "no window yet");
+    }
+
     #[test]
     fn the_openapi_document_is_json_and_names_every_api_route() {
         let doc: serde_json::Value = serde_json::from_str(include_str!("../../web/openapi.json")).expect("JSON");

@@ -177,12 +177,12 @@ pub async fn overview(
         .unwrap_or_else(|e| e.into_inner())
         .values()
         .map(|d| OverviewRow {
-            device_id: d.device_id.clone(),
+            device_id: d.device_id.to_string(),
             href: format!("/devices/{}", enc(&d.device_id)),
             probability: fmt_p(d.fault_probability),
             p: d.fault_probability.unwrap_or(-1.0),
-            last_window_end: d.last_window_end.clone(),
-            updated_at: d.updated_at.clone(),
+            last_window_end: d.last_window_end.map(format_rfc3339).unwrap_or_default(),
+            updated_at: format_rfc3339(d.updated_at),
             open_alert: d.open_alert.clone().unwrap_or_default(),
             class: class_of(d.open_alert.is_some(), d.fault_probability),
         })
@@ -612,7 +612,7 @@ pub async fn device(
     q: Result<Query<DeviceQuery>, QueryRejection>,
 ) -> Response {
     let q = q.map(|Query(q)| q).unwrap_or_default();
-    let live = s.view.devices.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned();
+    let live = s.view.devices.read().unwrap_or_else(|e| e.into_inner()).get(id.as_str()).cloned();
     let mut windows = match s.store.windows(&id, CHART_WINDOWS) {
         Ok(w) => w,
         Err(e) => return error_page(Some(&who), StatusCode::INTERNAL_SERVER_ERROR, super::internal(e).to_string()),
@@ -717,7 +717,7 @@ pub async fn device(
             _ => "ok",
         },
         probability: fmt_p(p),
-        last_window_end: live.as_ref().map(|d| d.last_window_end.clone()).unwrap_or_default(),
+        last_window_end: live.as_ref().and_then(|d| d.last_window_end).map(format_rfc3339).unwrap_or_default(),
         windows: windows.len(),
         probability_chart,
         signal_charts,
