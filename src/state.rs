@@ -20,14 +20,21 @@
 //! | `outbox` | u64 BE sequence | postcard [`OutboxRecord`]: alert records not yet on the topic |
 //!
 //! A checkpoint writes its journal file and syncs it, then writes the
-//! device, journal marker, position, late, quarantine and outbox trees in
-//! one sled transaction and flushes; sources are acknowledged only after
-//! that. A journal file counts only once its marker is committed: one
-//! without (a crash or a failed commit between the two) is removed when the
-//! store opens. The journal is a file of its own because sled keeps up to
-//! 16 records in a leaf and reads and rewrites a whole leaf for every
-//! insert: journal records of ~1 MB made leaves of ~16 MB, read back and
-//! held in memory by every checkpoint's transaction (README "Performance").
+//! journal marker, position, late, quarantine and outbox trees (and removes
+//! forgotten devices) in one sled transaction and flushes; sources are
+//! acknowledged only after that. A journal file counts only once its marker
+//! is committed: one without (a crash or a failed commit between the two)
+//! is removed when the store opens. The journal is a file of its own
+//! because sled keeps up to 16 records in a leaf and reads and rewrites a
+//! whole leaf for every insert: journal records of ~1 MB made leaves of
+//! ~16 MB, read back and held in memory by every checkpoint's transaction
+//! (README "Performance"). For the same reason the per-device records of a
+//! checkpoint (snapshots, closed windows, alert states) are in its journal
+//! file and go to their trees after the commit, one insert at a time: in
+//! the transaction each insert copied a leaf and held it to the end. A
+//! restore takes a blob's snapshot over the tree's when the tree's is
+//! older (a crash came before the trees' updates); the file is kept until
+//! a later checkpoint's flush has made those updates durable.
 //! The window and alert history go outside any transaction, as the daemon
 //! scores windows ([`Store::write_history`]; what could not be written
 //! then goes just before the next checkpoint's transaction): a crash
@@ -72,9 +79,10 @@ use crate::window::{journal, Changes, DeviceSnapshot, Engine, WindowSnapshot};
 pub const JOURNAL_SPREAD: u64 = 60;
 
 /// Version of the key layout above; a database of another version is
-/// refused, except layout 1 (the journal inside sled), which is read and
-/// becomes layout 2.
-pub const LAYOUT: u32 = 2;
+/// refused, except the older layouts this one reads and takes over:
+/// layout 1 (the journal inside sled) and layout 2 (journal files without
+/// snapshots in them, which an older faultline would refuse as corrupt).
+pub const LAYOUT: u32 = 3;
 
 /// Bytes of a `journal_files` marker: the file's length and hash.
 const MARKER_BYTES: usize = 24;
@@ -297,6 +305,13 @@ pub type ScoringState<'a> = (Option<&'a DeviceState>, Option<&'a DeviceBaseline>
 
 /// A device's `alert_state` record: its alert state, then its baseline if
 /// it has one (a record written before baselines existed has none).
+/// A `devices` record: the snapshot, then the number of the checkpoint
+/// that wrote it (0 in records older than the journal).
+fn decode_snapshot(tree: &'static str, key: &[u8], v: &[u8]) -> Result<(DeviceSnapshot, u64), StateError> {
+    let (d, rest): (DeviceSnapshot, &[u8]) = postcard::take_from_bytes(v).map_err(corrupt(tree, key))?;
+    Ok((d, <[u8; 8]>::try_from(rest).map_or(0, u64::from_be_bytes)))
+}
+
 fn decode_scoring(
     tree: &'static str,
     key: &[u8],
@@ -431,6 +446,11 @@ struct OpenPart<'a> {
     closed: &'a [WindowSnapshot],
 }
 
+/// A snapshot in a checkpoint's blob: the device, where its `devices`
+/// record is, and where its `closed` record is with that record's hash
+/// (`None`: unchanged, not written).
+type Placed<'a> = (&'a str, std::ops::Range<usize>, Option<(std::ops::Range<usize>, u128)>);
+
 /// Two independently seeded 64-bit hashes: tells whether a device's closed
 /// windows changed since they were last written, and whether a journal file
 /// is the one its marker describes.
@@ -478,7 +498,7 @@ impl Store {
         let meta = db.open_tree("meta")?;
         let found =
             meta.get("layout")?.map(|v| <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes).unwrap_or(u32::MAX));
-        if let Some(found) = found.filter(|&f| f != LAYOUT && f != 1) {
+        if let Some(found) = found.filter(|&f| !(1..=LAYOUT).contains(&f)) {
             return Err(StateError::Layout { dir: dir.to_owned(), found });
         }
         let journal_dir = dir.join("journal");
@@ -487,9 +507,9 @@ impl Store {
             path: journal_dir.clone(),
             source,
         })?;
-        // A new database, or layout 1 becoming 2 (only with the directory
-        // there): a faultline that reads layout 1 must not open a database
-        // whose journal it cannot see.
+        // A new database, or an older layout becoming this one (only with
+        // the directory there): a faultline that reads an older layout
+        // must not open a database whose journal it cannot read.
         if found != Some(LAYOUT) {
             meta.insert("layout", &LAYOUT.to_be_bytes())?;
             db.flush()?;
@@ -555,22 +575,24 @@ impl Store {
             let (k, v) = kv?;
             positions.push((k.to_vec(), v.to_vec()));
         }
-        let mut closed: std::collections::HashMap<sled::IVec, Vec<WindowSnapshot>> =
-            decode_all(&self.closed, "closed", &[])?.into_iter().collect();
-        let mut devices: Vec<DeviceSnapshot> = Vec::new();
-        let mut snapshot_seqs = std::collections::HashMap::new();
+        // Snapshots and closed windows: the trees, then what the blobs
+        // hold that is newer than the tree's snapshot of the device (a
+        // crash may have come between a commit and the trees' updates).
+        let mut closed: std::collections::HashMap<String, Vec<WindowSnapshot>> =
+            decode_all(&self.closed, "closed", &[])?
+                .into_iter()
+                .map(|(k, c)| (String::from_utf8_lossy(&k).into_owned(), c))
+                .collect();
+        let mut snapshots: std::collections::BTreeMap<String, (DeviceSnapshot, u64)> =
+            std::collections::BTreeMap::new();
+        let mut tree_seqs = std::collections::HashMap::new();
         let mut next_seq = 0u64;
         for kv in self.devices.iter() {
             let (k, v) = kv?;
-            let (mut d, rest): (DeviceSnapshot, &[u8]) =
-                postcard::take_from_bytes(&v).map_err(corrupt("devices", &k))?;
-            let seq = <[u8; 8]>::try_from(rest).map_or(0, u64::from_be_bytes);
+            let (d, seq) = decode_snapshot("devices", &k, &v)?;
             next_seq = next_seq.max(seq.saturating_add(1));
-            if let Some(c) = closed.remove(&k) {
-                d.closed = c;
-            }
-            snapshot_seqs.insert(d.id.clone(), seq);
-            devices.push(d);
+            tree_seqs.insert(d.id.clone(), seq);
+            snapshots.insert(d.id.clone(), (d, seq));
         }
         let mut journal = Vec::new();
         for kv in self.journal.iter() {
@@ -588,8 +610,7 @@ impl Store {
         if let Some((seq, _)) = journal.last() {
             next_seq = next_seq.max(seq.saturating_add(1));
         }
-        // Alert states: the tree, then what the blobs hold (a crash may have
-        // come between a commit and the tree's update), oldest first.
+        // Alert states likewise: the tree, then the blobs, oldest first.
         let mut scoring: std::collections::BTreeMap<String, (DeviceState, Option<DeviceBaseline>)> =
             std::collections::BTreeMap::new();
         for kv in self.alert_state.iter() {
@@ -602,18 +623,43 @@ impl Store {
                 device: String::new(),
                 source,
             })?;
+            let newer = |device: &str| tree_seqs.get(device).is_none_or(|s| s < key);
             for g in groups {
-                if let journal::Group::AlertState { device, state } = g {
-                    match state {
-                        Some(v) => {
-                            scoring.insert(device.to_owned(), decode_scoring("journal", &key.to_be_bytes(), v)?);
-                        }
-                        None => {
-                            scoring.remove(device);
+                match g {
+                    journal::Group::AlertState { device, state: Some(v) } => {
+                        scoring.insert(device.to_owned(), decode_scoring("journal", &key.to_be_bytes(), v)?);
+                    }
+                    journal::Group::AlertState { device, state: None } => {
+                        scoring.remove(device);
+                    }
+                    // What the device had before it was forgotten went with
+                    // it (the trees' records went in this checkpoint's
+                    // transaction).
+                    journal::Group::Forgotten { device } => {
+                        if snapshots.get(device).is_none_or(|(_, s)| s < key) {
+                            snapshots.remove(device);
+                            closed.remove(device);
                         }
                     }
+                    journal::Group::Snapshot { device, record } if newer(device) => {
+                        let (d, seq) = decode_snapshot("journal", &key.to_be_bytes(), record)?;
+                        snapshots.insert(device.to_owned(), (d, seq));
+                    }
+                    journal::Group::Closed { device, record } if newer(device) => {
+                        closed.insert(device.to_owned(), decode("journal", &key.to_be_bytes(), record)?);
+                    }
+                    _ => {}
                 }
             }
+        }
+        let mut devices = Vec::with_capacity(snapshots.len());
+        let mut snapshot_seqs = std::collections::HashMap::with_capacity(snapshots.len());
+        for (id, (mut d, seq)) in snapshots {
+            if let Some(c) = closed.remove(&id) {
+                d.closed = c;
+            }
+            snapshot_seqs.insert(id, seq);
+            devices.push(d);
         }
         // The open alerts' feature values come from their records.
         let mut baselines = Vec::new();
@@ -650,64 +696,77 @@ impl Store {
     /// Writes a checkpoint atomically and flushes it to disk.
     pub fn checkpoint(&self, c: &Checkpoint<'_>) -> Result<Written, StateError> {
         let mut w = Written::default();
-        let mut devices = Vec::with_capacity(c.devices.updated.len());
-        let mut closed = Vec::new();
+        // Everything per device goes into the blob (the journal file), and
+        // the trees get the records after the commit: inside sled's
+        // transaction every insert copied a B-tree leaf and held the copy
+        // until the end, ~28 MB of the soak's peak with a few hundred
+        // snapshots (README "Performance", change 16).
+        let mut blob = journal::BlobWriter::default();
+        for id in &c.devices.forgotten {
+            blob.forgotten(id);
+        }
+        let mut scratch = Vec::new();
+        // Per snapshot: the device, where its record is in the blob, and
+        // where its closed windows' record is, with their hash, when they
+        // changed since they were last written.
+        let mut placed: Vec<Placed<'_>> = Vec::with_capacity(c.devices.updated.len());
         {
             let written = self.closed_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for d in &c.devices.updated {
-                let mut v = encode(&OpenPart {
+                scratch.clear();
+                postcard::to_io(&d.closed, &mut scratch).map_err(StateError::Encode)?;
+                let h = hash128(&scratch);
+                // Before the snapshot: a restore trusts a tree's closed
+                // windows as new as its snapshot (`Store::restore`).
+                let closed = (written.get(&d.id) != Some(&h)).then(|| (blob.closed(&d.id, &scratch), h));
+                scratch.clear();
+                let part = OpenPart {
                     id: &d.id,
                     max_ts: d.max_ts,
                     last_seen_ms: d.last_seen_ms,
                     signals: &d.signals,
                     open: &d.open,
                     closed: &[],
-                })?;
-                v.extend_from_slice(&c.seq.to_be_bytes());
-                w.bytes += v.len();
-                devices.push((d.id.as_bytes(), v));
-                let v = encode(&d.closed)?;
-                let h = hash128(&v);
-                if written.get(&d.id) != Some(&h) {
-                    w.bytes += v.len();
-                    closed.push((d.id.as_str(), v, h));
-                }
+                };
+                postcard::to_io(&part, &mut scratch).map_err(StateError::Encode)?;
+                scratch.extend_from_slice(&c.seq.to_be_bytes());
+                placed.push((d.id.as_str(), blob.snapshot(&d.id, &scratch), closed));
             }
+        }
+        for (id, e) in &c.devices.logged {
+            blob.entries(id, e);
         }
         let mut states = Vec::with_capacity(c.alert_states.len());
         let no_alerts = DeviceState::default();
         for (id, (s, b)) in &c.alert_states {
-            let v = match (s, b) {
+            let record = match (s, b) {
                 (None, None) => None,
                 _ => {
-                    let mut v = encode(s.unwrap_or(&no_alerts))?;
+                    scratch.clear();
+                    postcard::to_io(s.unwrap_or(&no_alerts), &mut scratch).map_err(StateError::Encode)?;
                     if let Some(b) = b {
-                        v.extend_from_slice(&encode(b)?);
+                        postcard::to_io(b, &mut scratch).map_err(StateError::Encode)?;
                     }
-                    Some(v)
+                    Some(scratch.as_slice())
                 }
             };
-            w.bytes += v.as_ref().map_or(0, Vec::len);
-            states.push((id.as_str(), v));
+            let at = blob.alert_state(id, record);
+            states.push((id.as_str(), record.map(|_| at)));
         }
+        drop(scratch);
         let late = encode_log(&c.late, &mut w)?;
         let quarantine = encode_log(&c.quarantine, &mut w)?;
-        // Alert states go in the blob: one record in the transaction instead
-        // of one per device (10,000 when their windows close together); the
-        // `alert_state` tree gets them after the commit.
-        let blob = if c.devices.logged.is_empty() && c.devices.forgotten.is_empty() && states.is_empty() {
-            None
-        } else {
-            Some(journal::encode_blob(&c.devices.forgotten, &c.devices.logged, &states))
-        };
-        w.bytes += blob.as_ref().map_or(0, Vec::len);
+        w.bytes += blob.len();
         let from = c.devices.journal_from.to_be_bytes();
         let stale_blobs: Vec<sled::IVec> = self.journal.range(..from).keys().collect::<Result<_, _>>()?;
         let stale: Vec<sled::IVec> = self.journal_files.range(..from).keys().collect::<Result<_, _>>()?;
         let (outbox_gone, outbox_added) = self.outbox_changes(&c.outbox, &mut w)?;
-        w.records = devices.len()
-            + usize::from(blob.is_some())
-            + closed.len()
+        let closed_records = placed.iter().filter(|(_, _, closed)| closed.is_some()).count();
+        // Records: the trees' (those written after the commit too), and
+        // the journal entries as one.
+        w.records = placed.len()
+            + usize::from(!c.devices.logged.is_empty())
+            + closed_records
             + c.devices.forgotten.len()
             + states.len()
             + c.positions.len()
@@ -720,11 +779,9 @@ impl Store {
         let h = self.write_history(&c.alerts, &c.windows)?;
         w.records += h.records;
         w.bytes += h.bytes;
+        let blob = blob.into_bytes();
         // The journal file before the transaction that makes it count.
-        let marker = match &blob {
-            Some(b) => Some(self.write_journal_file(c.seq, b)?),
-            None => None,
-        };
+        let marker = if blob.is_empty() { None } else { Some(self.write_journal_file(c.seq, &blob)?) };
         let trees = (
             &self.devices,
             &self.closed,
@@ -748,12 +805,6 @@ impl Store {
             for id in &c.devices.forgotten {
                 d.remove(id.as_bytes())?;
                 cl.remove(id.as_bytes())?;
-            }
-            for (k, v) in &devices {
-                d.insert(*k, v.as_slice())?;
-            }
-            for (k, v, _) in &closed {
-                cl.insert(k.as_bytes(), v.as_slice())?;
             }
             for (k, v) in &c.positions {
                 p.insert(k.as_slice(), v.as_slice())?;
@@ -794,22 +845,30 @@ impl Store {
         for k in &stale {
             self.remove_journal_file(seq_of(k))?;
         }
-        // The blob holds them until it is removed, checkpoints later.
-        for (k, v) in &states {
-            match v {
-                Some(v) => self.alert_state.insert(k.as_bytes(), v.as_slice())?,
-                None => self.alert_state.remove(k.as_bytes())?,
-            };
-        }
-        // Only what is on disk counts as written.
+        // The blob holds the records until it is removed, checkpoints
+        // later, after a flush that covers these inserts (sled recovers its
+        // log in order: the removal's commit implies them). A device's
+        // closed windows go before its snapshot: a snapshot found in the
+        // tree vouches for them (`Store::restore`).
         let mut written = self.closed_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for id in &c.devices.forgotten {
             written.remove(&**id);
         }
-        for (k, _, h) in closed {
-            written.insert(k.to_owned(), h);
+        for (id, open, closed) in placed {
+            if let Some((at, h)) = closed {
+                self.closed.insert(id.as_bytes(), &blob[at])?;
+                // Only what is in the tree counts as written.
+                written.insert(id.to_owned(), h);
+            }
+            self.devices.insert(id.as_bytes(), &blob[open])?;
         }
         drop(written);
+        for (k, at) in states {
+            match at {
+                Some(at) => self.alert_state.insert(k.as_bytes(), &blob[at])?,
+                None => self.alert_state.remove(k.as_bytes())?,
+            };
+        }
         // A forgotten device's history goes with it: otherwise devices that
         // come and go would grow the history without bound.
         if !c.devices.forgotten.is_empty() {
@@ -1383,7 +1442,7 @@ mod tests {
         }
         old.insert(b"short", b"x").unwrap();
         drop((old, s));
-        let s = Store::open(dir.path()).unwrap();
+        let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
         assert!(!s.db.tree_names().iter().any(|n| n.as_ref() == b"windows"), "the old tree goes");
         let starts = |d: &str| s.windows(d, 10).unwrap().iter().map(|r| r.start_ms / 60_000).collect::<Vec<_>>();
         assert_eq!(starts("pump-1"), [1, 0, -2]);
@@ -1503,8 +1562,34 @@ mod tests {
                 checkpoint(&mut a, &mut seq, i % 1000 == 0);
             }
             if i % 450 == 0 {
-                // A crash right after this checkpoint.
-                checkpoint(&mut a, &mut seq, false);
+                // A crash right after this checkpoint; every other time
+                // before the trees got its snapshots (only its journal file
+                // has them then).
+                if (i / 450) % 2 == 0 {
+                    checkpoint(&mut a, &mut seq, false);
+                } else {
+                    let changes = a.checkpoint_changes(seq, false);
+                    assert!(!changes.updated.is_empty());
+                    let gone = |id: &str| changes.forgotten.iter().any(|f| &**f == id);
+                    let before: Vec<_> = changes
+                        .updated
+                        .iter()
+                        .map(|d| {
+                            let get = |t: &sled::Tree| if gone(&d.id) { None } else { t.get(&d.id).unwrap() };
+                            (d.id.clone(), get(&store.devices), get(&store.closed))
+                        })
+                        .collect();
+                    store.checkpoint(&Checkpoint { seq, devices: changes, ..Default::default() }).unwrap();
+                    seq += 1;
+                    let put = |t: &sled::Tree, id: &str, v: Option<sled::IVec>| match v {
+                        Some(v) => t.insert(id, v).unwrap(),
+                        None => t.remove(id).unwrap(),
+                    };
+                    for (id, d, c) in before {
+                        put(&store.devices, &id, d);
+                        put(&store.closed, &id, c);
+                    }
+                }
                 let mut r = store.restore().unwrap();
                 let mut b = engine();
                 let (refused, replayed) = restore_engine(&mut b, &mut r).unwrap();
@@ -1711,6 +1796,15 @@ mod tests {
         };
         s.checkpoint(&c).unwrap();
         assert!(s.restore().unwrap().devices.is_empty());
+        drop(s);
+        // Layout 2 (no snapshots in its journal files) is read and taken over.
+        let db = retry(|| sled::open(dir.path()).map_err(|e| e.to_string()));
+        db.open_tree("meta").unwrap().insert("layout", &2u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+        drop(db);
+        let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
+        assert_eq!(s.db.open_tree("meta").unwrap().get("layout").unwrap().unwrap().as_ref(), LAYOUT.to_be_bytes());
+        assert_eq!(s.restore().unwrap().positions.len(), 1);
         drop(s);
         let db = retry(|| sled::open(dir.path()).map_err(|e| e.to_string()));
         let meta = db.open_tree("meta").unwrap();

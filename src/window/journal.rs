@@ -11,12 +11,13 @@
 //!
 //! A blob (what one checkpoint adds) is a list of groups: device id (varint
 //! length and UTF-8), kind (`0` entries, `1` forgotten, `2` alert state,
-//! `3` alert state removed), and for entries and alert states their length
-//! (varint) and bytes. An alert state is the store's record, carried in
-//! the blob so that the checkpoint's transaction writes one record for all
-//! devices (`state.rs`).
-
-use std::sync::Arc;
+//! `3` alert state removed, `4` snapshot, `5` closed windows), and for all
+//! but `1` and `3` their length (varint) and bytes. Alert states,
+//! snapshots and closed windows are the store's records, carried in the
+//! blob so that the checkpoint's transaction writes one record for all
+//! devices; the trees get them after the commit (`state.rs`). A blob lists
+//! the devices forgotten first, then snapshots and closed windows, then
+//! entries, then alert states.
 
 pub(crate) fn put_u(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -116,37 +117,114 @@ pub enum Group<'a> {
         device: &'a str,
         state: Option<&'a [u8]>,
     },
+    /// The device's `devices` record.
+    Snapshot {
+        device: &'a str,
+        record: &'a [u8],
+    },
+    /// The device's `closed` record.
+    Closed {
+        device: &'a str,
+        record: &'a [u8],
+    },
+}
+
+const ENTRIES: u64 = 0;
+const FORGOTTEN: u64 = 1;
+const ALERT_STATE: u64 = 2;
+const ALERT_STATE_REMOVED: u64 = 3;
+const SNAPSHOT: u64 = 4;
+const CLOSED: u64 = 5;
+
+/// A checkpoint's blob, written group by group in the order the module
+/// docs give. The writer returns where each record is in the blob, so that
+/// the store inserts them into their trees from the blob after the commit.
+#[derive(Debug, Default)]
+pub struct BlobWriter {
+    out: Vec<u8>,
+}
+
+impl BlobWriter {
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty()
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.out
+    }
+
+    pub fn forgotten(&mut self, device: &str) {
+        put_name(&mut self.out, device);
+        put_u(&mut self.out, FORGOTTEN);
+    }
+
+    pub fn entries(&mut self, device: &str, entries: &[u8]) {
+        self.group(device, ENTRIES, entries);
+    }
+
+    /// A device's alert state record (`None`: removed); where the record is.
+    pub fn alert_state(&mut self, device: &str, state: Option<&[u8]>) -> std::ops::Range<usize> {
+        match state {
+            Some(v) => self.group(device, ALERT_STATE, v),
+            None => {
+                put_name(&mut self.out, device);
+                put_u(&mut self.out, ALERT_STATE_REMOVED);
+                self.out.len()..self.out.len()
+            }
+        }
+    }
+
+    /// A device's snapshot record (its `devices` record); where it is.
+    pub fn snapshot(&mut self, device: &str, record: &[u8]) -> std::ops::Range<usize> {
+        self.group(device, SNAPSHOT, record)
+    }
+
+    /// A device's closed-windows record (its `closed` record); where it is.
+    pub fn closed(&mut self, device: &str, record: &[u8]) -> std::ops::Range<usize> {
+        self.group(device, CLOSED, record)
+    }
+
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    fn group(&mut self, device: &str, kind: u64, bytes: &[u8]) -> std::ops::Range<usize> {
+        put_name(&mut self.out, device);
+        put_u(&mut self.out, kind);
+        put_u(&mut self.out, bytes.len() as u64);
+        let at = self.out.len();
+        self.out.extend_from_slice(bytes);
+        at..self.out.len()
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.out
+    }
+}
+
+/// A blob of devices forgotten, entries and alert states (tests).
+#[cfg(test)]
+pub(crate) fn encode_blob(
+    forgotten: &[std::sync::Arc<str>],
+    logged: &[(std::sync::Arc<str>, Vec<u8>)],
+    states: &[StateRecord<'_>],
+) -> Vec<u8> {
+    let mut w = BlobWriter::default();
+    for id in forgotten {
+        w.forgotten(id);
+    }
+    for (id, e) in logged {
+        w.entries(id, e);
+    }
+    for (id, st) in states {
+        w.alert_state(id, st.as_deref());
+    }
+    w.into_bytes()
 }
 
 /// A device's alert state for a blob: its id and its record (`None`: removed).
-pub type StateRecord<'a> = (&'a str, Option<Vec<u8>>);
-
-/// A checkpoint's blob: devices forgotten first, then the entries, then alert states.
-pub fn encode_blob(forgotten: &[Arc<str>], logged: &[(Arc<str>, Vec<u8>)], states: &[StateRecord<'_>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(logged.iter().map(|(id, e)| id.len() + e.len() + 8).sum());
-    for id in forgotten {
-        put_name(&mut out, id);
-        put_u(&mut out, 1);
-    }
-    for (id, e) in logged {
-        put_name(&mut out, id);
-        put_u(&mut out, 0);
-        put_u(&mut out, e.len() as u64);
-        out.extend_from_slice(e);
-    }
-    for (id, st) in states {
-        put_name(&mut out, id);
-        match st {
-            Some(v) => {
-                put_u(&mut out, 2);
-                put_u(&mut out, v.len() as u64);
-                out.extend_from_slice(v);
-            }
-            None => put_u(&mut out, 3),
-        }
-    }
-    out
-}
+#[cfg(test)]
+pub(crate) type StateRecord<'a> = (&'a str, Option<Vec<u8>>);
 
 /// The groups of a blob, in order.
 pub fn groups(blob: &[u8]) -> Result<Vec<Group<'_>>, Corrupt> {
@@ -154,19 +232,22 @@ pub fn groups(blob: &[u8]) -> Result<Vec<Group<'_>>, Corrupt> {
     let mut out = Vec::new();
     while !c.is_empty() {
         let device = c.name()?;
-        match c.u()? {
-            0 => {
+        let kind = c.u()?;
+        out.push(match kind {
+            FORGOTTEN => Group::Forgotten { device },
+            ALERT_STATE_REMOVED => Group::AlertState { device, state: None },
+            ENTRIES | ALERT_STATE | SNAPSHOT | CLOSED => {
                 let n = c.u()?;
-                out.push(Group::Entries { device, entries: c.bytes(n)? });
+                let b = c.bytes(n)?;
+                match kind {
+                    ENTRIES => Group::Entries { device, entries: b },
+                    ALERT_STATE => Group::AlertState { device, state: Some(b) },
+                    SNAPSHOT => Group::Snapshot { device, record: b },
+                    _ => Group::Closed { device, record: b },
+                }
             }
-            1 => out.push(Group::Forgotten { device }),
-            2 => {
-                let n = c.u()?;
-                out.push(Group::AlertState { device, state: Some(c.bytes(n)?) });
-            }
-            3 => out.push(Group::AlertState { device, state: None }),
             _ => return Err(c.corrupt()),
-        }
+        });
     }
     Ok(out)
 }
@@ -175,6 +256,7 @@ pub fn groups(blob: &[u8]) -> Result<Vec<Group<'_>>, Corrupt> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::sync::Arc;
 
     proptest! {
         #[test]
@@ -213,5 +295,34 @@ mod tests {
             ]
         );
         assert!(groups(&blob[..blob.len() - 1]).is_err(), "a cut blob is refused");
+    }
+
+    #[test]
+    fn records_written_into_a_blob_are_found_where_the_writer_says() {
+        let mut w = BlobWriter::default();
+        w.forgotten("gone");
+        let big = vec![7u8; 300];
+        let snap = w.snapshot("p1", &big);
+        let closed = w.closed("p1", &[5]);
+        w.entries("p3", &[1, 2]);
+        let state = w.alert_state("p1", Some(&[9]));
+        let removed = w.alert_state("p3", None);
+        let blob = w.into_bytes();
+        assert_eq!(&blob[snap], &big[..]);
+        assert_eq!(&blob[closed], &[5]);
+        assert_eq!(&blob[state], &[9]);
+        assert!(removed.is_empty());
+        assert_eq!(
+            groups(&blob).unwrap(),
+            vec![
+                Group::Forgotten { device: "gone" },
+                Group::Snapshot { device: "p1", record: &big },
+                Group::Closed { device: "p1", record: &[5] },
+                Group::Entries { device: "p3", entries: &[1, 2] },
+                Group::AlertState { device: "p1", state: Some(&[9]) },
+                Group::AlertState { device: "p3", state: None },
+            ]
+        );
+        assert!(groups(&blob[..blob.len() - 2]).is_err(), "a cut blob is refused");
     }
 }
