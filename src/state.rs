@@ -635,11 +635,9 @@ impl Store {
                     // What the device had before it was forgotten went with
                     // it (the trees' records went in this checkpoint's
                     // transaction).
-                    journal::Group::Forgotten { device } => {
-                        if snapshots.get(device).is_none_or(|(_, s)| s < key) {
-                            snapshots.remove(device);
-                            closed.remove(device);
-                        }
+                    journal::Group::Forgotten { device } if snapshots.get(device).is_none_or(|(_, s)| s < key) => {
+                        snapshots.remove(device);
+                        closed.remove(device);
                     }
                     journal::Group::Snapshot { device, record } if newer(device) => {
                         let (d, seq) = decode_snapshot("journal", &key.to_be_bytes(), record)?;
