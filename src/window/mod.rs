@@ -21,7 +21,8 @@ use std::collections::{HashMap, HashSet};
 /// The device table's hasher: foldhash is several times faster than
 /// SipHash on short ids and randomly seeded per process, so a producer
 /// cannot choose ids that collide.
-type DeviceMap = HashMap<Box<str>, Device, foldhash::fast::RandomState>;
+/// Keyed by the device's own id ([`Device::id`], the same allocation).
+type DeviceMap = HashMap<Arc<str>, Device, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use crate::clean::Cleaning;
@@ -167,7 +168,8 @@ pub struct EngineCounters {
     pub devices_forgotten: u64,
 }
 
-#[derive(Debug, Clone)]
+/// One of a device's signals: its name and its cleaning rule.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Signal {
     name: Arc<str>,
     rule: Option<usize>,
@@ -186,7 +188,9 @@ struct Device {
     dirty: bool,
     max_ts: i64,
     last_seen_ms: i64,
-    signals: Vec<Signal>,
+    /// In first-seen order; shared with the devices that have the same
+    /// list ([`SignalLists`]).
+    signals: Arc<[Signal]>,
     /// Sorted by start.
     open: Vec<Window>,
     /// Closed but still updatable, sorted by start.
@@ -208,13 +212,13 @@ struct Device {
 }
 
 impl Device {
-    fn new(id: &str, now_ms: i64, phase: u64) -> Device {
+    fn new(id: Arc<str>, now_ms: i64, phase: u64) -> Device {
         Device {
-            id: Arc::from(id),
+            id,
             dirty: false,
             max_ts: i64::MIN,
             last_seen_ms: now_ms,
-            signals: Vec::new(),
+            signals: Arc::default(),
             open: Vec::new(),
             closed: Vec::new(),
             journal: Vec::new(),
@@ -295,6 +299,33 @@ impl Names {
     }
 }
 
+/// Signal lists shared by the devices that report the same signals (a
+/// plant's devices mostly do): a list of 8 signals is 256 bytes, which each
+/// of 10,000 devices held. Bounded: past [`SHARED_LISTS`] lists, the ones
+/// no device uses any more are dropped, and if that frees no room a new
+/// list stays the device's own (right, just not shared).
+#[derive(Debug, Default)]
+struct SignalLists(HashSet<Arc<[Signal]>>);
+
+/// At most this many signal lists are shared ([`SignalLists`]).
+const SHARED_LISTS: usize = 1024;
+
+impl SignalLists {
+    /// `list`, or the shared list equal to it.
+    fn share(&mut self, list: Arc<[Signal]>) -> Arc<[Signal]> {
+        if let Some(l) = self.0.get(&*list) {
+            return l.clone();
+        }
+        if self.0.len() >= SHARED_LISTS {
+            self.0.retain(|l| Arc::strong_count(l) > 1);
+        }
+        if self.0.len() < SHARED_LISTS {
+            self.0.insert(list.clone());
+        }
+        list
+    }
+}
+
 /// Bounded, oldest-out store of late readings.
 pub type LateStore = crate::bounded::BoundedLog<Reading>;
 
@@ -326,6 +357,7 @@ pub struct Engine {
     /// Devices created, for their snapshot phase.
     created: u64,
     names: Names,
+    lists: SignalLists,
 }
 
 impl Engine {
@@ -344,6 +376,7 @@ impl Engine {
             journal_spread: 0,
             created: 0,
             names: Names::default(),
+            lists: SignalLists::default(),
         }
     }
 
@@ -373,10 +406,15 @@ impl Engine {
     /// signals are checked against them.
     pub fn set_cleaning(&mut self, cleaning: Cleaning) {
         self.cleaning.replace_rules(cleaning);
+        // The shared lists carry the old rules.
+        self.lists = SignalLists::default();
         for d in self.devices.values_mut() {
-            for s in &mut d.signals {
-                s.rule = self.cleaning.rule_for(&s.name);
-            }
+            let list: Vec<Signal> = d
+                .signals
+                .iter()
+                .map(|s| Signal { name: s.name.clone(), rule: self.cleaning.rule_for(&s.name) })
+                .collect();
+            d.signals = self.lists.share(list.into());
             // A journal replays under the rules of its time: start afresh.
             d.mark_snapshot();
             mark_dirty(d, &mut self.changed);
@@ -438,7 +476,8 @@ impl Engine {
                 }
                 self.created += 1;
                 let phase = self.created % self.journal_spread.max(1);
-                self.devices.entry(Box::from(device_id)).or_insert(Device::new(device_id, now_ms, phase))
+                let id: Arc<str> = Arc::from(device_id);
+                self.devices.entry(id.clone()).or_insert(Device::new(id, now_ms, phase))
             }
         };
         mark_dirty(dev, &mut self.changed);
@@ -451,6 +490,7 @@ impl Engine {
             cleaning: &mut self.cleaning,
             counters: &mut self.counters,
             names: &mut self.names,
+            lists: &mut self.lists,
             out,
             log,
         };
@@ -653,11 +693,12 @@ impl Engine {
             self.counters.limit_hits[Limit::Devices as usize] += 1;
             return false;
         }
-        let signals = s
+        let signals: Vec<Signal> = s
             .signals
             .into_iter()
             .map(|name| Signal { rule: self.cleaning.rule_for(&name), name: self.names.get(&name) })
             .collect();
+        let signals = self.lists.share(signals.into());
         let window = |w: WindowSnapshot| Window { start: w.start, stats: w.stats };
         let mut open: Vec<Window> = s.open.into_iter().map(window).collect();
         let mut closed: Vec<Window> = s.closed.into_iter().map(window).collect();
@@ -669,9 +710,9 @@ impl Engine {
             signals,
             open,
             closed,
-            ..Device::new(&s.id, s.last_seen_ms, self.created % self.journal_spread.max(1))
+            ..Device::new(Arc::from(s.id.as_str()), s.last_seen_ms, self.created % self.journal_spread.max(1))
         };
-        self.devices.insert(Box::from(s.id.as_str()), dev);
+        self.devices.insert(dev.id.clone(), dev);
         true
     }
 
@@ -740,6 +781,7 @@ struct Cx<'a> {
     cleaning: &'a mut Cleaning,
     counters: &'a mut EngineCounters,
     names: &'a mut Names,
+    lists: &'a mut SignalLists,
     out: &'a mut Vec<ClosedWindow>,
     /// Write the reading to the device's journal.
     log: bool,
@@ -837,7 +879,10 @@ fn record_in<'v>(
                 continue;
             }
             None => {
-                dev.signals.push(Signal { name: cx.names.get(name), rule: cx.cleaning.rule_for(name) });
+                // A new list (shared at the end of the reading).
+                let mut list = dev.signals.to_vec();
+                list.push(Signal { name: cx.names.get(name), rule: cx.cleaning.rule_for(name) });
+                dev.signals = list.into();
                 dev.signals.len() - 1
             }
         };
@@ -864,6 +909,9 @@ fn record_in<'v>(
 
     if cx.log {
         dev.journal.push(0);
+    }
+    if dev.signals.len() > known {
+        dev.signals = cx.lists.share(std::mem::take(&mut dev.signals));
     }
 
     let outcome = match slot {
@@ -953,7 +1001,7 @@ fn emit(dev: &Device, w: &Window, size_ms: i64, update: bool, trigger: Trigger) 
         signals: w
             .stats
             .iter()
-            .zip(&dev.signals)
+            .zip(dev.signals.iter())
             .filter(|(s, _)| s.count() > 0)
             .map(|(s, sig)| (sig.name.clone(), s.finish()))
             .collect(),
@@ -1298,6 +1346,44 @@ mod tests {
         assert_eq!(e.names.0.len(), SHARED_NAMES);
         let last = format!("s{}", SHARED_NAMES + 9);
         assert_eq!(&*name(&e, &format!("q{}", (SHARED_NAMES + 9) / 16), (SHARED_NAMES + 9) % 16), last);
+    }
+
+    #[test]
+    fn devices_with_the_same_signals_share_one_list_up_to_a_bound() {
+        let mut e = engine(spec(0, 0));
+        let mut out = Vec::new();
+        let list = |e: &Engine, d: &str| e.devices[d].signals.clone();
+        for d in ["p1", "p2"] {
+            e.record(d, 0, [("a", 1.0), ("b", 2.0)], 0, &mut out);
+        }
+        assert!(Arc::ptr_eq(&list(&e, "p1"), &list(&e, "p2")));
+        // One more signal: p2's own new list, p1's unchanged; p3 reporting
+        // the same three shares p2's.
+        e.record("p2", 1, [("a", 1.0), ("c", 3.0)], 1, &mut out);
+        e.record("p3", 0, [("a", 1.0), ("b", 2.0), ("c", 3.0)], 0, &mut out);
+        assert_eq!(list(&e, "p1").len(), 2);
+        assert!(Arc::ptr_eq(&list(&e, "p2"), &list(&e, "p3")));
+        let names: Vec<String> = list(&e, "p2").iter().map(|s| s.name.to_string()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        // A restored device shares too.
+        let mut snap = e.snapshot_all().into_iter().find(|d| d.id == "p1").unwrap();
+        snap.id = "p4".into();
+        assert!(e.restore(snap));
+        assert!(Arc::ptr_eq(&list(&e, "p1"), &list(&e, "p4")));
+        // New cleaning rules: lists made again with them, still shared.
+        e.set_cleaning(Cleaning::new(vec![Rule { signal: "b".into(), min: Some(0.0), max: None }]));
+        assert!(Arc::ptr_eq(&list(&e, "p1"), &list(&e, "p4")));
+        assert!(list(&e, "p1")[1].rule.is_some());
+        assert!(Arc::ptr_eq(&list(&e, "p2"), &list(&e, "p3")));
+        // Past the bound, lists no device uses go; a device's list is right
+        // either way.
+        for i in 0..SHARED_LISTS + 10 {
+            e.record(&format!("q{i}"), 0, [("a", 1.0), (format!("s{i}").as_str(), 1.0)], 0, &mut out);
+        }
+        assert!(e.lists.0.len() <= SHARED_LISTS);
+        let last = format!("q{}", SHARED_LISTS + 9);
+        assert_eq!(&*list(&e, &last)[1].name, format!("s{}", SHARED_LISTS + 9));
+        assert!(Arc::ptr_eq(&list(&e, "p1"), &list(&e, "p4")), "lists in use stay shared");
     }
 
     /// Reference: each reading's window, from the sorted stream of what was accepted.
