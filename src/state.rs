@@ -659,16 +659,9 @@ impl Store {
             snapshot_seqs.insert(id, seq);
             devices.push(d);
         }
-        // The open alerts' feature values come from their records.
         let mut baselines = Vec::new();
         let mut alert_states = Vec::with_capacity(scoring.len());
-        for (id, (mut s, b)) in scoring {
-            if let Some(id) = s.current().filter(|a| a.features.is_empty()).map(|a| a.alert_id.clone()) {
-                // A record that does not decode only costs the features.
-                if let Some(Ok(r)) = self.alerts.get(id.as_bytes())?.map(|v| postcard::from_bytes::<Alert>(&v)) {
-                    s.restore_features(&r);
-                }
-            }
+        for (id, (s, b)) in scoring {
             if let Some(b) = b {
                 baselines.push((id.clone(), b));
             }
@@ -1641,7 +1634,7 @@ mod tests {
     }
 
     #[test]
-    fn an_open_alert_state_is_stored_without_features_and_restored_with_its_records() {
+    fn an_open_alert_state_holds_no_feature_values_and_its_record_does() {
         use crate::alerts::{Features, Policy, PolicyConfig, WindowScore};
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
@@ -1666,8 +1659,9 @@ mod tests {
         };
         let made = policy.observe(&w, 61_000);
         assert_eq!(made.len(), 1);
+        assert_eq!((made[0].features.len(), made[0].contributions.len()), (2, 1), "the record has them");
         let state = policy.device_state("p1").unwrap().clone();
-        assert_eq!(state.current().unwrap().features.len(), 2);
+        assert!(state.current().unwrap().features.is_empty() && state.current().unwrap().contributions.is_empty());
         let c = Checkpoint {
             alert_states: vec![("p1".to_owned(), (Some(&state), None))],
             alerts: made.clone(),
@@ -1677,15 +1671,8 @@ mod tests {
         let stored = s.alert_state.get("p1").unwrap().unwrap();
         assert!(!stored.windows(b"vibration".len()).any(|w| w == b"vibration"), "no feature names in the state");
         let r = s.restore().unwrap();
-        assert_eq!(r.alert_states, vec![("p1".to_owned(), state.clone())], "features from the alert's record");
-        // Without its record the state comes back whole but for the features.
-        s.alerts.remove(made[0].alert_id.as_bytes()).unwrap();
-        let r = s.restore().unwrap();
-        let restored = &r.alert_states[0].1;
-        assert!(restored.current().unwrap().features.is_empty());
-        let mut whole = restored.clone();
-        whole.restore_features(&made[0]);
-        assert_eq!(whole, state);
+        assert_eq!(r.alert_states, vec![("p1".to_owned(), state)]);
+        assert_eq!(s.alert(&made[0].alert_id).unwrap().as_ref(), Some(&made[0]));
     }
 
     #[test]

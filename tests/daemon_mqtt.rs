@@ -275,6 +275,11 @@ fn the_api_lists_devices_windows_and_alerts_and_acknowledges() {
     let acked = json(&body);
     assert_eq!(acked["status"], "acknowledged");
     assert_eq!(acked["acknowledged_by"], "maintenance <b>Ana</b>");
+    // The record keeps the window's feature values (the policy holds none:
+    // they come from the alert's latest record).
+    let features = open["items"][0]["features"].clone();
+    assert!(features.as_object().is_some_and(|f| !f.is_empty()), "{open}");
+    assert_eq!(acked["features"], features);
     // Once checkpointed the list shows it too.
     std::thread::sleep(Duration::from_millis(600));
     let (_, body) = http(port, "GET", "/api/v1/alerts?status=acknowledged", None);
@@ -295,6 +300,11 @@ fn the_api_lists_devices_windows_and_alerts_and_acknowledges() {
     assert_eq!(after["open_alert"], id.as_str());
     let (_, body) = http(port, "GET", "/api/v1/alerts?status=acknowledged", None);
     assert_eq!(json(&body)["items"][0]["alert_id"], id.as_str(), "{body}");
+    // Acknowledged again after the restart: the feature values from the store.
+    let (status, body) = http(port, "POST", &path, Some(r#"{"by": "Ana", "comment": "valve replaced"}"#));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["comment"], "valve replaced");
+    assert_eq!(json(&body)["features"], features);
 
     // Refusals, as JSON with a message.
     for (method, path, body, want) in [

@@ -288,36 +288,26 @@ struct Scored {
 pub struct DeviceState {
     /// The last windows by start, at most `max(raise_after, clear_after)`.
     recent: Vec<Scored>,
-    /// The alert that is not cleared, if any. Stored without its feature
-    /// values: they do not change while the state does at every window,
-    /// and at a window close the 10,000 states' features were most of a
-    /// checkpoint; the alert's record in the store has them
-    /// ([`DeviceState::restore_features`]).
-    /// Boxed: the policy's table of 10,000 device states held a whole
-    /// alert in every slot, with or without one (5.8 MB at its resize).
-    #[serde(serialize_with = "without_features")]
+    /// The alert that is not cleared, if any, without its feature values
+    /// and contributions: the records the policy makes carry them, and
+    /// the alert's latest record in the store has them. They do not change
+    /// while the state does at every window; 10,000 open alerts held
+    /// ~4.5 MB of them, and at a window close they were most of a
+    /// checkpoint. Boxed: the policy's table of 10,000 device states held
+    /// a whole alert in every slot, with or without one (5.8 MB at its
+    /// resize).
     current: Option<Box<Alert>>,
 }
 
-fn without_features<S: serde::Serializer>(a: &Option<Box<Alert>>, s: S) -> Result<S::Ok, S::Error> {
-    a.as_deref()
-        .map(|a| Alert { features: Features::default(), contributions: Features::default(), ..a.clone() })
-        .serialize(s)
+/// `a` without its feature values and contributions, as the policy keeps it.
+fn head_of(a: &Alert) -> Box<Alert> {
+    Box::new(Alert { features: Features::default(), contributions: Features::default(), ..a.clone() })
 }
 
 impl DeviceState {
     /// The device's alert that is not cleared, if any.
     pub fn current(&self) -> Option<&Alert> {
         self.current.as_deref()
-    }
-
-    /// Gives the restored open alert the feature values of its stored
-    /// record, if that is a record of the same alert.
-    pub fn restore_features(&mut self, record: &Alert) {
-        if let Some(a) = self.current.as_mut().filter(|a| a.alert_id == record.alert_id && a.features.is_empty()) {
-            a.features = record.features.clone();
-            a.contributions = record.contributions.clone();
-        }
     }
 
     /// The latest window scored: its end and fault probability.
@@ -440,8 +430,8 @@ impl Policy {
                     contributions: (w.contributions)(),
                 };
                 self.counters.raised[severity as usize] += 1;
-                out.push(a.clone());
-                st.current = Some(Box::new(a));
+                st.current = Some(head_of(&a));
+                out.push(a);
             }
             Some(a) if good_run >= cfg.clear_after as usize => {
                 a.status = Status::Cleared;
@@ -450,6 +440,7 @@ impl Policy {
                 a.message = "Cleared: the machine is back to normal".into();
                 a.features = (w.features)();
                 a.contributions = (w.contributions)();
+                // The alert leaves the state: its last record moves out.
                 out.extend(st.current.take().map(|a| *a));
                 self.counters.cleared += 1;
             }
@@ -462,10 +453,11 @@ impl Policy {
                 a.origin = w.origin;
                 a.model = w.model.to_owned();
                 a.model_version = w.model_version.to_owned();
-                a.features = (w.features)();
-                a.contributions = (w.contributions)();
                 self.counters.raised[a.severity as usize] += 1;
-                out.push((**a).clone());
+                let mut record = (**a).clone();
+                record.features = (w.features)();
+                record.contributions = (w.contributions)();
+                out.push(record);
             }
             _ => {}
         }
@@ -505,7 +497,10 @@ impl Policy {
     }
 
     /// Acknowledges the open alert `alert_id`; it stays until it clears.
-    /// Acknowledging an acknowledged alert again records the new note.
+    /// Acknowledging an acknowledged alert again records the new note. The
+    /// record has no feature values (the policy keeps none, see
+    /// [`DeviceState`]): the caller gives it those of the alert's latest
+    /// record.
     pub fn acknowledge(
         &mut self,
         alert_id: &str,

@@ -38,11 +38,15 @@ fn one_bad_window_opens_and_two_good_ones_clear() {
     assert_eq!((a.window_start_ms, a.window_end_ms, a.raised_at_ms), (MIN, 2 * MIN, 2 * MIN + 500));
     assert_eq!((a.fault_probability, a.threshold, a.message.as_str()), (0.93, 0.8, "High risk of failure"));
     assert_eq!(p.open_alerts().count(), 1);
+    // The records carry the window's feature values; the state keeps none.
+    assert_eq!(a.features.len(), 1);
+    assert!(p.open_alerts().all(|a| a.features.is_empty()));
     assert!(feed(&mut p, 2, 0.85).is_empty(), "still bad: nothing new");
     assert!(feed(&mut p, 3, 0.1).is_empty(), "one good window is not enough");
     let cleared = feed(&mut p, 4, 0.1);
     assert_eq!(statuses(&cleared), [(Status::Cleared, Severity::Critical)]);
     assert_eq!(cleared[0].alert_id, a.alert_id, "same alert, new record");
+    assert_eq!(cleared[0].features.len(), 1);
     assert_eq!(p.open_alerts().count(), 0);
     // A new episode is a new alert.
     let again = feed(&mut p, 5, 0.9);
@@ -89,6 +93,8 @@ fn severity_bands_and_escalation_in_place() {
     let worse = feed(&mut p, 2, 0.9);
     assert_eq!(statuses(&worse), [(Status::Open, Severity::Critical)]);
     assert_eq!(worse[0].alert_id, opened[0].alert_id, "raised in place");
+    assert_eq!(worse[0].features.len(), 1);
+    assert!(p.open_alerts().all(|a| a.features.is_empty()));
     assert_eq!((worse[0].threshold, worse[0].fault_probability), (0.8, 0.9));
     assert!(feed(&mut p, 3, 0.95).is_empty(), "already critical");
     assert!(feed(&mut p, 4, 0.6).is_empty(), "severity does not fall back while open");

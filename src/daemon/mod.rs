@@ -636,14 +636,31 @@ impl Core {
     pub fn command(&mut self, cmd: Command, now_ms: i64) {
         match cmd {
             Command::Ack { alert_id, by, comment, reply } => {
-                let result = match &mut self.scorer {
+                let mut result = match &mut self.scorer {
                     None => Err("no model is configured, so there are no alerts".to_owned()),
                     Some(s) => s
                         .policy_mut()
                         .acknowledge(&alert_id, &by, comment.as_deref(), now_ms)
                         .map_err(|e| e.to_string()),
                 };
-                if let Ok(a) = &result {
+                if let Ok(a) = &mut result {
+                    // The policy keeps no feature values: the alert's latest
+                    // record has them (made since the last write, or stored).
+                    let latest = match self.alert_records.iter().rev().find(|r| r.alert_id == a.alert_id) {
+                        Some(r) => Some(r.clone()),
+                        None => self.store.alert(&a.alert_id).unwrap_or_else(|e| {
+                            tracing::warn!(
+                                "alert {}: its feature values cannot be read: {}",
+                                a.alert_id,
+                                crate::error_chain(&e)
+                            );
+                            None
+                        }),
+                    };
+                    if let Some(r) = latest {
+                        a.features = r.features;
+                        a.contributions = r.contributions;
+                    }
                     self.emit(vec![a.clone()]);
                     if let Ok(mut view) = self.view.devices.write() {
                         if let Some(d) = view.get_mut(a.device_id.as_str()) {
