@@ -84,8 +84,18 @@ pub const JOURNAL_SPREAD: u64 = 60;
 /// snapshots in them, which an older faultline would refuse as corrupt).
 pub const LAYOUT: u32 = 3;
 
-/// Bytes of a `journal_files` marker: the file's length and hash.
-const MARKER_BYTES: usize = 24;
+/// Bytes of a `journal_files` marker: [`MARKER_CHUNKED`], the file's length
+/// and its hash taken a chunk at a time ([`ChunkHash`]).
+const MARKER_BYTES: usize = 25;
+
+/// A `journal_files` marker as this version writes it.
+type Marker = [u8; MARKER_BYTES];
+
+/// The first byte of a marker of [`MARKER_BYTES`].
+const MARKER_CHUNKED: u8 = 2;
+
+/// Bytes of layout 2's markers: the file's length and its hash taken whole.
+const OLD_MARKER_BYTES: usize = 24;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -446,11 +456,6 @@ struct OpenPart<'a> {
     closed: &'a [WindowSnapshot],
 }
 
-/// A snapshot in a checkpoint's blob: the device, where its `devices`
-/// record is, and where its `closed` record is with that record's hash
-/// (`None`: unchanged, not written).
-type Placed<'a> = (&'a str, std::ops::Range<usize>, Option<(std::ops::Range<usize>, u128)>);
-
 /// Two independently seeded 64-bit hashes: tells whether a device's closed
 /// windows changed since they were last written, and whether a journal file
 /// is the one its marker describes.
@@ -687,92 +692,31 @@ impl Store {
     /// Writes a checkpoint atomically and flushes it to disk.
     pub fn checkpoint(&self, c: &Checkpoint<'_>) -> Result<Written, StateError> {
         let mut w = Written::default();
-        // Everything per device goes into the blob (the journal file), and
-        // the trees get the records after the commit: inside sled's
-        // transaction every insert copied a B-tree leaf and held the copy
-        // until the end, ~28 MB of the soak's peak with a few hundred
-        // snapshots (README "Performance", change 16).
-        let mut blob = journal::BlobWriter::default();
-        for id in &c.devices.forgotten {
-            blob.forgotten(id);
-        }
-        let mut scratch = Vec::new();
-        // Per snapshot: the device, where its record is in the blob, and
-        // where its closed windows' record is, with their hash, when they
-        // changed since they were last written.
-        let mut placed: Vec<Placed<'_>> = Vec::with_capacity(c.devices.updated.len());
-        {
-            let written = self.closed_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            for d in &c.devices.updated {
-                scratch.clear();
-                postcard::to_io(&d.closed, &mut scratch).map_err(StateError::Encode)?;
-                let h = hash128(&scratch);
-                // Before the snapshot: a restore trusts a tree's closed
-                // windows as new as its snapshot (`Store::restore`).
-                let closed = (written.get(&d.id) != Some(&h)).then(|| (blob.closed(&d.id, &scratch), h));
-                scratch.clear();
-                let part = OpenPart {
-                    id: &d.id,
-                    max_ts: d.max_ts,
-                    last_seen_ms: d.last_seen_ms,
-                    signals: &d.signals,
-                    open: &d.open,
-                    closed: &[],
-                };
-                postcard::to_io(&part, &mut scratch).map_err(StateError::Encode)?;
-                scratch.extend_from_slice(&c.seq.to_be_bytes());
-                placed.push((d.id.as_str(), blob.snapshot(&d.id, &scratch), closed));
-            }
-        }
-        for (id, e) in &c.devices.logged {
-            blob.entries(id, e);
-        }
-        let mut states = Vec::with_capacity(c.alert_states.len());
-        let no_alerts = DeviceState::default();
-        for (id, (s, b)) in &c.alert_states {
-            let record = match (s, b) {
-                (None, None) => None,
-                _ => {
-                    scratch.clear();
-                    postcard::to_io(s.unwrap_or(&no_alerts), &mut scratch).map_err(StateError::Encode)?;
-                    if let Some(b) = b {
-                        postcard::to_io(b, &mut scratch).map_err(StateError::Encode)?;
-                    }
-                    Some(scratch.as_slice())
-                }
-            };
-            let at = blob.alert_state(id, record);
-            states.push((id.as_str(), record.map(|_| at)));
-        }
-        drop(scratch);
         let late = encode_log(&c.late, &mut w)?;
         let quarantine = encode_log(&c.quarantine, &mut w)?;
-        w.bytes += blob.len();
         let from = c.devices.journal_from.to_be_bytes();
         let stale_blobs: Vec<sled::IVec> = self.journal.range(..from).keys().collect::<Result<_, _>>()?;
         let stale: Vec<sled::IVec> = self.journal_files.range(..from).keys().collect::<Result<_, _>>()?;
         let (outbox_gone, outbox_added) = self.outbox_changes(&c.outbox, &mut w)?;
-        let closed_records = placed.iter().filter(|(_, _, closed)| closed.is_some()).count();
-        // Records: the trees' (those written after the commit too), and
-        // the journal entries as one.
-        w.records = placed.len()
-            + usize::from(!c.devices.logged.is_empty())
-            + closed_records
-            + c.devices.forgotten.len()
-            + states.len()
-            + c.positions.len()
-            + late.len()
-            + quarantine.len()
-            + outbox_gone.len()
-            + outbox_added.len();
         // The history records not written yet (the daemon writes them as
         // it makes them), before the transaction.
         let h = self.write_history(&c.alerts, &c.windows)?;
         w.records += h.records;
         w.bytes += h.bytes;
-        let blob = blob.into_bytes();
         // The journal file before the transaction that makes it count.
-        let marker = if blob.is_empty() { None } else { Some(self.write_journal_file(c.seq, &blob)?) };
+        let (marker, closed_changed) = self.write_journal(c, &mut w)?;
+        // Records: the trees' (those written after the commit too), and
+        // the journal entries as one.
+        w.records += c.devices.updated.len()
+            + closed_changed.iter().flatten().count()
+            + usize::from(!c.devices.logged.is_empty())
+            + c.devices.forgotten.len()
+            + c.alert_states.len()
+            + c.positions.len()
+            + late.len()
+            + quarantine.len()
+            + outbox_gone.len()
+            + outbox_added.len();
         let trees = (
             &self.devices,
             &self.closed,
@@ -836,29 +780,34 @@ impl Store {
         for k in &stale {
             self.remove_journal_file(seq_of(k))?;
         }
-        // The blob holds the records until it is removed, checkpoints
-        // later, after a flush that covers these inserts (sled recovers its
-        // log in order: the removal's commit implies them). A device's
-        // closed windows go before its snapshot: a snapshot found in the
-        // tree vouches for them (`Store::restore`).
+        // The journal file holds the records until it is removed,
+        // checkpoints later, after a flush that covers these inserts (sled
+        // recovers its log in order: the removal's commit implies them). A
+        // device's closed windows go before its snapshot: a snapshot found
+        // in the tree vouches for them (`Store::restore`). Encoded again
+        // from the checkpoint rather than kept from the file.
+        let mut v = Vec::new();
         let mut written = self.closed_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for id in &c.devices.forgotten {
             written.remove(&**id);
         }
-        for (id, open, closed) in placed {
-            if let Some((at, h)) = closed {
-                self.closed.insert(id.as_bytes(), &blob[at])?;
+        for (d, changed) in c.devices.updated.iter().zip(closed_changed) {
+            if let Some(h) = changed {
+                encode_closed(d, &mut v)?;
+                self.closed.insert(d.id.as_bytes(), v.as_slice())?;
                 // Only what is in the tree counts as written.
-                written.insert(id.to_owned(), h);
+                written.insert(d.id.clone(), h);
             }
-            self.devices.insert(id.as_bytes(), &blob[open])?;
+            encode_open(d, c.seq, &mut v)?;
+            self.devices.insert(d.id.as_bytes(), v.as_slice())?;
         }
         drop(written);
-        for (k, at) in states {
-            match at {
-                Some(at) => self.alert_state.insert(k.as_bytes(), &blob[at])?,
-                None => self.alert_state.remove(k.as_bytes())?,
-            };
+        for (id, (s, b)) in &c.alert_states {
+            if encode_state(*s, *b, &mut v)? {
+                self.alert_state.insert(id.as_bytes(), v.as_slice())?;
+            } else {
+                self.alert_state.remove(id.as_bytes())?;
+            }
         }
         // A forgotten device's history goes with it: otherwise devices that
         // come and go would grow the history without bound.
@@ -869,6 +818,86 @@ impl Store {
             }
         }
         Ok(w)
+    }
+
+    /// Writes checkpoint `c`'s journal file: the devices forgotten, the
+    /// snapshots and the closed windows that changed, the journal entries,
+    /// the alert states (module docs). It goes to the file a chunk at a
+    /// time as it is made: at a window close it is a few MB, which the
+    /// checkpoint held whole, twice while it grew. Returns the file's
+    /// marker (`None`: nothing to write, no file) and, per snapshot, the
+    /// hash of its closed windows when they changed since last written.
+    fn write_journal(
+        &self,
+        c: &Checkpoint<'_>,
+        w: &mut Written,
+    ) -> Result<(Option<Marker>, Vec<Option<u128>>), StateError> {
+        let d = &c.devices;
+        if d.forgotten.is_empty() && d.updated.is_empty() && d.logged.is_empty() && c.alert_states.is_empty() {
+            return Ok((None, Vec::new()));
+        }
+        let path = self.journal_path(c.seq);
+        let err = |what| {
+            let path = path.clone();
+            move |source| StateError::File { what, path, source }
+        };
+        let done =
+            std::fs::File::create(&path).map_err(err("create")).and_then(|f| {
+                let mut file = JournalFile { f, hash: ChunkHash::default() };
+                let changed = self.fill_journal(c, &mut file).map_err(|e| e.at(&path))?;
+                file.f.sync_data().map_err(err("sync"))?;
+                // The file's name must be on disk too before its marker is.
+                std::fs::File::open(&self.journal_dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|source| StateError::File { what: "sync", path: self.journal_dir.clone(), source })?;
+                w.bytes += file.hash.len as usize;
+                Ok((Some(file.hash.marker()), changed))
+            });
+        if done.is_err() {
+            // A checkpoint that fails is tried again under a new number:
+            // without this, a full disk would leave a file a second.
+            let _ = self.remove_journal_file(c.seq);
+        }
+        done
+    }
+
+    fn fill_journal(&self, c: &Checkpoint<'_>, file: &mut JournalFile) -> Result<Vec<Option<u128>>, JournalFault> {
+        let mut blob = journal::BlobWriter::default();
+        let mut v = Vec::new();
+        let mut write = |chunk: &[u8]| file.write(chunk);
+        for id in &c.devices.forgotten {
+            blob.forgotten(id);
+        }
+        let mut changed = Vec::with_capacity(c.devices.updated.len());
+        {
+            let written = self.closed_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for d in &c.devices.updated {
+                encode_closed(d, &mut v)?;
+                let h = hash128(&v);
+                // Before the snapshot: a restore trusts a tree's closed
+                // windows as new as its snapshot (`Store::restore`).
+                if written.get(&d.id) == Some(&h) {
+                    changed.push(None);
+                } else {
+                    blob.closed(&d.id, &v);
+                    changed.push(Some(h));
+                }
+                encode_open(d, c.seq, &mut v)?;
+                blob.snapshot(&d.id, &v);
+                blob.drain(&mut write)?;
+            }
+        }
+        for (id, e) in &c.devices.logged {
+            blob.entries(id, e);
+            blob.drain(&mut write)?;
+        }
+        for (id, (s, b)) in &c.alert_states {
+            let present = encode_state(*s, *b, &mut v)?;
+            blob.alert_state(id, present.then_some(v.as_slice()));
+            blob.drain(&mut write)?;
+        }
+        blob.finish(&mut write)?;
+        Ok(changed)
     }
 
     /// Writes window and alert records (the latest of each alert) and
@@ -1177,40 +1206,18 @@ impl Store {
 
     /// Writes checkpoint `seq`'s journal file and syncs it and its
     /// directory; returns its marker.
-    fn write_journal_file(&self, seq: u64, blob: &[u8]) -> Result<[u8; MARKER_BYTES], StateError> {
-        use std::io::Write;
-        let path = self.journal_path(seq);
-        let err = |what| {
-            let path = path.clone();
-            move |source| StateError::File { what, path, source }
-        };
-        let written = std::fs::File::create(&path).map_err(err("create")).and_then(|mut f| {
-            f.write_all(blob).map_err(err("write"))?;
-            f.sync_data().map_err(err("sync"))
-        });
-        // The file's name must be on disk too before its marker is.
-        let synced = written.and_then(|()| {
-            std::fs::File::open(&self.journal_dir).and_then(|d| d.sync_all()).map_err(|source| StateError::File {
-                what: "sync",
-                path: self.journal_dir.clone(),
-                source,
-            })
-        });
-        if let Err(e) = synced {
-            // A checkpoint that fails is tried again under a new number:
-            // without this, a full disk would leave a file a second.
-            let _ = self.remove_journal_file(seq);
-            return Err(e);
-        }
-        Ok(marker(blob))
-    }
-
     /// Reads checkpoint `seq`'s journal file and checks it against its marker.
     fn read_journal_file(&self, seq: u64, m: &[u8]) -> Result<sled::IVec, StateError> {
         let path = self.journal_path(seq);
         let blob =
             std::fs::read(&path).map_err(|source| StateError::File { what: "read", path: path.clone(), source })?;
-        if marker(&blob).as_slice() != m {
+        let fits = match m.len() {
+            MARKER_BYTES => m[0] == MARKER_CHUNKED && ChunkHash::of(&blob).marker().as_slice() == m,
+            // Layout 2's: the whole file hashed at once.
+            OLD_MARKER_BYTES => old_marker(&blob).as_slice() == m,
+            _ => false,
+        };
+        if !fits {
             return Err(StateError::JournalFile { path, seq, dir: self.dir.clone() });
         }
         Ok(blob.into())
@@ -1234,12 +1241,131 @@ impl Store {
     }
 }
 
-/// A journal file's marker: its length and hash.
-fn marker(blob: &[u8]) -> [u8; MARKER_BYTES] {
-    let mut m = [0u8; MARKER_BYTES];
+/// A layout 2 journal file's marker: its length and hash.
+fn old_marker(blob: &[u8]) -> [u8; OLD_MARKER_BYTES] {
+    let mut m = [0u8; OLD_MARKER_BYTES];
     m[..8].copy_from_slice(&(blob.len() as u64).to_be_bytes());
     m[8..].copy_from_slice(&hash128(blob).to_be_bytes());
     m
+}
+
+/// A journal file's length and hash, taken a [`journal::CHUNK`] at a time
+/// as it is written: each chunk hashed with the hash so far as the seed
+/// (two lanes, like [`hash128`]).
+#[derive(Debug, Clone)]
+struct ChunkHash {
+    len: u64,
+    a: u64,
+    b: u64,
+}
+
+impl Default for ChunkHash {
+    fn default() -> Self {
+        ChunkHash { len: 0, a: 0x6a6f_7572_6e61_6c01, b: 0x6a6f_7572_6e61_6c02 }
+    }
+}
+
+impl ChunkHash {
+    /// The next chunk: [`journal::CHUNK`] bytes, or fewer for the last.
+    fn update(&mut self, chunk: &[u8]) {
+        use std::hash::BuildHasher;
+        self.a = foldhash::quality::FixedState::with_seed(self.a).hash_one(chunk);
+        self.b = foldhash::quality::FixedState::with_seed(self.b).hash_one(chunk);
+        self.len += chunk.len() as u64;
+    }
+
+    /// Of a whole file, chunk by chunk.
+    fn of(blob: &[u8]) -> ChunkHash {
+        let mut h = ChunkHash::default();
+        for c in blob.chunks(journal::CHUNK) {
+            h.update(c);
+        }
+        h
+    }
+
+    fn marker(&self) -> Marker {
+        let mut m = [0u8; MARKER_BYTES];
+        m[0] = MARKER_CHUNKED;
+        m[1..9].copy_from_slice(&self.len.to_be_bytes());
+        m[9..17].copy_from_slice(&self.a.to_be_bytes());
+        m[17..].copy_from_slice(&self.b.to_be_bytes());
+        m
+    }
+}
+
+/// A journal file being written: its bytes hashed as they go.
+struct JournalFile {
+    f: std::fs::File,
+    hash: ChunkHash,
+}
+
+impl JournalFile {
+    fn write(&mut self, chunk: &[u8]) -> Result<(), JournalFault> {
+        use std::io::Write;
+        self.hash.update(chunk);
+        self.f.write_all(chunk).map_err(JournalFault::Write)
+    }
+}
+
+/// What can go wrong while a journal file is filled: a record that does
+/// not encode, or the write (the path is added by the caller).
+#[derive(Debug)]
+enum JournalFault {
+    Encode(StateError),
+    Write(std::io::Error),
+}
+
+impl From<StateError> for JournalFault {
+    fn from(e: StateError) -> Self {
+        JournalFault::Encode(e)
+    }
+}
+
+impl JournalFault {
+    fn at(self, path: &Path) -> StateError {
+        match self {
+            JournalFault::Encode(e) => e,
+            JournalFault::Write(source) => StateError::File { what: "write", path: path.to_owned(), source },
+        }
+    }
+}
+
+/// A device's `closed` record into `out` (cleared first).
+fn encode_closed(d: &DeviceSnapshot, out: &mut Vec<u8>) -> Result<(), StateError> {
+    out.clear();
+    postcard::to_io(&d.closed, &mut *out).map_err(StateError::Encode)?;
+    Ok(())
+}
+
+/// A device's `devices` record, written by checkpoint `seq`, into `out`
+/// (cleared first).
+fn encode_open(d: &DeviceSnapshot, seq: u64, out: &mut Vec<u8>) -> Result<(), StateError> {
+    out.clear();
+    let part = OpenPart {
+        id: &d.id,
+        max_ts: d.max_ts,
+        last_seen_ms: d.last_seen_ms,
+        signals: &d.signals,
+        open: &d.open,
+        closed: &[],
+    };
+    postcard::to_io(&part, &mut *out).map_err(StateError::Encode)?;
+    out.extend_from_slice(&seq.to_be_bytes());
+    Ok(())
+}
+
+/// A device's `alert_state` record into `out` (cleared first); false when
+/// it has neither, and the record goes.
+fn encode_state(s: Option<&DeviceState>, b: Option<&DeviceBaseline>, out: &mut Vec<u8>) -> Result<bool, StateError> {
+    out.clear();
+    if s.is_none() && b.is_none() {
+        return Ok(false);
+    }
+    postcard::to_io(s.unwrap_or(&DeviceState::default()), &mut *out).map_err(StateError::Encode)?;
+    if let Some(b) = b {
+        postcard::to_io(b, &mut *out).map_err(StateError::Encode)?;
+    }
+    Ok(true)
 }
 
 /// Removes the journal files without a marker: written by a checkpoint
@@ -1857,6 +1983,36 @@ mod tests {
         std::fs::remove_file(dir.path().join("journal/0000000000000008")).unwrap();
         let e = crate::error_chain(&s.restore().unwrap_err());
         assert!(e.contains("cannot read") && e.contains("0000000000000008"), "{e}");
+        s.journal_files.remove(8u64.to_be_bytes()).unwrap();
+
+        // A file of several chunks, hashed as it was written: read whole,
+        // and a byte changed in its second chunk is found.
+        let ids: Vec<String> = (0..6000).map(|i| format!("line-a-pump-{i:04}")).collect();
+        let c = Checkpoint {
+            seq: 10,
+            alert_states: ids.iter().map(|id| (id.clone(), (Some(&empty), None))).collect(),
+            ..Default::default()
+        };
+        s.checkpoint(&c).unwrap();
+        let path = dir.path().join("journal/000000000000000a");
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() > journal::CHUNK + 1000, "{} bytes", bytes.len());
+        s.alert_state.clear().unwrap();
+        assert_eq!(state_ids(&s), ids);
+        bytes[journal::CHUNK + 500] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = crate::error_chain(&s.restore().unwrap_err());
+        assert!(e.contains("000000000000000a"), "{e}");
+        s.journal_files.remove(10u64.to_be_bytes()).unwrap();
+
+        // Layout 2's files, marked with their length and a hash of the
+        // whole, are still read.
+        let blob = journal::encode_blob(&[], &[], &[("p9", Some(encode(&empty).unwrap()))]);
+        std::fs::write(dir.path().join("journal/000000000000000b"), &blob).unwrap();
+        s.journal_files.insert(11u64.to_be_bytes(), old_marker(&blob).as_slice()).unwrap();
+        assert_eq!(state_ids(&s), vec!["p9"]);
+        std::fs::write(dir.path().join("journal/000000000000000b"), b"not it").unwrap();
+        assert!(s.restore().is_err());
     }
 
     #[test]

@@ -136,21 +136,27 @@ const ALERT_STATE_REMOVED: u64 = 3;
 const SNAPSHOT: u64 = 4;
 const CLOSED: u64 = 5;
 
+/// A blob is written and hashed in chunks of this many bytes (the last one
+/// shorter), so that it never needs to be whole in memory.
+pub const CHUNK: usize = 64 << 10;
+
 /// A checkpoint's blob, written group by group in the order the module
-/// docs give. The writer returns where each record is in the blob, so that
-/// the store inserts them into their trees from the blob after the commit.
+/// docs give, and handed on a [`CHUNK`] at a time ([`BlobWriter::drain`]).
 #[derive(Debug, Default)]
 pub struct BlobWriter {
     out: Vec<u8>,
+    /// Bytes handed on.
+    drained: usize,
 }
 
 impl BlobWriter {
-    pub fn is_empty(&self) -> bool {
-        self.out.is_empty()
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.drained + self.out.len()
     }
 
-    pub fn bytes(&self) -> &[u8] {
-        &self.out
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn forgotten(&mut self, device: &str) {
@@ -162,43 +168,64 @@ impl BlobWriter {
         self.group(device, ENTRIES, entries);
     }
 
-    /// A device's alert state record (`None`: removed); where the record is.
-    pub fn alert_state(&mut self, device: &str, state: Option<&[u8]>) -> std::ops::Range<usize> {
+    /// A device's alert state record (`None`: removed).
+    pub fn alert_state(&mut self, device: &str, state: Option<&[u8]>) {
         match state {
             Some(v) => self.group(device, ALERT_STATE, v),
             None => {
                 put_name(&mut self.out, device);
                 put_u(&mut self.out, ALERT_STATE_REMOVED);
-                self.out.len()..self.out.len()
             }
         }
     }
 
-    /// A device's snapshot record (its `devices` record); where it is.
-    pub fn snapshot(&mut self, device: &str, record: &[u8]) -> std::ops::Range<usize> {
-        self.group(device, SNAPSHOT, record)
+    /// A device's snapshot record (its `devices` record).
+    pub fn snapshot(&mut self, device: &str, record: &[u8]) {
+        self.group(device, SNAPSHOT, record);
     }
 
-    /// A device's closed-windows record (its `closed` record); where it is.
-    pub fn closed(&mut self, device: &str, record: &[u8]) -> std::ops::Range<usize> {
-        self.group(device, CLOSED, record)
+    /// A device's closed-windows record (its `closed` record).
+    pub fn closed(&mut self, device: &str, record: &[u8]) {
+        self.group(device, CLOSED, record);
     }
 
-    pub fn len(&self) -> usize {
-        self.out.len()
-    }
-
-    fn group(&mut self, device: &str, kind: u64, bytes: &[u8]) -> std::ops::Range<usize> {
+    fn group(&mut self, device: &str, kind: u64, bytes: &[u8]) {
         put_name(&mut self.out, device);
         put_u(&mut self.out, kind);
         put_u(&mut self.out, bytes.len() as u64);
-        let at = self.out.len();
         self.out.extend_from_slice(bytes);
-        at..self.out.len()
     }
 
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.out
+    /// Hands every whole [`CHUNK`] written so far to `sink`, in order, and
+    /// keeps the rest.
+    pub fn drain<E>(&mut self, mut sink: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        let whole = self.out.len() / CHUNK * CHUNK;
+        for c in self.out[..whole].chunks(CHUNK) {
+            sink(c)?;
+        }
+        self.out.drain(..whole);
+        self.drained += whole;
+        Ok(())
+    }
+
+    /// Hands on the rest: the blob is complete.
+    pub fn finish<E>(mut self, mut sink: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        self.drain(&mut sink)?;
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        sink(&self.out)
+    }
+
+    /// The whole blob (tests).
+    #[cfg(test)]
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        let mut all = Vec::new();
+        let _ = self.finish(|c| -> Result<(), ()> {
+            all.extend_from_slice(c);
+            Ok(())
+        });
+        all
     }
 }
 
@@ -298,20 +325,33 @@ mod tests {
     }
 
     #[test]
-    fn records_written_into_a_blob_are_found_where_the_writer_says() {
+    fn a_blob_lists_its_groups_in_order_and_goes_out_in_whole_chunks() {
         let mut w = BlobWriter::default();
         w.forgotten("gone");
-        let big = vec![7u8; 300];
-        let snap = w.snapshot("p1", &big);
-        let closed = w.closed("p1", &[5]);
+        let big = vec![7u8; CHUNK + 300];
+        w.snapshot("p1", &big);
+        w.closed("p1", &[5]);
         w.entries("p3", &[1, 2]);
-        let state = w.alert_state("p1", Some(&[9]));
-        let removed = w.alert_state("p3", None);
-        let blob = w.into_bytes();
-        assert_eq!(&blob[snap], &big[..]);
-        assert_eq!(&blob[closed], &[5]);
-        assert_eq!(&blob[state], &[9]);
-        assert!(removed.is_empty());
+        w.alert_state("p1", Some(&[9]));
+        w.alert_state("p3", None);
+        let n = w.len();
+        // Drained as it grows: whole chunks only, then the rest.
+        let mut chunks = Vec::new();
+        w.drain(|c| -> Result<(), ()> {
+            chunks.push(c.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [CHUNK]);
+        assert_eq!(w.len(), n, "the length counts what went out");
+        w.finish(|c| -> Result<(), ()> {
+            chunks.push(c.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert!(chunks[1].len() < CHUNK);
+        let blob = chunks.concat();
+        assert_eq!(blob.len(), n);
         assert_eq!(
             groups(&blob).unwrap(),
             vec![
