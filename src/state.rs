@@ -1572,7 +1572,7 @@ mod tests {
         // New windows after a restart join the starts read from the tree.
         s.checkpoint(&Checkpoint { windows: vec![w("pump-2", 6)], ..Default::default() }).unwrap();
         drop(s);
-        let s = Store::open(dir.path()).unwrap();
+        let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
         assert_eq!(s.windows("pump-2", 10).unwrap().iter().map(|r| r.start_ms / 60_000).collect::<Vec<_>>(), [6, 1]);
         assert!(s.windows("nobody", 10).unwrap().is_empty());
     }

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use crate::clean::Cleaning;
 use crate::reading::Reading;
-pub use stats::{stat_index, SignalStats, STAT_NAMES};
+pub use stats::{stat_index, SignalStats, WindowStats, STAT_NAMES};
 
 /// Window timing, in milliseconds (config `[window]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,7 +178,7 @@ struct Signal {
 #[derive(Debug, Clone)]
 struct Window {
     start: i64,
-    stats: Vec<SignalStats>,
+    stats: WindowStats,
 }
 
 #[derive(Debug)]
@@ -358,6 +358,8 @@ pub struct Engine {
     created: u64,
     names: Names,
     lists: SignalLists,
+    /// Scratch for one reading's values ([`Cx::values`]).
+    values: Vec<(usize, f64)>,
 }
 
 impl Engine {
@@ -377,6 +379,7 @@ impl Engine {
             created: 0,
             names: Names::default(),
             lists: SignalLists::default(),
+            values: Vec::new(),
         }
     }
 
@@ -491,6 +494,7 @@ impl Engine {
             counters: &mut self.counters,
             names: &mut self.names,
             lists: &mut self.lists,
+            values: &mut self.values,
             out,
             log,
         };
@@ -699,7 +703,7 @@ impl Engine {
             .map(|name| Signal { rule: self.cleaning.rule_for(&name), name: self.names.get(&name) })
             .collect();
         let signals = self.lists.share(signals.into());
-        let window = |w: WindowSnapshot| Window { start: w.start, stats: w.stats };
+        let window = |w: WindowSnapshot| Window { start: w.start, stats: WindowStats::from_signals(w.stats) };
         let mut open: Vec<Window> = s.open.into_iter().map(window).collect();
         let mut closed: Vec<Window> = s.closed.into_iter().map(window).collect();
         open.sort_by_key(|w| w.start);
@@ -763,7 +767,7 @@ pub struct Changes {
 }
 
 fn snapshot(dev: &Device) -> DeviceSnapshot {
-    let window = |w: &Window| WindowSnapshot { start: w.start, stats: w.stats.clone() };
+    let window = |w: &Window| WindowSnapshot { start: w.start, stats: w.stats.to_signals() };
     DeviceSnapshot {
         id: dev.id.to_string(),
         max_ts: dev.max_ts,
@@ -782,6 +786,8 @@ struct Cx<'a> {
     counters: &'a mut EngineCounters,
     names: &'a mut Names,
     lists: &'a mut SignalLists,
+    /// The reading's values by signal index (scratch, empty between readings).
+    values: &'a mut Vec<(usize, f64)>,
     out: &'a mut Vec<ClosedWindow>,
     /// Write the reading to the device's journal.
     log: bool,
@@ -847,11 +853,13 @@ fn record_in<'v>(
                 cx.counters.limit_hits[Limit::OpenWindowsPerDevice as usize] += 1;
                 insert_sorted(&mut dev.closed, w);
             }
-            let i = insert_sorted(&mut dev.open, Window { start, stats: Vec::with_capacity(dev.signals.len()) });
+            let i =
+                insert_sorted(&mut dev.open, Window { start, stats: WindowStats::with_capacity(dev.signals.len()) });
             &mut dev.open[i]
         }
         Slot::NewClosed => {
-            let i = insert_sorted(&mut dev.closed, Window { start, stats: Vec::with_capacity(dev.signals.len()) });
+            let i =
+                insert_sorted(&mut dev.closed, Window { start, stats: WindowStats::with_capacity(dev.signals.len()) });
             &mut dev.closed[i]
         }
     };
@@ -901,11 +909,10 @@ fn record_in<'v>(
                 continue;
             }
         }
-        if window.stats.len() <= idx {
-            window.stats.resize_with(idx + 1, SignalStats::default);
-        }
-        window.stats[idx].push(v, ts_ms, start);
+        cx.values.push((idx, v));
     }
+    window.stats.push(cx.values, ts_ms, start);
+    cx.values.clear();
 
     if cx.log {
         dev.journal.push(0);
@@ -998,12 +1005,13 @@ fn emit(dev: &Device, w: &Window, size_ms: i64, update: bool, trigger: Trigger) 
         end_ms: w.start.saturating_add(size_ms),
         update,
         trigger,
-        signals: w
-            .stats
+        signals: dev
+            .signals
             .iter()
-            .zip(dev.signals.iter())
-            .filter(|(s, _)| s.count() > 0)
-            .map(|(s, sig)| (sig.name.clone(), s.finish()))
+            .enumerate()
+            .take(w.stats.len())
+            .filter(|(i, _)| w.stats.count(*i) > 0)
+            .map(|(i, sig)| (sig.name.clone(), w.stats.finish(i)))
             .collect(),
     }
 }

@@ -74,15 +74,164 @@ impl SignalStats {
     /// time axis of the slope. `x` must be finite (decode guarantees it).
     #[inline]
     pub fn push(&mut self, x: f64, ts_ms: i64, window_start_ms: i64) {
-        if self.n == 0 {
-            self.shift = x;
-        }
-        let y = x - self.shift;
-        let t = (ts_ms - window_start_ms) as f64 / 1000.0;
+        let (mut times, mut values) = self.parts();
+        let step = times.advance(ts_ms, window_start_ms);
+        values.apply(x, &step);
+        *self = SignalStats::from_parts(&times, &values);
+    }
 
+    /// The 13 statistics in [`STAT_NAMES`] order. A signal never seen has
+    /// count 0 and NaN for the rest.
+    pub fn finish(&self) -> [f64; 13] {
+        let (times, values) = self.parts();
+        finish(&times, &values)
+    }
+
+    fn parts(&self) -> (Times, Values) {
+        let times =
+            Times { n: self.n, t_mean: self.t_mean, t_m2: self.t_m2, first_ts: self.first_ts, last_ts: self.last_ts };
+        let values = Values {
+            shift: self.shift,
+            mean: self.mean,
+            m2: self.m2,
+            m3: self.m3,
+            m4: self.m4,
+            min: self.min,
+            max: self.max,
+            xt_c: self.xt_c,
+            first: self.first,
+            last: self.last,
+        };
+        (times, values)
+    }
+
+    fn from_parts(t: &Times, v: &Values) -> SignalStats {
+        SignalStats {
+            n: t.n,
+            shift: v.shift,
+            mean: v.mean,
+            m2: v.m2,
+            m3: v.m3,
+            m4: v.m4,
+            min: v.min,
+            max: v.max,
+            t_mean: t.t_mean,
+            t_m2: t.t_m2,
+            xt_c: v.xt_c,
+            first_ts: t.first_ts,
+            first: v.first,
+            last_ts: t.last_ts,
+            last: v.last,
+        }
+    }
+}
+
+/// The part of a signal's running statistics that follows only the times
+/// of its readings: the count, the moments of the time axis, the first and
+/// last times. Signals that took the same readings have the same times, bit
+/// for bit, and share them ([`WindowStats`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Times {
+    n: u64,
+    t_mean: f64,
+    t_m2: f64,
+    first_ts: i64,
+    last_ts: i64,
+}
+
+impl Default for Times {
+    fn default() -> Self {
+        Times { n: 0, t_mean: 0.0, t_m2: 0.0, first_ts: i64::MAX, last_ts: i64::MIN }
+    }
+}
+
+impl Times {
+    /// Whether `other` is the same, bit for bit.
+    fn same(&self, other: &Times) -> bool {
+        self.n == other.n
+            && self.t_mean.to_bits() == other.t_mean.to_bits()
+            && self.t_m2.to_bits() == other.t_m2.to_bits()
+            && self.first_ts == other.first_ts
+            && self.last_ts == other.last_ts
+    }
+}
+
+/// One reading's step on a [`Times`], for the values that go with it.
+struct Step {
+    /// The count before and after, as floats.
+    n1: f64,
+    n: f64,
+    /// Time minus the time mean before the step.
+    dt: f64,
+    /// The reading is the earliest so far, or the latest (or ties it).
+    is_first: bool,
+    is_last: bool,
+}
+
+impl Times {
+    #[inline]
+    fn advance(&mut self, ts_ms: i64, window_start_ms: i64) -> Step {
+        let t = (ts_ms - window_start_ms) as f64 / 1000.0;
         let n1 = self.n as f64;
         self.n += 1;
         let n = self.n as f64;
+        let dt = t - self.t_mean;
+        self.t_mean += dt / n;
+        self.t_m2 += dt * (t - self.t_mean);
+        // Ties in event time: `first` keeps the earliest arrival, `last` the latest.
+        let is_first = ts_ms < self.first_ts;
+        if is_first {
+            self.first_ts = ts_ms;
+        }
+        let is_last = ts_ms >= self.last_ts;
+        if is_last {
+            self.last_ts = ts_ms;
+        }
+        Step { n1, n, dt, is_first, is_last }
+    }
+}
+
+/// The rest of a signal's running statistics: the moments of its values
+/// (shifted by the first), extremes, the time co-moment, first and last.
+#[derive(Debug, Clone, PartialEq)]
+struct Values {
+    shift: f64,
+    mean: f64,
+    m2: f64,
+    m3: f64,
+    m4: f64,
+    min: f64,
+    max: f64,
+    xt_c: f64,
+    first: f64,
+    last: f64,
+}
+
+impl Default for Values {
+    fn default() -> Self {
+        Values {
+            shift: 0.0,
+            mean: 0.0,
+            m2: 0.0,
+            m3: 0.0,
+            m4: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            xt_c: 0.0,
+            first: f64::NAN,
+            last: f64::NAN,
+        }
+    }
+}
+
+impl Values {
+    #[inline]
+    fn apply(&mut self, x: f64, step: &Step) {
+        if step.n1 == 0.0 {
+            self.shift = x;
+        }
+        let y = x - self.shift;
+        let (n1, n) = (step.n1, step.n);
         let delta = y - self.mean;
         let delta_n = delta / n;
         let delta_n2 = delta_n * delta_n;
@@ -91,62 +240,194 @@ impl SignalStats {
         self.m4 += term1 * delta_n2 * (n * n - 3.0 * n + 3.0) + 6.0 * delta_n2 * self.m2 - 4.0 * delta_n * self.m3;
         self.m3 += term1 * delta_n * (n - 2.0) - 3.0 * delta_n * self.m2;
         self.m2 += term1;
-
-        let dt = t - self.t_mean;
-        self.t_mean += dt / n;
-        self.t_m2 += dt * (t - self.t_mean);
-        self.xt_c += dt * (y - self.mean);
-
+        self.xt_c += step.dt * (y - self.mean);
         self.min = self.min.min(x);
         self.max = self.max.max(x);
-        // Ties in event time: `first` keeps the earliest arrival, `last` the latest.
-        if ts_ms < self.first_ts {
-            self.first_ts = ts_ms;
+        if step.is_first {
             self.first = x;
         }
-        if ts_ms >= self.last_ts {
-            self.last_ts = ts_ms;
+        if step.is_last {
             self.last = x;
         }
     }
+}
 
-    /// The 13 statistics in [`STAT_NAMES`] order. A signal never seen has
-    /// count 0 and NaN for the rest.
-    pub fn finish(&self) -> [f64; 13] {
-        if self.n == 0 {
-            let mut out = [f64::NAN; 13];
-            out[0] = 0.0;
-            return out;
+/// The 13 statistics of a signal with these times and values.
+fn finish(t: &Times, v: &Values) -> [f64; 13] {
+    if t.n == 0 {
+        let mut out = [f64::NAN; 13];
+        out[0] = 0.0;
+        return out;
+    }
+    let n = t.n as f64;
+    let constant = v.min == v.max;
+    let mean = v.shift + v.mean;
+    let std = if t.n < 2 || constant { 0.0 } else { (v.m2 / (n - 1.0)).sqrt() };
+    // rms² = mean² + population variance: no sum of squares to overflow or cancel.
+    let var_pop = if constant { 0.0 } else { v.m2 / n };
+    let rms = (mean * mean + var_pop).sqrt();
+    let (skew, kurtosis) = if constant || v.m2 <= 0.0 {
+        (0.0, 0.0)
+    } else {
+        (n.sqrt() * v.m3 / v.m2.powf(1.5), n * v.m4 / (v.m2 * v.m2) - 3.0)
+    };
+    let crest = if rms == 0.0 { 0.0 } else { v.min.abs().max(v.max.abs()) / rms };
+    let slope = if t.first_ts == t.last_ts || t.t_m2 <= 0.0 { 0.0 } else { v.xt_c / t.t_m2 };
+    [n, mean, std, v.min, v.max, rms, v.max - v.min, skew, kurtosis, crest, slope, v.first, v.last]
+}
+
+/// Signals past this index always keep times of their own (the shared
+/// ones are marked in a 64-bit mask).
+const SHARED_SIGNALS: usize = 64;
+
+/// The running statistics of all the signals of one window, in memory:
+/// the times of the signals that took every reading of the window so far
+/// are held once (a signal's statistics are 120 bytes, 40 of them times;
+/// 8 signals take 688 bytes here instead of 960). What a signal computes
+/// is exactly what its own [`SignalStats`] would: the same operations in
+/// the same order, the time part done once for all. A signal that misses a
+/// reading the others take goes on with a copy of the times as they were.
+#[derive(Debug, Clone, Default)]
+pub struct WindowStats {
+    /// The shared times.
+    times: Times,
+    /// Bit `i`: signal `i` follows `times`.
+    shared: u64,
+    /// Per signal index; a signal the window has not seen has default
+    /// values and is neither shared nor in `own`.
+    values: Vec<Values>,
+    /// Signals with times of their own, by index (usually none).
+    own: Vec<(usize, Times)>,
+}
+
+impl WindowStats {
+    /// Room for `signals` signals.
+    pub fn with_capacity(signals: usize) -> WindowStats {
+        WindowStats { values: Vec::with_capacity(signals), ..WindowStats::default() }
+    }
+
+    /// Adds one reading at event time `ts_ms`: its values by signal index,
+    /// each signal at most once, all finite (the engine sees to both).
+    pub fn push(&mut self, values: &[(usize, f64)], ts_ms: i64, window_start_ms: i64) {
+        if let Some(top) = values.iter().map(|&(i, _)| i).max() {
+            if top >= self.values.len() {
+                self.values.resize_with(top + 1, Values::default);
+            }
         }
-        let n = self.n as f64;
-        let constant = self.min == self.max;
-        let mean = self.shift + self.mean;
-        let std = if self.n < 2 || constant { 0.0 } else { (self.m2 / (n - 1.0)).sqrt() };
-        // rms² = mean² + population variance: no sum of squares to overflow or cancel.
-        let var_pop = if constant { 0.0 } else { self.m2 / n };
-        let rms = (mean * mean + var_pop).sqrt();
-        let (skew, kurtosis) = if constant || self.m2 <= 0.0 {
-            (0.0, 0.0)
-        } else {
-            (n.sqrt() * self.m3 / self.m2.powf(1.5), n * self.m4 / (self.m2 * self.m2) - 3.0)
-        };
-        let crest = if rms == 0.0 { 0.0 } else { self.min.abs().max(self.max.abs()) / rms };
-        let slope = if self.first_ts == self.last_ts || self.t_m2 <= 0.0 { 0.0 } else { self.xt_c / self.t_m2 };
-        [
-            n,
-            mean,
-            std,
-            self.min,
-            self.max,
-            rms,
-            self.max - self.min,
-            skew,
-            kurtosis,
-            crest,
-            slope,
-            self.first,
-            self.last,
-        ]
+        let mut present = 0u64;
+        for &(i, _) in values {
+            if i < SHARED_SIGNALS {
+                present |= 1 << i;
+            }
+        }
+        // Signals new to the window join the shared times while those
+        // have not moved yet.
+        if self.times.n == 0 {
+            for &(i, _) in values {
+                if i < SHARED_SIGNALS && !self.own.iter().any(|(j, _)| *j == i) {
+                    self.shared |= 1 << i;
+                }
+            }
+        }
+        if self.shared & present != 0 {
+            // The shared times move: signals that miss this reading keep
+            // the times as they were.
+            let mut leaving = self.shared & !present;
+            while leaving != 0 {
+                let i = leaving.trailing_zeros() as usize;
+                leaving &= leaving - 1;
+                self.own.push((i, self.times));
+            }
+            self.shared &= present;
+            let step = self.times.advance(ts_ms, window_start_ms);
+            for &(i, x) in values {
+                if i < SHARED_SIGNALS && self.shared & (1 << i) != 0 {
+                    self.values[i].apply(x, &step);
+                }
+            }
+        }
+        for &(i, x) in values {
+            if i < SHARED_SIGNALS && self.shared & (1 << i) != 0 {
+                continue;
+            }
+            let k = match self.own.iter().position(|(j, _)| *j == i) {
+                Some(k) => k,
+                None => {
+                    self.own.push((i, Times::default()));
+                    self.own.len() - 1
+                }
+            };
+            let step = self.own[k].1.advance(ts_ms, window_start_ms);
+            self.values[i].apply(x, &step);
+        }
+    }
+
+    fn times_of(&self, i: usize) -> Times {
+        if i < SHARED_SIGNALS && self.shared & (1 << i) != 0 {
+            return self.times;
+        }
+        self.own.iter().find(|(j, _)| *j == i).map_or_else(Times::default, |(_, t)| *t)
+    }
+
+    /// Signal slots (seen or not), by index.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Readings signal `i` took.
+    pub fn count(&self, i: usize) -> u64 {
+        if i >= self.values.len() {
+            return 0;
+        }
+        self.times_of(i).n
+    }
+
+    /// Signal `i`'s 13 statistics, as [`SignalStats::finish`].
+    pub fn finish(&self, i: usize) -> [f64; 13] {
+        match self.values.get(i) {
+            Some(v) => finish(&self.times_of(i), v),
+            None => SignalStats::default().finish(),
+        }
+    }
+
+    /// Per signal, as a checkpoint stores them.
+    pub fn to_signals(&self) -> Vec<SignalStats> {
+        (0..self.values.len()).map(|i| SignalStats::from_parts(&self.times_of(i), &self.values[i])).collect()
+    }
+
+    /// From per-signal statistics: the signals with the most common times
+    /// share them (any grouping computes the same).
+    pub fn from_signals(signals: Vec<SignalStats>) -> WindowStats {
+        let parts: Vec<(Times, Values)> = signals.iter().map(SignalStats::parts).collect();
+        let mut best: Option<(Times, usize)> = None;
+        for (i, (t, _)) in parts.iter().enumerate().take(SHARED_SIGNALS) {
+            if t.n == 0 {
+                continue;
+            }
+            let k = parts.iter().take(SHARED_SIGNALS).filter(|(u, _)| u.same(t)).count();
+            if best.is_none_or(|(_, b)| k > b) && parts[..i].iter().all(|(u, _)| !u.same(t)) {
+                best = Some((*t, k));
+            }
+        }
+        let mut w = WindowStats { values: Vec::with_capacity(parts.len()), ..WindowStats::default() };
+        if let Some((t, _)) = best {
+            w.times = t;
+        }
+        for (i, (t, v)) in parts.into_iter().enumerate() {
+            if t.n == 0 {
+                // Not seen: nothing to keep but the defaults.
+            } else if i < SHARED_SIGNALS && best.is_some() && t.same(&w.times) {
+                w.shared |= 1 << i;
+            } else {
+                w.own.push((i, t));
+            }
+            w.values.push(v);
+        }
+        w
     }
 }
 
@@ -274,6 +555,75 @@ mod tests {
         let scale = prop_oneof![Just(1.0), Just(1e-3), Just(1e3)];
         (offset, scale, prop::collection::vec((0i64..300_000, -1.0..1.0f64), 1..200))
             .prop_map(|(o, s, pts)| pts.into_iter().map(|(t, x)| (t, o + s * x)).collect())
+    }
+
+    /// Readings of a window: time, and the values of some of its signals
+    /// (indices up to 69, past the 64 that can share times).
+    fn readings() -> impl Strategy<Value = Vec<(i64, Vec<(usize, f64)>)>> {
+        let signal = prop_oneof![8 => 0usize..6, 1 => 62usize..70];
+        let reading = (
+            0i64..120_000,
+            prop::collection::btree_map(signal, -1e3..1e3f64, 0..5).prop_map(|m| m.into_iter().collect::<Vec<_>>()),
+        );
+        prop::collection::vec(reading, 0..60)
+    }
+
+    fn bits(s: &SignalStats) -> String {
+        // Debug prints every field; NaN == NaN here, unlike PartialEq.
+        format!("{s:?}")
+    }
+
+    proptest! {
+        /// A window's shared times give each signal exactly what its own
+        /// statistics would, also after a checkpoint's round trip mid-way.
+        #[test]
+        fn shared_times_compute_what_each_signal_would(rs in readings(), cut in 0usize..60, full in any::<bool>()) {
+            let start = 1_800_000_000_000i64;
+            let mut own: Vec<SignalStats> = Vec::new();
+            let mut w = WindowStats::default();
+            for (k, (t, values)) in rs.iter().enumerate() {
+                if k == cut {
+                    w = WindowStats::from_signals(w.to_signals());
+                }
+                let values: Vec<(usize, f64)> =
+                    if full { (0..4).map(|i| (i, values.first().map_or(1.0, |v| v.1) + i as f64)).collect() } else { values.clone() };
+                for &(i, x) in &values {
+                    if own.len() <= i {
+                        own.resize_with(i + 1, SignalStats::default);
+                    }
+                    own[i].push(x, start + t, start);
+                }
+                w.push(&values, start + t, start);
+            }
+            let got = w.to_signals();
+            prop_assert_eq!(got.len(), own.len());
+            for (i, (a, b)) in got.iter().zip(&own).enumerate() {
+                prop_assert_eq!(bits(a), bits(b), "signal {}", i);
+                prop_assert_eq!(w.count(i), b.count());
+                let (fa, fb) = (w.finish(i), b.finish());
+                prop_assert!(fa.iter().zip(&fb).all(|(x, y)| x.to_bits() == y.to_bits()), "signal {}: {:?} vs {:?}", i, fa, fb);
+            }
+        }
+    }
+
+    #[test]
+    fn signals_that_take_the_same_readings_hold_one_set_of_times() {
+        let mut w = WindowStats::with_capacity(3);
+        for t in 0..5 {
+            w.push(&[(0, 1.0), (1, 2.0), (2, 3.0)], t * 1000, 0);
+        }
+        assert!(w.own.is_empty() && w.shared == 0b111);
+        // One misses a reading: it keeps its times, the others go on.
+        w.push(&[(0, 1.0), (2, 3.0)], 6000, 0);
+        assert_eq!(w.own.iter().map(|(i, t)| (*i, t.n)).collect::<Vec<_>>(), [(1, 5)]);
+        assert_eq!((w.count(0), w.count(1), w.count(2)), (6, 5, 6));
+        // A signal new to the window once the times moved has its own.
+        w.push(&[(0, 1.0), (2, 3.0), (3, 4.0)], 7000, 0);
+        assert_eq!(w.count(3), 1);
+        assert_eq!(w.shared, 0b101);
+        // Restored from per-signal statistics, the largest group shares.
+        let r = WindowStats::from_signals(w.to_signals());
+        assert_eq!((r.shared, r.own.len()), (0b101, 2));
     }
 
     proptest! {
