@@ -309,27 +309,32 @@ impl WindowStats {
     /// Adds one reading at event time `ts_ms`: its values by signal index,
     /// each signal at most once, all finite (the engine sees to both).
     pub fn push(&mut self, values: &[(usize, f64)], ts_ms: i64, window_start_ms: i64) {
-        if let Some(top) = values.iter().map(|&(i, _)| i).max() {
-            if top >= self.values.len() {
-                self.values.resize_with(top + 1, Values::default);
-            }
-        }
-        let mut present = 0u64;
+        let (mut present, mut top, mut wide) = (0u64, 0usize, false);
         for &(i, _) in values {
+            top = top.max(i + 1);
             if i < SHARED_SIGNALS {
                 present |= 1 << i;
+            } else {
+                wide = true;
             }
+        }
+        if top > self.values.len() {
+            self.values.resize_with(top, Values::default);
         }
         // Signals new to the window join the shared times while those
         // have not moved yet.
         if self.times.n == 0 {
-            for &(i, _) in values {
-                if i < SHARED_SIGNALS && !self.own.iter().any(|(j, _)| *j == i) {
-                    self.shared |= 1 << i;
+            let mut join = present;
+            for (j, _) in &self.own {
+                if *j < SHARED_SIGNALS {
+                    join &= !(1 << j);
                 }
             }
+            self.shared |= join;
         }
-        if self.shared & present != 0 {
+        let moving = self.shared & present;
+        let mut all_shared = false;
+        if moving != 0 {
             // The shared times move: signals that miss this reading keep
             // the times as they were.
             let mut leaving = self.shared & !present;
@@ -338,13 +343,23 @@ impl WindowStats {
                 leaving &= leaving - 1;
                 self.own.push((i, self.times));
             }
-            self.shared &= present;
+            self.shared = moving;
             let step = self.times.advance(ts_ms, window_start_ms);
-            for &(i, x) in values {
-                if i < SHARED_SIGNALS && self.shared & (1 << i) != 0 {
+            all_shared = moving == present && !wide;
+            if all_shared {
+                for &(i, x) in values {
                     self.values[i].apply(x, &step);
                 }
+            } else {
+                for &(i, x) in values {
+                    if i < SHARED_SIGNALS && moving & (1 << i) != 0 {
+                        self.values[i].apply(x, &step);
+                    }
+                }
             }
+        }
+        if all_shared {
+            return;
         }
         for &(i, x) in values {
             if i < SHARED_SIGNALS && self.shared & (1 << i) != 0 {
