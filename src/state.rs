@@ -1454,24 +1454,25 @@ fn seq_of(k: &[u8]) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// sled lets go of its file lock shortly after the last handle is
-    /// dropped (its flusher thread holds one): a reopen in the same process
-    /// may have to wait.
-    fn retry<T>(mut f: impl FnMut() -> Result<T, String>) -> T {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match f() {
-                Ok(t) => return t,
-                Err(e) if std::time::Instant::now() < deadline && e.contains("lock") => {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
-                }
-                Err(e) => panic!("{e}"),
+/// sled lets go of its file lock shortly after the last handle is
+/// dropped (its flusher thread holds one): a reopen in the same process
+/// may have to wait.
+pub(crate) fn retry<T>(mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match f() {
+            Ok(t) => return t,
+            Err(e) if std::time::Instant::now() < deadline && e.contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
             }
+            Err(e) => panic!("{e}"),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     /// Device `d`'s window of minute `i`.
     fn minute_window(d: &str, i: i64) -> WindowRecord {

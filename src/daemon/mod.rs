@@ -127,9 +127,29 @@ impl SourceStatus {
 /// Messages of an MQTT source processed since the last checkpoint: (packet id, hash).
 type Delivered = Vec<(u16, u64)>;
 
-/// How many checkpoints' worth of acknowledged MQTT messages are remembered
-/// to recognise a redelivery whose acknowledgement was lost.
+/// Acknowledged MQTT messages are remembered, to recognise a redelivery
+/// whose acknowledgement was lost, by checkpoint: the newest two
+/// checkpoints' messages, and older checkpoints' while they all hold no more
+/// than [`ACKED_MESSAGES`]. A broker redelivers at most its in-flight window
+/// (mosquitto's `max_inflight_messages`, 20 by default), and a broker going
+/// away can take the acknowledgements of several small checkpoints with it.
 const ACKED_GENERATIONS: usize = 2;
+const ACKED_MESSAGES: usize = 1024;
+
+/// Remembers the messages a checkpoint acknowledged (see [`ACKED_GENERATIONS`]).
+fn remember(acked: &mut VecDeque<Delivered>, newest: Delivered) {
+    acked.push_front(newest);
+    let mut total = 0;
+    let mut keep = 0;
+    for g in acked.iter() {
+        total += g.len();
+        if keep >= ACKED_GENERATIONS && total > ACKED_MESSAGES {
+            break;
+        }
+        keep += 1;
+    }
+    acked.truncate(keep);
+}
 
 /// An early checkpoint when input has paused this long with acks owed:
 /// a broker with a small in-flight window waits for them.
@@ -783,8 +803,12 @@ impl Core {
                     if pending.is_empty() && again.is_empty() && !self.full_next {
                         continue;
                     }
-                    acked.push_front(pending.clone());
-                    acked.truncate(ACKED_GENERATIONS);
+                    // Only new messages make a generation: acknowledging
+                    // redeliveries again must not push out of memory the
+                    // messages the broker may still be redelivering.
+                    if !pending.is_empty() {
+                        remember(acked, pending.clone());
+                    }
                     let gens: Vec<&Delivered> = acked.iter().collect();
                     if let Ok(v) = postcard::to_stdvec(&gens) {
                         cp.positions.push((key.clone(), v));
@@ -1349,3 +1373,6 @@ async fn wait_for_signal() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

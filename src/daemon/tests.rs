@@ -1,0 +1,112 @@
+//! The processing loop's bookkeeping of MQTT redeliveries, on a real sled store.
+
+use super::*;
+
+const CONFIG: &str = "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"\n\
+                      topics = [\"sensors/+/telemetry\"]\ndevice_from_topic = \"sensors/{device_id}/telemetry\"\n";
+
+struct Rig {
+    core: Core,
+    acks: mpsc::UnboundedReceiver<Vec<u16>>,
+}
+
+impl Rig {
+    fn open(dir: &std::path::Path) -> Rig {
+        let config = Config::from_toml(CONFIG).unwrap_or_else(|p| panic!("{p:?}"));
+        let store = Arc::new(crate::state::retry(|| Store::open(dir).map_err(|e| e.to_string())));
+        let mut core = Core::new(&config, store, None).expect("core");
+        let (tx, acks) = mpsc::unbounded_channel();
+        match &mut core.sources[0] {
+            SourcePos::Mqtt { acks, .. } => *acks = Some(tx),
+            _ => panic!("an MQTT source"),
+        }
+        Rig { core, acks }
+    }
+
+    /// Message `pkid` carries reading `n` (its payload differs from every other's).
+    fn deliver(&mut self, pkid: u16, n: u16, dup: bool) {
+        let payload = format!("{{\"ts\": {}, \"values\": {{\"Temperature\": {n}}}}}", 1_000_000 + u64::from(n) * 1000);
+        let input = Input::Mqtt {
+            source: 0,
+            topic: "sensors/pump-1/telemetry".into(),
+            payload: payload.into_bytes().into(),
+            pkid,
+            dup,
+            budget: None,
+        };
+        self.core.handle(input, 0);
+    }
+
+    fn checkpoint(&mut self) -> Vec<u16> {
+        assert!(self.core.checkpoint(), "the checkpoint is written");
+        let mut ids = Vec::new();
+        while let Ok(mut more) = self.acks.try_recv() {
+            ids.append(&mut more);
+        }
+        ids
+    }
+
+    fn processed(&self) -> u64 {
+        self.core.pipeline().sources().iter().map(|s| s.payloads).sum()
+    }
+}
+
+#[test]
+fn redeliveries_acknowledged_again_do_not_make_the_broker_forget_older_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rig = Rig::open(dir.path());
+    // Two checkpoints' worth of messages whose acknowledgements the broker never got.
+    for n in 1..=3 {
+        rig.deliver(n, n, false);
+    }
+    assert_eq!(rig.checkpoint(), vec![1, 2, 3]);
+    rig.deliver(4, 4, false);
+    assert_eq!(rig.checkpoint(), vec![4]);
+    assert_eq!(rig.processed(), 4);
+    // The broker comes back and hands them over again, one checkpoint
+    // between each: every one is recognised and acknowledged again.
+    for n in [4, 1, 2, 3] {
+        rig.deliver(n, n, true);
+        assert_eq!(rig.checkpoint(), vec![n], "message {n} acknowledged again");
+    }
+    assert_eq!(rig.processed(), 4, "no reading counted twice");
+    assert_eq!(rig.core.stats.redelivered_skipped, 4);
+    // A restart remembers them too.
+    drop(rig);
+    let mut rig = Rig::open(dir.path());
+    for n in [1, 2, 3, 4] {
+        rig.deliver(n, n, true);
+    }
+    assert_eq!(rig.checkpoint(), vec![1, 2, 3, 4]);
+    assert_eq!(rig.processed(), 0, "nothing processed after the restart");
+    // New messages move the memory on: past two checkpoints and
+    // ACKED_MESSAGES in all, the oldest checkpoint's are forgotten.
+    let gen = (ACKED_MESSAGES * 3 / 5) as u16;
+    for g in 0..3u16 {
+        for k in 0..gen {
+            rig.deliver(100 + g * gen + k, 100 + g * gen + k, false);
+        }
+        rig.checkpoint();
+    }
+    assert_eq!(rig.processed(), u64::from(3 * gen));
+    rig.deliver(100 + gen, 100 + gen, true);
+    assert_eq!(rig.processed(), u64::from(3 * gen), "the second checkpoint's messages are remembered");
+    rig.deliver(100, 100, true);
+    assert_eq!(rig.processed(), u64::from(3 * gen) + 1, "the first's are not");
+}
+
+#[test]
+fn the_memory_of_acknowledged_messages_keeps_two_checkpoints_and_more_up_to_a_bound() {
+    let gen = |n: usize| -> Delivered { (0..n).map(|i| (i as u16, i as u64)).collect() };
+    let lens = |a: &VecDeque<Delivered>| a.iter().map(Vec::len).collect::<Vec<_>>();
+    let mut acked = VecDeque::new();
+    for _ in 0..20 {
+        remember(&mut acked, gen(100));
+    }
+    assert_eq!(lens(&acked), vec![100; 10], "small checkpoints: up to ACKED_MESSAGES in all");
+    remember(&mut acked, gen(5_000));
+    remember(&mut acked, gen(7));
+    assert_eq!(lens(&acked), vec![7, 5_000], "large ones: the newest two");
+    remember(&mut acked, gen(3));
+    assert_eq!(lens(&acked), vec![3, 7]);
+}
