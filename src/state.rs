@@ -623,6 +623,8 @@ impl Store {
             let (k, v) = kv?;
             scoring.insert(String::from_utf8_lossy(&k).into_owned(), decode_scoring("alert_state", &k, &v)?);
         }
+        // What comes from the files rather than the trees (see below).
+        let mut from_files = FromFiles::default();
         for (key, blob) in &journal {
             let groups = journal::groups(blob).map_err(|source| StateError::Journal {
                 key: *key,
@@ -634,9 +636,11 @@ impl Store {
                 match g {
                     journal::Group::AlertState { device, state: Some(v) } => {
                         scoring.insert(device.to_owned(), decode_scoring("journal", &key.to_be_bytes(), v)?);
+                        from_files.states.insert(device.to_owned());
                     }
                     journal::Group::AlertState { device, state: None } => {
                         scoring.remove(device);
+                        from_files.states.insert(device.to_owned());
                     }
                     // What the device had before it was forgotten went with
                     // it (the trees' records went in this checkpoint's
@@ -648,14 +652,17 @@ impl Store {
                     journal::Group::Snapshot { device, record } if newer(device) => {
                         let (d, seq) = decode_snapshot("journal", &key.to_be_bytes(), record)?;
                         snapshots.insert(device.to_owned(), (d, seq));
+                        from_files.snapshots.insert(device.to_owned());
                     }
                     journal::Group::Closed { device, record } if newer(device) => {
                         closed.insert(device.to_owned(), decode("journal", &key.to_be_bytes(), record)?);
+                        from_files.closed.insert(device.to_owned());
                     }
                     _ => {}
                 }
             }
         }
+        self.settle(&from_files, &snapshots, &closed, &scoring)?;
         let mut devices = Vec::with_capacity(snapshots.len());
         let mut snapshot_seqs = std::collections::HashMap::with_capacity(snapshots.len());
         for (id, (mut d, seq)) in snapshots {
@@ -688,6 +695,51 @@ impl Store {
                 .map(|(k, t)| (seq_of(&k), t))
                 .collect(),
         })
+    }
+
+    /// Puts into the trees, and flushes, what a restore took from the
+    /// journal files because a crash came between a checkpoint's commit and
+    /// its updates of the trees. The next checkpoint removes those files:
+    /// its `journal_from` keeps only the files with journal entries still
+    /// needed, and takes every snapshot and alert state to be in the trees.
+    fn settle(
+        &self,
+        from_files: &FromFiles,
+        snapshots: &std::collections::BTreeMap<String, (DeviceSnapshot, u64)>,
+        closed: &std::collections::HashMap<String, Vec<WindowSnapshot>>,
+        scoring: &std::collections::BTreeMap<String, (DeviceState, Option<DeviceBaseline>)>,
+    ) -> Result<(), StateError> {
+        let mut v = Vec::new();
+        let mut n = 0;
+        for id in &from_files.snapshots {
+            // Forgotten in a later checkpoint: its trees' records went then.
+            let Some((d, seq)) = snapshots.get(id) else { continue };
+            // The closed windows first: a snapshot in the tree vouches for them.
+            if let Some(c) = closed.get(id).filter(|_| from_files.closed.contains(id)) {
+                encode_closed(c, &mut v)?;
+                self.closed.insert(id.as_bytes(), v.as_slice())?;
+            }
+            encode_open(d, *seq, &mut v)?;
+            self.devices.insert(id.as_bytes(), v.as_slice())?;
+            n += 1;
+        }
+        for id in &from_files.states {
+            let present = match scoring.get(id) {
+                Some((s, b)) => encode_state(Some(s), b.as_ref(), &mut v)?,
+                None => false,
+            };
+            if present {
+                self.alert_state.insert(id.as_bytes(), v.as_slice())?;
+            } else {
+                self.alert_state.remove(id.as_bytes())?;
+            }
+            n += 1;
+        }
+        if n > 0 {
+            self.db.flush()?;
+            tracing::info!(records = n, "state records the journal files held and the trees did not, written");
+        }
+        Ok(())
     }
 
     /// Writes a checkpoint atomically and flushes it to disk.
@@ -794,7 +846,7 @@ impl Store {
         }
         for (d, changed) in c.devices.updated.iter().zip(closed_changed) {
             if let Some(h) = changed {
-                encode_closed(d, &mut v)?;
+                encode_closed(&d.closed, &mut v)?;
                 self.closed.insert(d.id.as_bytes(), v.as_slice())?;
                 // Only what is in the tree counts as written.
                 written.insert(d.id.clone(), h);
@@ -873,7 +925,7 @@ impl Store {
         {
             let written = self.closed_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for d in &c.devices.updated {
-                encode_closed(d, &mut v)?;
+                encode_closed(&d.closed, &mut v)?;
                 let h = hash128(&v);
                 // Before the snapshot: a restore trusts a tree's closed
                 // windows as new as its snapshot (`Store::restore`).
@@ -1333,9 +1385,9 @@ impl JournalFault {
 }
 
 /// A device's `closed` record into `out` (cleared first).
-fn encode_closed(d: &DeviceSnapshot, out: &mut Vec<u8>) -> Result<(), StateError> {
+fn encode_closed(closed: &[WindowSnapshot], out: &mut Vec<u8>) -> Result<(), StateError> {
     out.clear();
-    postcard::to_io(&d.closed, &mut *out).map_err(StateError::Encode)?;
+    postcard::to_io(closed, &mut *out).map_err(StateError::Encode)?;
     Ok(())
 }
 
@@ -1431,6 +1483,15 @@ pub fn restore_engine(engine: &mut Engine, r: &mut Restored) -> Result<(usize, u
         StateError::Journal { key, device: device.to_string(), source }
     })?;
     Ok((refused, replayed))
+}
+
+/// The devices whose snapshots, closed windows and alert states a restore
+/// took from the journal files ([`Store::settle`]).
+#[derive(Default)]
+struct FromFiles {
+    snapshots: std::collections::BTreeSet<String>,
+    closed: std::collections::HashSet<String>,
+    states: std::collections::BTreeSet<String>,
 }
 
 /// Encoded records keyed by sequence number.
@@ -1763,6 +1824,75 @@ mod tests {
     }
 
     #[test]
+    fn what_a_restore_takes_from_a_journal_file_outlives_the_file() {
+        // A crash between a checkpoint's commit and its updates of the
+        // trees: a restore takes the device and its alert state from the
+        // checkpoint's journal file, and the restored daemon's first
+        // checkpoint, with nothing to write, removes that file.
+        use crate::window::{StateLimits, WindowSpec};
+        let spec = WindowSpec {
+            size_ms: 60_000,
+            max_out_of_orderness_ms: 0,
+            allowed_lateness_ms: 60_000,
+            idle_timeout_ms: 600_000,
+        };
+        let engine = || {
+            let mut e = Engine::new(spec, StateLimits::default(), crate::clean::Cleaning::new(vec![]));
+            e.set_journal(4);
+            e
+        };
+        let snapshots = |e: &Engine| format!("{:?}", e.snapshot_all());
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut a = engine();
+        let mut out = Vec::new();
+        for i in 0..5 {
+            a.record("p1", i * 1000, [("a", i as f64)], 0, &mut out);
+        }
+        store.checkpoint(&Checkpoint { seq: 0, devices: a.checkpoint_changes(0, true), ..Default::default() }).unwrap();
+        // The first window closes and a second opens.
+        for i in 60..65 {
+            a.record("p1", i * 1000, [("a", i as f64)], 0, &mut out);
+        }
+        assert_eq!(out.len(), 1);
+        let before: Vec<_> = [&store.devices, &store.closed, &store.alert_state]
+            .into_iter()
+            .map(|t| (t.clone(), t.get("p1").unwrap()))
+            .collect();
+        let state = DeviceState::default();
+        let c = Checkpoint {
+            seq: 1,
+            devices: a.checkpoint_changes(1, true),
+            alert_states: vec![("p1".into(), (Some(&state), None))],
+            ..Default::default()
+        };
+        assert_eq!(c.devices.updated.len(), 1, "p1 is snapshotted");
+        store.checkpoint(&c).unwrap();
+        // The crash undoes the trees' updates.
+        for (t, v) in before {
+            match v {
+                Some(v) => t.insert("p1", v).unwrap(),
+                None => t.remove("p1").unwrap(),
+            };
+        }
+        let ids = |r: &Restored| r.alert_states.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
+        let mut r = store.restore().unwrap();
+        assert_eq!(ids(&r), vec!["p1"]);
+        let mut b = engine();
+        restore_engine(&mut b, &mut r).unwrap();
+        assert_eq!(snapshots(&b), snapshots(&a));
+        let c = Checkpoint { seq: 2, devices: b.checkpoint_changes(2, false), ..Default::default() };
+        assert!(c.devices.updated.is_empty() && c.devices.logged.is_empty());
+        store.checkpoint(&c).unwrap();
+        assert!(store.journal_files.get(1u64.to_be_bytes()).unwrap().is_none(), "checkpoint 1's file is gone");
+        let mut r = store.restore().unwrap();
+        assert_eq!(ids(&r), vec!["p1"], "the alert state is still there");
+        let mut again = engine();
+        restore_engine(&mut again, &mut r).unwrap();
+        assert_eq!(snapshots(&again), snapshots(&a), "and so is the device, with its closed window");
+    }
+
+    #[test]
     fn an_open_alert_state_holds_no_feature_values_and_its_record_does() {
         use crate::alerts::{Features, Policy, PolicyConfig, WindowScore};
         let dir = tempfile::tempdir().unwrap();
@@ -2007,6 +2137,8 @@ mod tests {
         let e = crate::error_chain(&s.restore().unwrap_err());
         assert!(e.contains("000000000000000a"), "{e}");
         s.journal_files.remove(10u64.to_be_bytes()).unwrap();
+        // The restore that read it put its alert states into the tree.
+        s.alert_state.clear().unwrap();
 
         // Layout 2's files, marked with their length and a hash of the
         // whole, are still read.
