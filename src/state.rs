@@ -714,13 +714,8 @@ impl Store {
         for id in &from_files.snapshots {
             // Forgotten in a later checkpoint: its trees' records went then.
             let Some((d, seq)) = snapshots.get(id) else { continue };
-            // The closed windows first: a snapshot in the tree vouches for them.
-            if let Some(c) = closed.get(id).filter(|_| from_files.closed.contains(id)) {
-                encode_closed(c, &mut v)?;
-                self.closed.insert(id.as_bytes(), v.as_slice())?;
-            }
-            encode_open(d, *seq, &mut v)?;
-            self.devices.insert(id.as_bytes(), v.as_slice())?;
+            let c = closed.get(id).filter(|_| from_files.closed.contains(id));
+            self.put_device(d, *seq, c.map(Vec::as_slice), &mut v)?;
             n += 1;
         }
         for id in &from_files.states {
@@ -728,6 +723,11 @@ impl Store {
                 Some((s, b)) => encode_state(Some(s), b.as_ref(), &mut v)?,
                 None => false,
             };
+            // Alert states carry no checkpoint number: the files still kept
+            // after a clean stop repeat what the tree has.
+            if self.alert_state.get(id.as_bytes())?.as_deref() == present.then_some(v.as_slice()) {
+                continue;
+            }
             if present {
                 self.alert_state.insert(id.as_bytes(), v.as_slice())?;
             } else {
@@ -739,6 +739,25 @@ impl Store {
             self.db.flush()?;
             tracing::info!(records = n, "state records the journal files held and the trees did not, written");
         }
+        Ok(())
+    }
+
+    /// Writes a device's snapshot, written by checkpoint `seq`, to the
+    /// `devices` tree, after its closed windows to `closed` when given (a
+    /// snapshot in the tree vouches for them).
+    fn put_device(
+        &self,
+        d: &DeviceSnapshot,
+        seq: u64,
+        closed: Option<&[WindowSnapshot]>,
+        v: &mut Vec<u8>,
+    ) -> Result<(), StateError> {
+        if let Some(c) = closed {
+            encode_closed(c, v)?;
+            self.closed.insert(d.id.as_bytes(), v.as_slice())?;
+        }
+        encode_open(d, seq, v)?;
+        self.devices.insert(d.id.as_bytes(), v.as_slice())?;
         Ok(())
     }
 
@@ -845,14 +864,11 @@ impl Store {
             written.remove(&**id);
         }
         for (d, changed) in c.devices.updated.iter().zip(closed_changed) {
+            self.put_device(d, c.seq, changed.map(|_| d.closed.as_slice()), &mut v)?;
             if let Some(h) = changed {
-                encode_closed(&d.closed, &mut v)?;
-                self.closed.insert(d.id.as_bytes(), v.as_slice())?;
                 // Only what is in the tree counts as written.
                 written.insert(d.id.clone(), h);
             }
-            encode_open(d, c.seq, &mut v)?;
-            self.devices.insert(d.id.as_bytes(), v.as_slice())?;
         }
         drop(written);
         for (id, (s, b)) in &c.alert_states {
