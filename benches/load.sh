@@ -17,13 +17,15 @@
 #   restart     the memory case's state (every device with open windows):
 #               start -> /readyz answering, once after the kill -9 (the
 #               journal replayed), then median of 5 after clean stops
-#   ceilings    the brokers alone: mosquitto (replay -> mosquitto_sub), tansu (replay only)
+#   ceilings    the brokers alone: mosquitto (replay -> mosquitto_sub), tansu
+#               (replay, then examples/kafka_drain reading it back)
 #
 # WRAP runs the daemon under a profiler, e.g. WRAP="perf record -g -o perf.data"
 # or WRAP="heaptrack -o target/load/heap" (its RSS figures are then the wrapper's).
 # FAULTLINE_LOG sets the daemon's log filter (default warn), e.g. faultline=debug.
 # Environment: READINGS (default 2000000), DEVICES (1000), SOAK (3m),
-# DEVICES_MEM (10000), LATENCY_RATE (25000), FAULTLINE_TANSU (default
+# DEVICES_MEM (10000), LATENCY_RATE (25000), KAFKA_WAIT_MS (10),
+# KAFKA_OPTIONS (TOML for the daemon's Kafka source), FAULTLINE_TANSU (default
 # target/tools/bin/tansu). Needs mosquitto; mosquitto_sub (Debian
 # mosquitto-clients) for the MQTT ceiling; curl.
 set -euo pipefail
@@ -36,12 +38,19 @@ SOAK=${SOAK:-3m}
 DEVICES_MEM=${DEVICES_MEM:-10000}
 LATENCY_RATE=${LATENCY_RATE:-25000}
 TANSU=${FAULTLINE_TANSU:-$ROOT/target/tools/bin/tansu}
+# tansu answers a fetch only when its wait (librdkafka's fetch.wait.max.ms,
+# 500 ms by default) is over, even with records waiting; Apache Kafka
+# answers as soon as there is something to read. So against tansu the
+# wait is short, for the daemon (KAFKA_OPTIONS, TOML) and the read ceiling.
+KAFKA_WAIT_MS=${KAFKA_WAIT_MS:-10}
+KAFKA_OPTIONS=${KAFKA_OPTIONS:-"[source.options]
+\"fetch.wait.max.ms\" = \"$KAFKA_WAIT_MS\""}
 BIN=$ROOT/target/release/faultline
 WORK=$ROOT/target/load
 CASES=("$@")
 [ ${#CASES[@]} -gt 0 ] || CASES=(ceilings mqtt mqtt-batch kafka latency memory restart)
 
-cargo build --release --locked --quiet
+cargo build --release --locked --quiet --bin faultline --example kafka_drain
 mkdir -p "$WORK"
 PIDS=()
 cleanup() {
@@ -206,6 +215,12 @@ wait_counted() { # http_port source want
     done
 }
 
+# When the first reading of a source is counted (polling every 10 ms).
+wait_first() { # http_port source
+    while [ "$(metric "$1" "faultline_readings_total{source=\"$2\"}")" = 0 ]; do sleep 0.01; done
+    now
+}
+
 # CPU time (user + system) of a process so far, in seconds.
 cpu_s() { awk -v t="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat"; }
 us_per() { awk -v s="$1" -v n="$2" 'BEGIN { printf "%.1f", s * 1e6 / n }'; }
@@ -248,19 +263,22 @@ type = \"kafka\"
 brokers = \"127.0.0.1:$kport\"
 topics = [\"load\"]
 group_id = \"faultline-load\"
-${KAFKA_OPTIONS:-}"
+$KAFKA_OPTIONS"
     # Produce first, then let the daemon read the backlog: the daemon's rate, not the producer's.
     say "kafka: producing $READINGS readings of $DEVICES devices"
     replay_out=$("$BIN" replay --devices "$DEVICES" --readings "$READINGS" --kafka "127.0.0.1:$kport" --topic load 2>&1)
     say "  $replay_out"
     t0=$(now)
     start_daemon "$dir" "$http"
+    # Joining the consumer group takes seconds (the broker waits for more
+    # members): the rate counts from the first reading, the total from start.
+    local tf; tf=$(wait_first "$http" kafka)
     t1=$(wait_counted "$http" kafka "$READINGS")
     counted=$(metric "$http" 'faultline_readings_total{source="kafka"}')
-    local secs; secs=$(elapsed "$t0" "$t1")
+    local secs; secs=$(elapsed "$tf" "$t1")
     local cpu; cpu=$(cpu_s "$DAEMON_PID")
     result "Kafka, one reading per record, $DEVICES devices (backlog read)" "$(human "$(per_s "$counted" "$secs")") readings/s" \
-        "$counted of $READINGS counted in $secs s from start, $((READINGS - ${counted%.*})) lost; daemon CPU $(us_per "$cpu" "$counted") µs/reading; peak RSS $(mb "$(hwm_kb "$DAEMON_PID")")"
+        "$counted of $READINGS counted in $secs s from the first ($(elapsed "$t0" "$t1") s from start, joining the group included), $((READINGS - ${counted%.*})) lost; daemon CPU $(us_per "$cpu" "$counted") µs/reading; peak RSS $(mb "$(hwm_kb "$DAEMON_PID")")"
     stop_daemon
 }
 
@@ -383,6 +401,10 @@ case_ceilings() {
     "$BIN" replay --devices "$DEVICES" --readings "$n" --kafka "127.0.0.1:$kport" --topic ceiling 2>/dev/null
     t1=$(now)
     result "tansu alone (replay → acks=all, in memory)" "$(human "$(per_s "$n" "$(elapsed "$t0" "$t1")")") records/s" "$n records"
+    # Reading them back: librdkafka with the daemon's fetch settings, records dropped.
+    out=$("$ROOT/target/release/examples/kafka_drain" "127.0.0.1:$kport" ceiling 2 "$n" "fetch.wait.max.ms=$KAFKA_WAIT_MS")
+    result "tansu alone, read back (examples/kafka_drain, the daemon's fetch settings)" \
+        "$(human "$(per_s "$n" "$(awk '{ print $(NF - 9) }' <<<"$out")")") records/s" "$out"
 }
 
 for c in "${CASES[@]}"; do

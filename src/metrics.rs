@@ -140,7 +140,7 @@ pub fn describe() {
     describe_gauge!(SOURCE_BACKLOG, "Messages waiting between the sources and the processing loop.");
     describe_gauge!(
         SOURCE_BACKLOG_BYTES,
-        "Payload bytes waiting between the sources and the processing loop (at most 16 MiB; full: the sources stop reading)."
+        "Payload bytes waiting between the sources and the processing loop (at most 4 MiB; full: the sources stop reading)."
     );
     describe_gauge!(
         UNACKNOWLEDGED,
