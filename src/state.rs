@@ -11,7 +11,7 @@
 //! | `closed` | device id | postcard `Vec<WindowSnapshot>`: the closed windows still open to late updates |
 //! | `alert_state` | device id | postcard [`DeviceState`]: recent scores, the alert not cleared (without its features; see [`Store::restore`]); then, with baselines, postcard [`DeviceBaseline`] |
 //! | `alerts` | alert id | postcard [`Alert`]: latest record of every alert (history) |
-//! | `window_history` | start i64 BE, device id | postcard [`WindowRecord`]: the scored windows of the newest window starts (the `windows` tree of earlier versions, keyed device first, moves here when the store opens) |
+//! | `window_groups` | start i64 BE, bucket u16 BE, checkpoint number u64 BE | the scored windows of the newest window starts, of the devices in one bucket, written by one checkpoint ([`history`]; the `window_history` tree of earlier versions, one record per window keyed start then device, and the older `windows`, keyed device first, move here when the store opens) |
 //! | `positions` | `kafka/<group>/<topic>/<partition>` | i64 BE: next offset |
 //! | | `mqtt/<client id>` | postcard `Vec<(u16, u64)>`: messages acknowledged by the last checkpoint |
 //! | `late` | u64 BE sequence | postcard [`Reading`]: the late store |
@@ -35,10 +35,12 @@
 //! restore takes a blob's snapshot over the tree's when the tree's is
 //! older (a crash came before the trees' updates); the file is kept until
 //! a later checkpoint's flush has made those updates durable.
-//! The window and alert history go outside any transaction, as the daemon
-//! scores windows ([`Store::write_history`]; what could not be written
-//! then goes just before the next checkpoint's transaction): a crash
-//! before the checkpoint makes the same records again under the same keys.
+//! The window and alert history go outside any transaction: alert records
+//! as the daemon scores windows ([`Store::write_history`]; what could not
+//! be written then goes just before the next checkpoint's transaction),
+//! window records grouped in memory and written just before the
+//! checkpoint's transaction: a crash before the checkpoint makes the same
+//! records again (alerts under the same keys, windows in a later group).
 //! A device's closed windows change only when a window closes,
 //! takes a late reading or expires, while its open window changes with every
 //! reading: they are kept apart so that a checkpoint rewrites them only when
@@ -72,6 +74,8 @@ use crate::bounded::BoundedLog;
 use crate::pipeline::Quarantined;
 use crate::reading::Reading;
 use crate::window::{journal, Changes, DeviceSnapshot, Engine, WindowSnapshot};
+
+mod history;
 
 /// Every device with journal entries is snapshotted at least once in this
 /// many checkpoints, so older journal blobs can go: at the default
@@ -229,15 +233,26 @@ fn decode_all<T: serde::de::DeserializeOwned>(
     Ok(out)
 }
 
-/// Opens `window_history`, first moving into it the window records of
-/// earlier versions' `windows` tree (keyed device id, 0, start), a batch at a
-/// time; the old tree goes once they all are moved. Stopped half way, the
-/// next open moves the rest: the records land under the same keys.
+/// Opens `window_groups`, first moving into it the window records of
+/// earlier versions: those of `windows` (keyed device id, 0, start) into
+/// `window_history` (start, device), then those into groups. Stopped half
+/// way, the next open moves the rest: the records land under the same keys.
 fn open_history(db: &sled::Db) -> Result<sled::Tree, StateError> {
-    let history = db.open_tree("window_history")?;
-    if !db.tree_names().iter().any(|n| n.as_ref() == b"windows") {
-        return Ok(history);
+    let groups = db.open_tree("window_groups")?;
+    let has = |name: &[u8]| db.tree_names().iter().any(|n| n.as_ref() == name);
+    if has(b"windows") {
+        move_device_first(db)?;
     }
+    if has(b"window_history") {
+        move_to_groups(db, &groups)?;
+    }
+    Ok(groups)
+}
+
+/// Moves the records of `windows` into `window_history`, a batch at a
+/// time; the old tree goes once they all are moved.
+fn move_device_first(db: &sled::Db) -> Result<(), StateError> {
+    let history = db.open_tree("window_history")?;
     let old = db.open_tree("windows")?;
     let mut batch = sled::Batch::default();
     let mut n = 0;
@@ -256,7 +271,40 @@ fn open_history(db: &sled::Db) -> Result<sled::Tree, StateError> {
     history.flush()?;
     db.drop_tree("windows")?;
     tracing::info!(windows = n, "window history moved to time order");
-    Ok(history)
+    Ok(())
+}
+
+/// Moves the records of `window_history` (one per window) into groups,
+/// one start at a time (number 0: before any checkpoint of this version);
+/// the old tree goes once they all are moved.
+fn move_to_groups(db: &sled::Db, groups: &sled::Tree) -> Result<(), StateError> {
+    let old = db.open_tree("window_history")?;
+    let mut start = None;
+    let mut buckets: std::collections::BTreeMap<u16, Vec<u8>> = std::collections::BTreeMap::new();
+    let put = |start: Option<i64>, buckets: &mut std::collections::BTreeMap<u16, Vec<u8>>| {
+        for (b, g) in std::mem::take(buckets) {
+            if let Some(start) = start {
+                groups.insert(history::key(start, b, 0), g)?;
+            }
+        }
+        Ok::<_, StateError>(())
+    };
+    let mut n = 0;
+    for kv in old.iter() {
+        let (k, v) = kv?;
+        let (Some(s), Some(Ok(device))) = (history_start(&k), k.get(8..).map(std::str::from_utf8)) else { continue };
+        if start != Some(s) {
+            put(start, &mut buckets)?;
+            start = Some(s);
+        }
+        history::push(buckets.entry(history::bucket(device)).or_default(), &v);
+        n += 1;
+    }
+    put(start, &mut buckets)?;
+    groups.flush()?;
+    db.drop_tree("window_history")?;
+    tracing::info!(windows = n, "window history moved into groups");
+    Ok(())
 }
 
 /// What changed in a [`BoundedLog`] since the last checkpoint.
@@ -416,8 +464,8 @@ pub struct Store {
     /// Per device, a 128-bit hash of the closed windows last written, so an
     /// unchanged set is not written again.
     closed_written: std::sync::Mutex<std::collections::HashMap<String, u128>>,
-    /// The window starts in `window_history`, read from the tree at their
-    /// first use ([`Store::with_starts`]).
+    /// The window starts in `window_groups` and `pending_windows`, read
+    /// from the tree at their first use ([`Store::with_starts`]).
     window_starts: std::sync::Mutex<Option<std::collections::BTreeSet<i64>>>,
     /// Records in `alerts` (counted at open, then as they are added).
     alert_count: std::sync::atomic::AtomicUsize,
@@ -430,8 +478,12 @@ pub struct Store {
     window_devices: std::sync::atomic::AtomicUsize,
     alert_state: sled::Tree,
     alerts: sled::Tree,
-    /// `window_history`.
+    /// `window_groups`.
     windows: sled::Tree,
+    /// Window records not written yet, by start and bucket, grouped as in
+    /// `window_groups`: the next checkpoint writes them
+    /// ([`Store::write_history`]).
+    pending_windows: std::sync::Mutex<std::collections::BTreeMap<(i64, u16), Vec<u8>>>,
     positions: sled::Tree,
     late: sled::Tree,
     quarantine: sled::Tree,
@@ -540,6 +592,7 @@ impl Store {
             alert_trim_at: std::sync::atomic::AtomicUsize::new(ALERT_HISTORY),
             alerts,
             windows: open_history(&db)?,
+            pending_windows: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             late: db.open_tree("late")?,
             quarantine: db.open_tree("quarantine")?,
             labels: db.open_tree("labels")?,
@@ -775,6 +828,7 @@ impl Store {
         let h = self.write_history(&c.alerts, &c.windows)?;
         w.records += h.records;
         w.bytes += h.bytes;
+        self.write_window_groups(c.seq)?;
         // The journal file before the transaction that makes it count.
         let (marker, closed_changed) = self.write_journal(c, &mut w)?;
         // Records: the trees' (those written after the commit too), and
@@ -882,9 +936,8 @@ impl Store {
         // come and go would grow the history without bound.
         if !c.devices.forgotten.is_empty() {
             let starts = self.starts_newest_first()?;
-            for id in &c.devices.forgotten {
-                self.cut_device(id, &starts)?;
-            }
+            let gone: Vec<&str> = c.devices.forgotten.iter().map(|d| &**d).collect();
+            self.cut_devices(&gone, &starts)?;
         }
         Ok(w)
     }
@@ -980,11 +1033,12 @@ impl Store {
     /// alert is in the checkpoint.
     pub fn write_history(&self, alerts: &[Alert], windows: &[WindowRecord]) -> Result<Written, StateError> {
         let mut w = Written::default();
-        if self.window_keep() > 0 {
+        if self.window_keep() > 0 && !windows.is_empty() {
+            let mut pending = self.pending_windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for r in windows {
                 let v = encode(r)?;
                 w.bytes += v.len();
-                self.windows.insert(history_key(r.start_ms, &r.device_id), v)?;
+                history::push(pending.entry((r.start_ms, history::bucket(&r.device_id))).or_default(), &v);
             }
             w.records += windows.len();
         }
@@ -1027,8 +1081,38 @@ impl Store {
         })
     }
 
+    /// Writes the window records grouped since the last call, each group
+    /// under checkpoint number `seq` (after what the key holds already: a
+    /// number used again after a crash).
+    fn write_window_groups(&self, seq: u64) -> Result<(), StateError> {
+        let mut pending = self.pending_windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while let Some(((start, bucket), group)) = pending.pop_first() {
+            let k = history::key(start, bucket, seq);
+            let done = match self.windows.get(k) {
+                Ok(Some(old)) => {
+                    let mut v = Vec::with_capacity(old.len() + group.len());
+                    v.extend_from_slice(&old);
+                    v.extend_from_slice(&group);
+                    self.windows.insert(k, v)
+                }
+                Ok(None) => self.windows.insert(k, group.as_slice()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = done {
+                // Kept for the next checkpoint.
+                pending.insert((start, bucket), group);
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
     /// Removes the windows of one start, a batch at a time.
     fn cut_start(&self, start_ms: i64) -> Result<(), StateError> {
+        self.pending_windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|&(start, _), _| start != start_ms);
         let prefix = start_bytes(start_ms);
         loop {
             let keys: Vec<sled::IVec> =
@@ -1044,12 +1128,28 @@ impl Store {
         }
     }
 
-    /// Removes every window of a device: one key per start of `starts`
-    /// (the history's, read once for all the devices forgotten together).
-    fn cut_device(&self, device_id: &str, starts: &[i64]) -> Result<(), StateError> {
+    /// Removes every window of the devices `gone`: their buckets' groups
+    /// at every start of `starts` (the history's) are written again
+    /// without them.
+    fn cut_devices(&self, gone: &[&str], starts: &[i64]) -> Result<(), StateError> {
+        let buckets: std::collections::BTreeSet<u16> = gone.iter().map(|d| history::bucket(d)).collect();
+        let mut pending = self.pending_windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for &start in starts {
-            // sled writes nothing for a key that is not there.
-            self.windows.remove(history_key(start, device_id))?;
+            for &b in &buckets {
+                if let Some(g) = pending.get_mut(&(start, b)) {
+                    if let Some(kept) = history::without(b"pending", g, gone)? {
+                        *g = kept;
+                    }
+                }
+                for kv in self.windows.scan_prefix(history::prefix(start, b)) {
+                    let (k, v) = kv?;
+                    match history::without(&k, &v, gone)? {
+                        Some(kept) if kept.is_empty() => drop(self.windows.remove(k)?),
+                        Some(kept) => drop(self.windows.insert(k, kept)?),
+                        None => {}
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -1230,23 +1330,49 @@ impl Store {
     /// start the history holds, newest first, until `limit` are found (no
     /// reverse iteration: sled 0.34's can panic on some tree shapes,
     /// "fucked up tree traversal next_back").
+    /// The groups and the records not written yet count, the last record
+    /// of a window the one that counts.
     pub fn windows(&self, device_id: &str, limit: usize) -> Result<Vec<WindowRecord>, StateError> {
         let mut out = Vec::new();
+        let bucket = history::bucket(device_id);
+        let mut found = Vec::new();
         for start in self.starts_newest_first()? {
             if out.len() >= limit {
                 break;
             }
-            let k = history_key(start, device_id);
-            if let Some(v) = self.windows.get(&k)? {
-                out.push(decode("windows", &k, &v)?);
+            found.clear();
+            for kv in self.windows.scan_prefix(history::prefix(start, bucket)) {
+                let (k, v) = kv?;
+                history::of_device(&k, &v, device_id, &mut found)?;
             }
+            let pending = self.pending_windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(g) = pending.get(&(start, bucket)) {
+                history::of_device(b"pending", g, device_id, &mut found)?;
+            }
+            drop(pending);
+            out.extend(found.pop());
         }
         Ok(out)
     }
 
     /// Every kept window of every device, in time then device order.
     pub fn all_windows(&self) -> Result<Vec<WindowRecord>, StateError> {
-        Ok(decode_all(&self.windows, "windows", &[])?.into_iter().map(|(_, w)| w).collect())
+        let mut all = std::collections::BTreeMap::new();
+        let mut add = |k: &[u8], v: &[u8]| {
+            for r in history::records(v) {
+                let w: WindowRecord = decode("window_groups", k, r.map_err(|e| history::corrupt(k, e))?)?;
+                all.insert((w.start_ms, w.device_id.clone()), w);
+            }
+            Ok::<_, StateError>(())
+        };
+        for kv in self.windows.iter() {
+            let (k, v) = kv?;
+            add(&k, &v)?;
+        }
+        for g in self.pending_windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values() {
+            add(b"pending", g)?;
+        }
+        Ok(all.into_values().collect())
     }
 
     /// Records maintenance feedback: `[start, end)` of a device had a fault or not.
@@ -1627,6 +1753,69 @@ mod tests {
     }
 
     #[test]
+    fn windows_are_grouped_by_start_and_bucket_and_the_last_record_of_a_window_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let w = minute_window;
+        // 10,000 devices' windows of one start: about one record a bucket.
+        let ids: Vec<String> = (0..10_000).map(|i| format!("dev-{i:05}")).collect();
+        let all: Vec<WindowRecord> = ids.iter().map(|d| w(d, 7)).collect();
+        s.write_history(&[], &all[..5000]).unwrap();
+        // Not written yet, read all the same.
+        assert_eq!(s.windows("dev-00042", 5).unwrap(), [w("dev-00042", 7)]);
+        assert_eq!(s.windows.len(), 0);
+        s.checkpoint(&Checkpoint { seq: 1, windows: all[5000..].to_vec(), ..Default::default() }).unwrap();
+        assert!(s.windows.len() <= usize::from(history::BUCKETS), "{} records", s.windows.len());
+        assert_eq!(s.all_windows().unwrap(), all, "start, then device order");
+        // Written again (late readings): the last record counts, in a later
+        // checkpoint or later in the same one (a number used again after a crash).
+        let mut late = w("dev-00042", 7);
+        late.readings = 2;
+        late.update = true;
+        s.checkpoint(&Checkpoint { seq: 2, windows: vec![late.clone()], ..Default::default() }).unwrap();
+        assert_eq!(s.windows("dev-00042", 5).unwrap(), [late.clone()]);
+        late.readings = 3;
+        s.checkpoint(&Checkpoint { seq: 2, windows: vec![late.clone(), w("dev-00042", 8)], ..Default::default() })
+            .unwrap();
+        assert_eq!(s.windows("dev-00042", 5).unwrap(), [w("dev-00042", 8), late.clone()]);
+        assert_eq!(s.all_windows().unwrap().len(), 10_001);
+        // A forgotten device leaves its group mates' windows alone.
+        let mate = ids.iter().find(|d| *d != "dev-00042" && history::bucket(d) == history::bucket("dev-00042")).unwrap();
+        s.write_history(&[], &[w("dev-00042", 9), w(mate, 9)]).unwrap();
+        let forget = Changes { forgotten: vec![std::sync::Arc::from("dev-00042")], ..Default::default() };
+        s.checkpoint(&Checkpoint { seq: 3, devices: forget, ..Default::default() }).unwrap();
+        assert!(s.windows("dev-00042", 5).unwrap().is_empty());
+        assert_eq!(s.windows(mate, 5).unwrap(), [w(mate, 9), w(mate, 7)]);
+        assert_eq!(s.all_windows().unwrap().len(), 10_000);
+        // All of it after a restart.
+        drop(s);
+        let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
+        assert_eq!(s.windows(mate, 5).unwrap(), [w(mate, 9), w(mate, 7)]);
+        assert_eq!(s.all_windows().unwrap().len(), 10_000);
+    }
+
+    #[test]
+    fn the_window_history_of_one_record_a_window_moves_into_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = minute_window;
+        let s = Store::open(dir.path()).unwrap();
+        let old = s.db.open_tree("window_history").unwrap();
+        let records = [w("pump-1", -2), w("pump-1", 0), w("pump-2", 0), w("pump-1", 1), w("pump-10", 5)];
+        for r in &records {
+            old.insert(history_key(r.start_ms, &r.device_id), encode(r).unwrap()).unwrap();
+        }
+        old.insert(b"short", b"x").unwrap();
+        drop((old, s));
+        let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
+        assert!(!s.db.tree_names().iter().any(|n| n.as_ref() == b"window_history"), "the old tree goes");
+        let starts = |d: &str| s.windows(d, 10).unwrap().iter().map(|r| r.start_ms / 60_000).collect::<Vec<_>>();
+        assert_eq!(starts("pump-1"), [1, 0, -2]);
+        assert_eq!(starts("pump-2"), [0]);
+        assert_eq!(s.windows("pump-10", 1).unwrap(), [w("pump-10", 5)]);
+        assert_eq!(s.all_windows().unwrap().len(), 5);
+    }
+
+    #[test]
     fn the_window_history_of_an_older_store_moves_to_time_order_and_is_read_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let w = minute_window;
@@ -1641,6 +1830,7 @@ mod tests {
         drop((old, s));
         let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
         assert!(!s.db.tree_names().iter().any(|n| n.as_ref() == b"windows"), "the old tree goes");
+        assert!(!s.db.tree_names().iter().any(|n| n.as_ref() == b"window_history"), "and the one after it");
         let starts = |d: &str| s.windows(d, 10).unwrap().iter().map(|r| r.start_ms / 60_000).collect::<Vec<_>>();
         assert_eq!(starts("pump-1"), [1, 0, -2]);
         assert_eq!(starts("pump-2"), [1]);

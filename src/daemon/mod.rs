@@ -584,8 +584,10 @@ impl Core {
     }
 
     /// Window and alert records go to the store as they are made, not
-    /// held for the checkpoint: when 10,000 windows close together, that
-    /// held 10,000 of each, and their encodings, at once. What cannot be
+    /// held here for the checkpoint: when 10,000 windows close together,
+    /// that held 10,000 of each, decoded, at once. Alert records are
+    /// written at once; window records wait in the store, encoded and
+    /// grouped, for the checkpoint (`state::history`). What cannot be
     /// written now waits for the next try (the next scoring or checkpoint;
     /// a checkpoint that cannot write them fails).
     fn write_history(&mut self) {

@@ -13,7 +13,7 @@ struct Rig {
 impl Rig {
     fn open(dir: &std::path::Path) -> Rig {
         let config = Config::from_toml(CONFIG).unwrap_or_else(|p| panic!("{p:?}"));
-        let store = Arc::new(crate::state::retry(|| Store::open(dir).map_err(|e| e.to_string())));
+        let store = Arc::new(crate::state::retry(|| Store::open(dir).map_err(|e| crate::error_chain(&e))));
         let mut core = Core::new(&config, store, None).expect("core");
         let (tx, acks) = mpsc::unbounded_channel();
         match &mut core.sources[0] {
