@@ -218,6 +218,25 @@ fn history_start(key: &[u8]) -> Option<i64> {
 /// copies of the leaves it changes until the batch is applied.
 const CUT_BATCH: usize = 1024;
 
+/// Cleared alerts by their latest change, then id.
+type ClearedAlerts = std::collections::BTreeSet<(i64, Box<str>)>;
+
+/// The records of `alerts` and every cleared alert's latest change and id
+/// (from the heads: nothing past them is decoded).
+fn alert_index(alerts: &sled::Tree) -> Result<(usize, ClearedAlerts), StateError> {
+    let mut n = 0;
+    let mut cleared = std::collections::BTreeSet::new();
+    for kv in alerts.iter() {
+        let (k, v) = kv?;
+        n += 1;
+        let h: AlertHead<'_> = decode("alerts", &k, &v)?;
+        if h.status == crate::alerts::Status::Cleared {
+            cleared.insert((h.updated_at_ms, h.alert_id.into()));
+        }
+    }
+    Ok((n, cleared))
+}
+
 /// Every record of `tree` (or of the keys starting with `prefix`), decoded, with its key.
 fn decode_all<T: serde::de::DeserializeOwned>(
     tree: &sled::Tree,
@@ -469,8 +488,14 @@ pub struct Store {
     window_starts: std::sync::Mutex<Option<std::collections::BTreeSet<i64>>>,
     /// Records in `alerts` (counted at open, then as they are added).
     alert_count: std::sync::atomic::AtomicUsize,
-    /// [`Store::trim_alerts`] reads the tree past this count.
+    /// [`Store::trim_alerts`] runs past this count.
     alert_trim_at: std::sync::atomic::AtomicUsize,
+    /// The trim's candidates: every cleared alert's latest change and id,
+    /// oldest first (an entry whose alert changed since is dropped when the
+    /// trim meets it). Read from the tree when the store opens: the trim
+    /// read every alert's head through sled's cache, the high-water mark of
+    /// a 30-minute soak (README "Where the memory goes", 23).
+    cleared_alerts: std::sync::Mutex<ClearedAlerts>,
     /// Windows kept per device and in all ([`Store::set_window_history`]).
     window_history: std::sync::atomic::AtomicUsize,
     window_total: std::sync::atomic::AtomicUsize,
@@ -575,6 +600,7 @@ impl Store {
         let journal_files = db.open_tree("journal_files")?;
         remove_orphans(&journal_dir, &journal_files)?;
         let alerts = db.open_tree("alerts")?;
+        let (alert_count, cleared_alerts) = alert_index(&alerts)?;
         Ok(Store {
             dir: dir.to_owned(),
             devices: db.open_tree("devices")?,
@@ -588,8 +614,9 @@ impl Store {
             window_total: std::sync::atomic::AtomicUsize::new(WINDOWS_TOTAL),
             window_devices: std::sync::atomic::AtomicUsize::new(1),
             alert_state: db.open_tree("alert_state")?,
-            alert_count: std::sync::atomic::AtomicUsize::new(alerts.len()),
+            alert_count: std::sync::atomic::AtomicUsize::new(alert_count),
             alert_trim_at: std::sync::atomic::AtomicUsize::new(ALERT_HISTORY),
+            cleared_alerts: std::sync::Mutex::new(cleared_alerts),
             alerts,
             windows: open_history(&db)?,
             pending_windows: std::sync::Mutex::new(std::collections::BTreeMap::new()),
@@ -1048,6 +1075,12 @@ impl Store {
             if self.alerts.insert(a.alert_id.as_bytes(), v)?.is_none() {
                 self.alert_count.fetch_add(1, Ordering::Relaxed);
             }
+            if a.status == crate::alerts::Status::Cleared {
+                self.cleared_alerts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert((a.updated_at_ms, a.alert_id.as_str().into()));
+            }
         }
         w.records += alerts.len();
         if !windows.is_empty() {
@@ -1205,25 +1238,32 @@ impl Store {
         if self.alert_count.load(Ordering::Relaxed) <= self.alert_trim_at.load(Ordering::Relaxed) {
             return Ok(());
         }
-        // Heads only: decoding whole records (features and all) held the
-        // entire history at once, the largest peak of a long soak.
-        let mut len = 0usize;
-        let mut cleared: Vec<(i64, sled::IVec)> = Vec::new();
-        self.scan_alert_heads(|k, h| {
-            len += 1;
-            if h.status == crate::alerts::Status::Cleared {
-                cleared.push((h.updated_at_ms, k.clone()));
-            }
-        })?;
-        cleared.sort();
+        let len = self.alert_count.load(Ordering::Relaxed);
         let excess = len.saturating_sub(ALERT_HISTORY * 9 / 10);
-        // One remove at a time: in one batch sled held a copy of a leaf
-        // (up to 16 records of ~1.2 KB) for each of the ~1,000 alerts
-        // until the end, the largest transient of a 30-minute soak.
-        for (_, k) in cleared.iter().take(excess) {
-            self.alerts.remove(k)?;
+        let mut cleared = self.cleared_alerts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cleared.len() > 2 * ALERT_HISTORY {
+            // Entries of alerts changed again since pile up only between
+            // trims; past this many, from the tree again.
+            *cleared = alert_index(&self.alerts)?.1;
         }
-        let left = len - excess.min(cleared.len());
+        let mut removed = 0;
+        while removed < excess {
+            let Some((t, id)) = cleared.pop_first() else { break };
+            // Still cleared, and this its latest change? Otherwise a later
+            // entry stands for it, or it is not to go.
+            let Some(v) = self.alerts.get(id.as_bytes())? else { continue };
+            let h: AlertHead<'_> = decode("alerts", id.as_bytes(), &v)?;
+            if h.status != crate::alerts::Status::Cleared || h.updated_at_ms != t {
+                continue;
+            }
+            // One remove at a time: in one batch sled held a copy of a leaf
+            // (up to 16 records of ~1.2 KB) for each of the ~1,000 alerts
+            // until the end, the largest transient of a 30-minute soak.
+            self.alerts.remove(id.as_bytes())?;
+            removed += 1;
+        }
+        drop(cleared);
+        let left = len - removed;
         self.alert_count.store(left, Ordering::Relaxed);
         // Alerts not cleared may keep it above the bound: read it all again
         // only after a tenth more, not at every write.
@@ -2402,12 +2442,20 @@ mod tests {
             assert_eq!(s.alerts().unwrap().len(), ALERT_HISTORY * 9 / 10);
             s.flush().unwrap();
         }
-        // The count starts from the tree when the store opens again.
+        // The count and the cleared alerts come from the tree when the store
+        // opens again. The oldest cleared alert changed since: it stays.
         let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
+        let oldest = s.alerts().unwrap().into_iter().filter(|a| a.status == Status::Cleared).min_by_key(|a| a.updated_at_ms);
+        let mut again = oldest.unwrap();
+        again.updated_at_ms = 10 * ALERT_HISTORY as i64;
+        s.write_history(std::slice::from_ref(&again), &[]).unwrap();
         let more: Vec<Alert> =
             (0..ALERT_HISTORY / 10 + 1).map(|i| alert(2 * ALERT_HISTORY + i, Status::Cleared)).collect();
         s.write_history(&more, &[]).unwrap();
-        assert_eq!(s.alerts().unwrap().len(), ALERT_HISTORY * 9 / 10);
+        let kept = s.alerts().unwrap();
+        assert_eq!(kept.len(), ALERT_HISTORY * 9 / 10);
+        assert!(kept.contains(&again), "changed since its first clearing: not the oldest");
+        assert_eq!(kept.iter().filter(|a| a.status == Status::Open).count(), open, "open alerts stay");
     }
 
     #[test]
