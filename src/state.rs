@@ -222,16 +222,21 @@ const CUT_BATCH: usize = 1024;
 type ClearedAlerts = std::collections::BTreeSet<(i64, Box<str>)>;
 
 /// The records of `alerts` and every cleared alert's latest change and id
-/// (from the heads: nothing past them is decoded).
+/// (from the heads: nothing past them is decoded). A record that does not
+/// read counts, is never a candidate, and does not stop the store from
+/// opening (it used to be only counted here).
 fn alert_index(alerts: &sled::Tree) -> Result<(usize, ClearedAlerts), StateError> {
     let mut n = 0;
     let mut cleared = std::collections::BTreeSet::new();
     for kv in alerts.iter() {
         let (k, v) = kv?;
         n += 1;
-        let h: AlertHead<'_> = decode("alerts", &k, &v)?;
-        if h.status == crate::alerts::Status::Cleared {
-            cleared.insert((h.updated_at_ms, h.alert_id.into()));
+        match decode::<AlertHead<'_>>("alerts", &k, &v) {
+            Ok(h) if h.status == crate::alerts::Status::Cleared => {
+                cleared.insert((h.updated_at_ms, h.alert_id.into()));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("{}: left out of the alert history's trim", crate::error_chain(&e)),
         }
     }
     Ok((n, cleared))
@@ -1832,6 +1837,18 @@ mod tests {
         let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
         assert_eq!(s.windows(mate, 5).unwrap(), [w(mate, 9), w(mate, 7)]);
         assert_eq!(s.all_windows().unwrap().len(), 10_000);
+    }
+
+    #[test]
+    fn an_alert_record_that_does_not_read_is_counted_and_does_not_stop_the_store_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.alerts.insert("a1", &[0xff; 3][..]).unwrap();
+        s.flush().unwrap();
+        drop(s);
+        let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
+        assert_eq!(s.alert_count.load(Ordering::Relaxed), 1);
+        assert!(s.cleared_alerts.lock().unwrap().is_empty());
     }
 
     #[test]
