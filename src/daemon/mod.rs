@@ -423,7 +423,7 @@ impl Core {
                     open_alert: open.get(&**id).map(|a| a.alert_id.clone()),
                     updated_at: *last_seen_ms,
                     features: None,
-                    baseline,
+                    baseline: baseline.map(Box::new),
                 },
             );
         }
@@ -641,7 +641,7 @@ impl Core {
                 features: None,
                 baseline: None,
             });
-            entry.baseline = baselines.and_then(|b| b.status(&r.device_id));
+            entry.baseline = baselines.and_then(|b| b.status(&r.device_id)).map(Box::new);
             if r.update && entry.last_window_end.is_some_and(|end| r.end_ms < end) {
                 // A late update of an older window: the latest stays.
                 entry.open_alert = open;
@@ -714,7 +714,7 @@ impl Core {
                     self.alert_dirty.insert(device_id.clone());
                     if let Ok(mut view) = self.view.devices.write() {
                         if let Some(d) = view.get_mut(device_id.as_str()) {
-                            d.baseline = Some(st.clone());
+                            d.baseline = Some(Box::new(st.clone()));
                         }
                     }
                 }
