@@ -51,13 +51,15 @@ esac
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-run_suite "$ROOT" --baseline "$name" | tee "$log" | grep -E '^[a-z_]+/[^ ]*$|change:|regressed|improved' || true
-# criterion prints the benchmark's id on its own line, then time/thrpt/change lines.
-regressed=$(awk '/^[a-z_]+\/[^ ]*$/ { id = $1 } /Performance has regressed/ { print id }' "$log")
+run_suite "$ROOT" --baseline "$name" | tee "$log" | grep -E '^[a-z_]+/|change:|regressed|improved' || true
+# criterion prints the benchmark's id on its own line (it may hold spaces:
+# "state/checkpoint 10000 devices (all changed)"), then indented
+# time/thrpt/change lines.
+regressed=$(awk '/^[a-z_]+\// { id = $0; sub(/ +time:.*/, "", id) } /Performance has regressed/ { print "  " id }' "$log")
 if [ -n "$regressed" ]; then
     echo
     echo "regressed against $name (beyond ${THRESHOLD} noise, p < 0.05):"
-    printf '  %s\n' $regressed
+    printf '%s\n' "$regressed"
     exit 1
 fi
 echo
