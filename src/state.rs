@@ -1825,7 +1825,8 @@ mod tests {
         assert_eq!(s.windows("dev-00042", 5).unwrap(), [w("dev-00042", 8), late.clone()]);
         assert_eq!(s.all_windows().unwrap().len(), 10_001);
         // A forgotten device leaves its group mates' windows alone.
-        let mate = ids.iter().find(|d| *d != "dev-00042" && history::bucket(d) == history::bucket("dev-00042")).unwrap();
+        let mate =
+            ids.iter().find(|d| *d != "dev-00042" && history::bucket(d) == history::bucket("dev-00042")).unwrap();
         s.write_history(&[], &[w("dev-00042", 9), w(mate, 9)]).unwrap();
         let forget = Changes { forgotten: vec![std::sync::Arc::from("dev-00042")], ..Default::default() };
         s.checkpoint(&Checkpoint { seq: 3, devices: forget, ..Default::default() }).unwrap();
@@ -2465,7 +2466,8 @@ mod tests {
         // The count and the cleared alerts come from the tree when the store
         // opens again. The oldest cleared alert changed since: it stays.
         let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
-        let oldest = s.alerts().unwrap().into_iter().filter(|a| a.status == Status::Cleared).min_by_key(|a| a.updated_at_ms);
+        let oldest =
+            s.alerts().unwrap().into_iter().filter(|a| a.status == Status::Cleared).min_by_key(|a| a.updated_at_ms);
         let mut again = oldest.unwrap();
         again.updated_at_ms = 10 * ALERT_HISTORY as i64;
         s.write_history(std::slice::from_ref(&again), &[]).unwrap();
