@@ -375,8 +375,8 @@ pub struct Engine {
     /// Devices created, for their snapshot phase.
     created: u64,
     /// At most this many snapshots a checkpoint for journals that outgrew
-    /// their bound, when more wanted one (0: [`snapshot_budget`]).
-    snapshots_per_checkpoint: usize,
+    /// their bound, when more wanted one (None: [`snapshot_budget`]).
+    snapshots_per_checkpoint: Option<usize>,
     names: Names,
     lists: SignalLists,
     /// Scratch for one reading's values ([`Cx::values`]).
@@ -398,7 +398,7 @@ impl Engine {
             forgotten: Vec::new(),
             journal_spread: 0,
             created: 0,
-            snapshots_per_checkpoint: 0,
+            snapshots_per_checkpoint: None,
             names: Names::default(),
             lists: SignalLists::default(),
             values: Vec::new(),
@@ -417,7 +417,7 @@ impl Engine {
 
     /// Overrides [`snapshot_budget`] (a test makes snapshots wait).
     pub fn set_snapshots_per_checkpoint(&mut self, n: usize) {
-        self.snapshots_per_checkpoint = n;
+        self.snapshots_per_checkpoint = Some(n);
     }
 
     pub fn spec(&self) -> &WindowSpec {
@@ -528,7 +528,7 @@ impl Engine {
         let result = record_in(dev, &mut cx, ts_ms, values, now_ms);
         if log {
             dev.logged += dev.journal.len() - before;
-            if dev.journal_full(spread) {
+            if !dev.snap_wanted && dev.journal_full(spread) {
                 dev.snap_wanted = true;
             }
         }
@@ -688,10 +688,7 @@ impl Engine {
         self.changed.clear();
         let mut changes = Changes::default();
         let mut oldest = seq;
-        let mut budget = match self.snapshots_per_checkpoint {
-            0 => snapshot_budget(self.devices.len(), spread),
-            n => n,
-        };
+        let mut budget = self.snapshots_per_checkpoint.unwrap_or_else(|| snapshot_budget(self.devices.len(), spread));
         for dev in self.devices.values_mut() {
             let due = dev.journal_since.is_some_and(|since| {
                 (seq.wrapping_add(dev.phase)) % spread.max(1) == 0 || seq.saturating_sub(since) + 1 >= spread
@@ -1395,8 +1392,8 @@ mod tests {
         // devices whose turn it is (1,000 / 60) and new devices.
         let most = capped[1..].iter().copied().max().unwrap_or(0);
         assert!(most <= 40 + 1000 / 60 + 2, "{capped:?}");
-        // The waiting devices went on with their journal, and got their
-        // snapshot: every device's journal is back under its bound.
+        // The waiting devices went on with their journal, and most got
+        // their snapshot: fewer than a fifth still wait at the end.
         assert!(logged > 1000 * 100);
         assert!(e.devices.values().filter(|d| d.snap_wanted).count() < 200, "{capped:?}");
     }
