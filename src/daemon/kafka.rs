@@ -399,3 +399,25 @@ pub fn spawn_sink(
         });
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    /// What `options` may ask of librdkafka is built in: TLS and SASL
+    /// (OpenSSL), and OIDC tokens, its one use of libcurl (built from
+    /// curl-sys's source, not Debian's).
+    #[test]
+    fn librdkafka_is_built_with_tls_sasl_and_oidc() {
+        let mut options = BTreeMap::new();
+        options.insert("security.protocol".to_owned(), "SASL_SSL".to_owned());
+        options.insert("sasl.mechanism".to_owned(), "OAUTHBEARER".to_owned());
+        options.insert("sasl.oauthbearer.method".to_owned(), "oidc".to_owned());
+        let native = super::client_config("127.0.0.1:1", &options).create_native_config();
+        let native = native.unwrap_or_else(|e| panic!("librdkafka refused the options: {e}"));
+        let features = native.get("builtin.features").unwrap_or_default();
+        for f in ["ssl", "sasl_scram", "sasl_oauthbearer", "oidc"] {
+            assert!(features.split(',').any(|x| x == f), "{f} not in librdkafka's builtin.features: {features}");
+        }
+    }
+}

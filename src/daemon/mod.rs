@@ -1027,7 +1027,7 @@ pub type LocalFeed = Box<dyn FnOnce(usize, SourceLinks) -> tokio::task::JoinHand
 /// `path`: the configuration file, read again on SIGHUP.
 pub fn run_with(config: Config, feed: Option<LocalFeed>, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    malloc::limit_arenas();
+    malloc::tune();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = rt.block_on(run_async(config, feed, path));
     // Everything that matters is on disk and acknowledged by now; a task
