@@ -13,7 +13,7 @@
 //! | `alerts` | alert id | postcard [`Alert`]: latest record of every alert (history) |
 //! | `window_groups` | start i64 BE, bucket u16 BE, checkpoint number u64 BE | the scored windows of the newest window starts, of the devices in one bucket, written by one checkpoint ([`history`]; the `window_history` tree of earlier versions, one record per window keyed start then device, and the older `windows`, keyed device first, move here when the store opens) |
 //! | `positions` | `kafka/<group>/<topic>/<partition>` | i64 BE: next offset |
-//! | | `mqtt/<client id>` | postcard `Vec<(u16, u64)>`: messages acknowledged by the last checkpoint |
+//! | | `mqtt/<client id>`, 0x00, checkpoint number u64 BE | the MQTT messages that checkpoint acknowledged, the ones still remembered (`daemon::acked`): a format byte (1), then packet id u16 LE and hash u32 LE for each; `mqtt/<client id>` alone is the older form, postcard `Vec<Vec<(u16, u64)>>`, newest checkpoint first, moved by the next checkpoint with messages |
 //! | `late` | u64 BE sequence | postcard [`Reading`]: the late store |
 //! | `quarantine` | u64 BE sequence | postcard [`Quarantined`]: refused payloads |
 //! | `labels` | device id, 0x00, start i64 BE | postcard (end, fault): maintenance feedback |
@@ -423,6 +423,8 @@ pub struct Checkpoint<'a> {
     pub alerts: Vec<Alert>,
     /// Source positions, keys as in the module docs.
     pub positions: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Source positions to remove.
+    pub positions_removed: Vec<Vec<u8>>,
     /// Windows closed or updated.
     pub windows: Vec<WindowRecord>,
     pub late: LogDelta<Reading>,
@@ -438,6 +440,7 @@ impl Checkpoint<'_> {
             && self.alert_states.is_empty()
             && self.alerts.is_empty()
             && self.positions.is_empty()
+            && self.positions_removed.is_empty()
             && self.windows.is_empty()
             && self.late.added.is_empty()
             && self.late.removed.is_empty()
@@ -871,6 +874,7 @@ impl Store {
             + c.devices.forgotten.len()
             + c.alert_states.len()
             + c.positions.len()
+            + c.positions_removed.len()
             + late.len()
             + quarantine.len()
             + outbox_gone.len()
@@ -901,6 +905,9 @@ impl Store {
             }
             for (k, v) in &c.positions {
                 p.insert(k.as_slice(), v.as_slice())?;
+            }
+            for k in &c.positions_removed {
+                p.remove(k.as_slice())?;
             }
             for seq in c.late.removed.clone() {
                 late_t.remove(&seq.to_be_bytes())?;

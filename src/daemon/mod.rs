@@ -18,12 +18,13 @@
 //! is recognised and skipped: Kafka by offset, MQTT by packet id and a
 //! hash of topic and payload of the redelivered (DUP) message.
 
+mod acked;
 pub mod kafka;
 mod malloc;
 pub mod mqtt;
 pub mod outbox;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -129,32 +130,8 @@ impl SourceStatus {
     }
 }
 
-/// Messages of an MQTT source processed since the last checkpoint: (packet id, hash).
-type Delivered = Vec<(u16, u64)>;
-
-/// Acknowledged MQTT messages are remembered, to recognise a redelivery
-/// whose acknowledgement was lost, by checkpoint: the newest two
-/// checkpoints' messages, and older checkpoints' while they all hold no more
-/// than [`ACKED_MESSAGES`]. A broker redelivers at most its in-flight window
-/// (mosquitto's `max_inflight_messages`, 20 by default), and a broker going
-/// away can take the acknowledgements of several small checkpoints with it.
-const ACKED_GENERATIONS: usize = 2;
-const ACKED_MESSAGES: usize = 1024;
-
-/// Remembers the messages a checkpoint acknowledged (see [`ACKED_GENERATIONS`]).
-fn remember(acked: &mut VecDeque<Delivered>, newest: Delivered) {
-    acked.push_front(newest);
-    let mut total = 0;
-    let mut keep = 0;
-    for g in acked.iter() {
-        total += g.len();
-        if keep >= ACKED_GENERATIONS && total > ACKED_MESSAGES {
-            break;
-        }
-        keep += 1;
-    }
-    acked.truncate(keep);
-}
+/// The seed of the hash that tells MQTT messages apart ([`acked`]).
+const HASH_SEED: u64 = 0x6661_756c_746c_696e;
 
 /// An early checkpoint when input has paused this long with acks owed:
 /// a broker with a small in-flight window waits for them.
@@ -172,10 +149,10 @@ enum SourcePos {
     Local { id: SourceId },
     Mqtt {
         id: SourceId,
-        key: Vec<u8>,
         template: Option<mqtt::Template>,
-        pending: Delivered,
-        acked: VecDeque<Delivered>,
+        /// Messages processed since the last checkpoint.
+        pending: Vec<acked::Message>,
+        acked: acked::Acked,
         /// Redeliveries of already acknowledged messages: acknowledge again.
         again: Vec<u16>,
         acks: Option<mpsc::UnboundedSender<Vec<u16>>>,
@@ -264,10 +241,9 @@ impl Core {
             sources.push(match s {
                 SourceConfig::Mqtt(m) => SourcePos::Mqtt {
                     id,
-                    key: format!("mqtt/{}", m.client_id).into_bytes(),
                     template: m.device_from_topic.as_deref().and_then(mqtt::Template::parse),
                     pending: Vec::new(),
-                    acked: VecDeque::new(),
+                    acked: acked::Acked::new(&m.client_id),
                     again: Vec::new(),
                     acks: None,
                 },
@@ -300,7 +276,7 @@ impl Core {
             late_mark: LogMark::default(),
             quarantine_mark: LogMark::default(),
             stats: CoreStats::default(),
-            hasher: foldhash::fast::FixedState::with_seed(0x6661_756c_746c_696e),
+            hasher: foldhash::fast::FixedState::with_seed(HASH_SEED),
             rate_mark: (Instant::now(), 0),
         };
         core.pipeline.engine_mut().set_journal(crate::state::JOURNAL_SPREAD);
@@ -350,14 +326,18 @@ impl Core {
                 }
             } else {
                 for s in &mut self.sources {
-                    if let SourcePos::Mqtt { key: sk, acked, .. } = s {
-                        if *sk == k {
-                            if let Ok(gens) = postcard::from_bytes::<Vec<Delivered>>(&v) {
-                                *acked = gens.into();
-                            }
+                    if let SourcePos::Mqtt { acked, .. } = s {
+                        if acked.restore(&k, &v, self.seq) {
+                            break;
                         }
                     }
                 }
+            }
+        }
+        for s in &mut self.sources {
+            if let SourcePos::Mqtt { acked, .. } = s {
+                acked.restored();
+                self.seq = self.seq.max(acked.after());
             }
         }
         tracing::info!(
@@ -445,13 +425,13 @@ impl Core {
                 else {
                     return;
                 };
-                let h = self.hasher.hash_one((topic.as_str(), payload.as_ref()));
+                let h = acked::fold(self.hasher.hash_one((topic.as_str(), payload.as_ref())));
                 if dup {
                     if pending.contains(&(pkid, h)) {
                         self.stats.redelivered_skipped += 1;
                         return;
                     }
-                    if acked.iter().any(|g| g.contains(&(pkid, h))) {
+                    if acked.contains((pkid, h)) {
                         self.stats.redelivered_skipped += 1;
                         again.push(pkid);
                         self.owed += 1;
@@ -784,6 +764,7 @@ impl Core {
         let started = Instant::now();
         let full = full || self.full_next;
         let mut cp = Checkpoint { seq: self.seq, ..Checkpoint::default() };
+        let cp_seq = cp.seq;
         self.seq += 1;
         cp.devices = self.pipeline.engine_mut().checkpoint_changes(cp.seq, full);
         if let Some(s) = &mut self.scorer {
@@ -806,22 +787,23 @@ impl Core {
         cp.late = self.late_mark.delta(self.pipeline.engine().late_store());
         cp.quarantine = self.quarantine_mark.delta(self.pipeline.quarantine());
         cp.outbox = self.outbox.delta();
+        // What each MQTT source's memory of acknowledged messages becomes
+        // once the checkpoint is written.
+        let mut plans = Vec::new();
         for s in &mut self.sources {
             match s {
-                SourcePos::Mqtt { key, pending, acked, again, .. } => {
-                    if pending.is_empty() && again.is_empty() && !self.full_next {
-                        continue;
-                    }
+                SourcePos::Mqtt { pending, acked, .. } => {
                     // Only new messages make a generation: acknowledging
                     // redeliveries again must not push out of memory the
                     // messages the broker may still be redelivering.
-                    if !pending.is_empty() {
-                        remember(acked, pending.clone());
+                    if pending.is_empty() {
+                        plans.push(None);
+                        continue;
                     }
-                    let gens: Vec<&Delivered> = acked.iter().collect();
-                    if let Ok(v) = postcard::to_stdvec(&gens) {
-                        cp.positions.push((key.clone(), v));
-                    }
+                    let mut p = acked.plan(cp.seq, pending);
+                    cp.positions.append(&mut p.writes);
+                    cp.positions_removed.append(&mut p.removes);
+                    plans.push(Some(p));
                 }
                 SourcePos::Local { .. } => {}
                 SourcePos::Kafka { group, next, changed, .. } => {
@@ -874,10 +856,14 @@ impl Core {
             }
         }
         self.owed = 0;
+        let mut plans = plans.into_iter();
         for s in &mut self.sources {
             match s {
-                SourcePos::Mqtt { pending, again, acks, .. } => {
-                    let mut ids: Vec<u16> = pending.drain(..).map(|(p, _)| p).collect();
+                SourcePos::Mqtt { pending, acked, again, acks, .. } => {
+                    let mut ids: Vec<u16> = pending.iter().map(|(p, _)| *p).collect();
+                    if let Some(p) = plans.next().flatten() {
+                        acked.commit(&p, cp_seq, std::mem::take(pending));
+                    }
                     ids.append(again);
                     if let (Some(tx), false) = (acks.as_ref(), ids.is_empty()) {
                         let _ = tx.send(ids);

@@ -5,6 +5,18 @@ use super::*;
 const CONFIG: &str = "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"\n\
                       topics = [\"sensors/+/telemetry\"]\ndevice_from_topic = \"sensors/{device_id}/telemetry\"\n";
 
+const TOPIC: &str = "sensors/pump-1/telemetry";
+
+fn payload(n: u16) -> String {
+    format!("{{\"ts\": {}, \"values\": {{\"Temperature\": {n}}}}}", 1_000_000 + u64::from(n) * 1000)
+}
+
+/// The `positions` tree's keys.
+fn position_keys(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    let store = crate::state::retry(|| Store::open(dir).map_err(|e| crate::error_chain(&e)));
+    store.restore().expect("restore").positions.into_iter().map(|(k, _)| k).collect()
+}
+
 struct Rig {
     core: Core,
     acks: mpsc::UnboundedReceiver<Vec<u16>>,
@@ -25,11 +37,10 @@ impl Rig {
 
     /// Message `pkid` carries reading `n` (its payload differs from every other's).
     fn deliver(&mut self, pkid: u16, n: u16, dup: bool) {
-        let payload = format!("{{\"ts\": {}, \"values\": {{\"Temperature\": {n}}}}}", 1_000_000 + u64::from(n) * 1000);
         let input = Input::Mqtt {
             source: 0,
-            topic: "sensors/pump-1/telemetry".into(),
-            payload: payload.into_bytes().into(),
+            topic: TOPIC.into(),
+            payload: payload(n).into_bytes().into(),
             pkid,
             dup,
             budget: None,
@@ -81,7 +92,7 @@ fn redeliveries_acknowledged_again_do_not_make_the_broker_forget_older_ones() {
     assert_eq!(rig.processed(), 0, "nothing processed after the restart");
     // New messages move the memory on: past two checkpoints and
     // ACKED_MESSAGES in all, the oldest checkpoint's are forgotten.
-    let gen = (ACKED_MESSAGES * 3 / 5) as u16;
+    let gen = (acked::ACKED_MESSAGES * 3 / 5) as u16;
     for g in 0..3u16 {
         for k in 0..gen {
             rig.deliver(100 + g * gen + k, 100 + g * gen + k, false);
@@ -96,17 +107,39 @@ fn redeliveries_acknowledged_again_do_not_make_the_broker_forget_older_ones() {
 }
 
 #[test]
-fn the_memory_of_acknowledged_messages_keeps_two_checkpoints_and_more_up_to_a_bound() {
-    let gen = |n: usize| -> Delivered { (0..n).map(|i| (i as u16, i as u64)).collect() };
-    let lens = |a: &VecDeque<Delivered>| a.iter().map(Vec::len).collect::<Vec<_>>();
-    let mut acked = VecDeque::new();
-    for _ in 0..20 {
-        remember(&mut acked, gen(100));
+fn acknowledged_messages_stored_in_the_older_form_are_recognised_and_moved() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The older form: one value, postcard, 64-bit hashes, newest checkpoint first.
+    let hasher = foldhash::fast::FixedState::with_seed(HASH_SEED);
+    let h = |n: u16| hasher.hash_one((TOPIC, payload(n).as_bytes()));
+    let old: Vec<Vec<(u16, u64)>> = vec![vec![(3, h(3))], vec![(1, h(1)), (2, h(2))]];
+    {
+        let store = Store::open(dir.path()).expect("store");
+        let cp = Checkpoint {
+            seq: 0,
+            positions: vec![(b"mqtt/faultline".to_vec(), postcard::to_stdvec(&old).expect("encodes"))],
+            ..Checkpoint::default()
+        };
+        store.checkpoint(&cp).expect("written");
     }
-    assert_eq!(lens(&acked), vec![100; 10], "small checkpoints: up to ACKED_MESSAGES in all");
-    remember(&mut acked, gen(5_000));
-    remember(&mut acked, gen(7));
-    assert_eq!(lens(&acked), vec![7, 5_000], "large ones: the newest two");
-    remember(&mut acked, gen(3));
-    assert_eq!(lens(&acked), vec![3, 7]);
+    let mut rig = Rig::open(dir.path());
+    rig.deliver(2, 2, true);
+    rig.deliver(3, 3, true);
+    assert_eq!(rig.checkpoint(), vec![2, 3], "acknowledged again");
+    assert_eq!(rig.processed(), 0, "recognised from the older form");
+    drop(rig);
+    assert_eq!(position_keys(dir.path()), vec![b"mqtt/faultline".to_vec()], "moved only with new messages");
+    let mut rig = Rig::open(dir.path());
+    rig.deliver(4, 4, false);
+    assert_eq!(rig.checkpoint(), vec![4]);
+    drop(rig);
+    let keys = position_keys(dir.path());
+    assert_eq!(keys.len(), 3, "the new checkpoint's and the two older ones, each under its own key");
+    assert!(keys.iter().all(|k| k.starts_with(b"mqtt/faultline\0") && k.len() == 23), "{keys:?}");
+    let mut rig = Rig::open(dir.path());
+    for n in [1, 2, 3, 4] {
+        rig.deliver(n, n, true);
+    }
+    assert_eq!(rig.checkpoint(), vec![1, 2, 3, 4]);
+    assert_eq!(rig.processed(), 0, "all four remembered after the move and a restart");
 }
