@@ -10,7 +10,7 @@
 //! | `journal` | checkpoint number, u64 BE | layout 1's journal blobs, in the tree itself: read at a restart and removed like the files |
 //! | `closed` | device id | postcard `Vec<WindowSnapshot>`: the closed windows still open to late updates |
 //! | `alert_state` | device id | postcard [`DeviceState`]: recent scores, the alert not cleared (without its features; see [`Store::restore`]); then, with baselines, postcard [`DeviceBaseline`] |
-//! | `alerts` | alert id | postcard [`Alert`]: latest record of every alert (history) |
+//! | `alert_history` | the start in the alert id (i64 BE, the window that opened it), then the id | postcard [`Alert`]: latest record of every alert (history); the older `alerts` tree, keyed by id, moves here when the store opens |
 //! | `window_groups` | start i64 BE, bucket u16 BE, checkpoint number u64 BE | the scored windows of the newest window starts, of the devices in one bucket, written by one checkpoint ([`history`]; the `window_history` tree of earlier versions, one record per window keyed start then device, and the older `windows`, keyed device first, move here when the store opens) |
 //! | `positions` | `kafka/<group>/<topic>/<partition>` | i64 BE: next offset |
 //! | | `mqtt/<client id>`, 0x00, checkpoint number u64 BE | the MQTT messages that checkpoint acknowledged, the ones still remembered (`daemon::acked`): a format byte (1), then packet id u16 LE and hash u32 LE for each; `mqtt/<client id>` alone is the older form, postcard `Vec<Vec<(u16, u64)>>`, newest checkpoint first, moved by the next checkpoint with messages |
@@ -163,7 +163,7 @@ pub const WINDOWS_TOTAL: usize = 1_000_000;
 /// seldom.
 const TRIM_SLACK: usize = 50;
 
-/// Alerts kept in the `alerts` tree; past it the oldest cleared ones go.
+/// Alerts kept in the `alert_history` tree; past it the oldest cleared ones go.
 pub const ALERT_HISTORY: usize = 10_000;
 
 /// The prefix of a device's keys in `labels` (and the old `windows`): its id and a 0 byte.
@@ -218,6 +218,47 @@ fn history_start(key: &[u8]) -> Option<i64> {
 /// copies of the leaves it changes until the batch is applied.
 const CUT_BATCH: usize = 1024;
 
+/// An `alert_history` key: the start in the alert's id (the window that
+/// opened it; `i64::MIN` for an id without one), then the id. Time first,
+/// so that the alerts a window close raises are written side by side, and
+/// so are the ones it clears (they opened together, mostly): keyed by id,
+/// device first, each went to its device's own leaf, which sled rewrites
+/// whole and reads back from disk once the history outgrows its cache
+/// (README "Performance", 26).
+fn alert_key(alert_id: &str) -> Vec<u8> {
+    let start = alert_id
+        .rsplit_once('/')
+        .and_then(|(_, t)| crate::time::parse_rfc3339(t, crate::time::Naive::Reject))
+        .unwrap_or(i64::MIN);
+    history_key(start, alert_id)
+}
+
+/// Opens `alert_history`, moving the records of the older `alerts` tree
+/// (keyed by id) into it first, a batch at a time; the old tree goes once
+/// they all are moved.
+fn open_alerts(db: &sled::Db) -> Result<sled::Tree, StateError> {
+    let alerts = db.open_tree("alert_history")?;
+    if !db.tree_names().iter().any(|n| n.as_ref() == b"alerts") {
+        return Ok(alerts);
+    }
+    let old = db.open_tree("alerts")?;
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for kv in old.iter() {
+        let (k, v) = kv?;
+        batch.insert(alert_key(&String::from_utf8_lossy(&k)), v);
+        n += 1;
+        if n % CUT_BATCH == 0 {
+            alerts.apply_batch(std::mem::take(&mut batch))?;
+        }
+    }
+    alerts.apply_batch(batch)?;
+    alerts.flush()?;
+    db.drop_tree("alerts")?;
+    tracing::info!(alerts = n, "alert history moved to time order");
+    Ok(alerts)
+}
+
 /// Cleared alerts by their latest change, then id.
 type ClearedAlerts = std::collections::BTreeSet<(i64, Box<str>)>;
 
@@ -231,7 +272,7 @@ fn alert_index(alerts: &sled::Tree) -> Result<(usize, ClearedAlerts), StateError
     for kv in alerts.iter() {
         let (k, v) = kv?;
         n += 1;
-        match decode::<AlertHead<'_>>("alerts", &k, &v) {
+        match decode::<AlertHead<'_>>("alert_history", &k, &v) {
             Ok(h) if h.status == crate::alerts::Status::Cleared => {
                 cleared.insert((h.updated_at_ms, h.alert_id.into()));
             }
@@ -607,7 +648,7 @@ impl Store {
         }
         let journal_files = db.open_tree("journal_files")?;
         remove_orphans(&journal_dir, &journal_files)?;
-        let alerts = db.open_tree("alerts")?;
+        let alerts = open_alerts(&db)?;
         let (alert_count, cleared_alerts) = alert_index(&alerts)?;
         Ok(Store {
             dir: dir.to_owned(),
@@ -1084,7 +1125,7 @@ impl Store {
         for a in alerts {
             let v = encode(a)?;
             w.bytes += v.len();
-            if self.alerts.insert(a.alert_id.as_bytes(), v)?.is_none() {
+            if self.alerts.insert(alert_key(&a.alert_id), v)?.is_none() {
                 self.alert_count.fetch_add(1, Ordering::Relaxed);
             }
             if a.status == crate::alerts::Status::Cleared {
@@ -1263,15 +1304,16 @@ impl Store {
             let Some((t, id)) = cleared.pop_first() else { break };
             // Still cleared, and this its latest change? Otherwise a later
             // entry stands for it, or it is not to go.
-            let Some(v) = self.alerts.get(id.as_bytes())? else { continue };
-            let h: AlertHead<'_> = decode("alerts", id.as_bytes(), &v)?;
+            let key = alert_key(&id);
+            let Some(v) = self.alerts.get(&key)? else { continue };
+            let h: AlertHead<'_> = decode("alert_history", &key, &v)?;
             if h.status != crate::alerts::Status::Cleared || h.updated_at_ms != t {
                 continue;
             }
             // One remove at a time: in one batch sled held a copy of a leaf
             // (up to 16 records of ~1.2 KB) for each of the ~1,000 alerts
             // until the end, the largest transient of a 30-minute soak.
-            self.alerts.remove(id.as_bytes())?;
+            self.alerts.remove(key)?;
             removed += 1;
         }
         drop(cleared);
@@ -1318,35 +1360,36 @@ impl Store {
         Ok(())
     }
 
-    /// Latest record of every alert (history), in alert-id order.
+    /// Latest record of every alert (history), by the start in the id, then id.
     pub fn alerts(&self) -> Result<Vec<Alert>, StateError> {
         self.alerts_where(|_| true)
     }
 
     /// The latest record of alert `alert_id`, if the history has it.
     pub fn alert(&self, alert_id: &str) -> Result<Option<Alert>, StateError> {
-        self.alerts.get(alert_id.as_bytes())?.map(|v| decode("alerts", alert_id.as_bytes(), &v)).transpose()
+        let key = alert_key(alert_id);
+        self.alerts.get(&key)?.map(|v| decode("alert_history", &key, &v)).transpose()
     }
 
-    /// The alerts whose head `keep` chooses, in alert-id order, decoded in
-    /// the same pass.
+    /// The alerts whose head `keep` chooses, by the start in the id, then
+    /// id, decoded in the same pass.
     pub fn alerts_where(&self, keep: impl Fn(&AlertHead<'_>) -> bool) -> Result<Vec<Alert>, StateError> {
         let mut out = Vec::new();
         for kv in self.alerts.iter() {
             let (k, v) = kv?;
-            if keep(&decode("alerts", &k, &v)?) {
-                out.push(decode("alerts", &k, &v)?);
+            if keep(&decode("alert_history", &k, &v)?) {
+                out.push(decode("alert_history", &k, &v)?);
             }
         }
         Ok(out)
     }
 
     /// Calls `f` with the key and the head of every alert in the history,
-    /// in alert-id order, decoding nothing past the head.
+    /// by the start in the id, then id, decoding nothing past the head.
     pub fn scan_alert_heads(&self, mut f: impl FnMut(&sled::IVec, AlertHead<'_>)) -> Result<(), StateError> {
         for kv in self.alerts.iter() {
             let (k, v) = kv?;
-            f(&k, decode("alerts", &k, &v)?);
+            f(&k, decode("alert_history", &k, &v)?);
         }
         Ok(())
     }
@@ -1372,7 +1415,7 @@ impl Store {
         for (_, k) in chosen.iter().skip(skip).take(take) {
             // Trimmed since the scan: the page is one shorter.
             if let Some(v) = self.alerts.get(k)? {
-                page.push(decode("alerts", k, &v)?);
+                page.push(decode("alert_history", k, &v)?);
             }
         }
         Ok((chosen.len(), page))
@@ -1729,6 +1772,31 @@ pub(crate) fn retry<T>(mut f: impl FnMut() -> Result<T, String>) -> T {
 mod tests {
     use super::*;
 
+    /// An open alert of device `p1` with one feature value.
+    fn sample_alert(id: &str) -> Alert {
+        use crate::alerts::{Features, Origin, Severity, Status};
+        Alert {
+            alert_id: id.into(),
+            device_id: "p1".into(),
+            status: Status::Open,
+            severity: Severity::Critical,
+            origin: Origin::Model,
+            fault_probability: 0.97,
+            threshold: 0.95,
+            window_start_ms: 0,
+            window_end_ms: 60_000,
+            model: "m".into(),
+            model_version: "1".into(),
+            message: "Fault likely".into(),
+            raised_at_ms: 0,
+            updated_at_ms: 0,
+            acknowledged_by: None,
+            comment: None,
+            features: Features::from_iter([("T.mean".to_owned(), 71.5)]),
+            contributions: Features::default(),
+        }
+    }
+
     /// Device `d`'s window of minute `i`.
     fn minute_window(d: &str, i: i64) -> WindowRecord {
         WindowRecord {
@@ -1848,10 +1916,55 @@ mod tests {
     }
 
     #[test]
+    fn the_alert_history_is_keyed_time_first_and_an_older_one_by_id_moves_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let made = s.alerts().unwrap();
+        assert!(made.is_empty());
+        // Two devices' alerts, raised by two window closes: keyed by the
+        // start first, so one close's alerts are side by side.
+        let mut all = Vec::new();
+        for (i, start) in ["2026-11-21T10:15:00Z", "2026-11-21T10:20:00Z"].into_iter().enumerate() {
+            for d in ["pump-2", "pump-1"] {
+                let mut a = sample_alert(&format!("{d}/{start}"));
+                a.device_id = d.into();
+                a.updated_at_ms = i as i64;
+                all.push(a);
+            }
+        }
+        let order = |s: &Store| s.alerts().unwrap().into_iter().map(|a| a.alert_id).collect::<Vec<_>>();
+        let want = [
+            "pump-1/2026-11-21T10:15:00Z",
+            "pump-2/2026-11-21T10:15:00Z",
+            "pump-1/2026-11-21T10:20:00Z",
+            "pump-2/2026-11-21T10:20:00Z",
+        ];
+        s.write_history(&all, &[]).unwrap();
+        assert_eq!(order(&s), want);
+        assert_eq!(s.alert(want[3]).unwrap().as_ref(), Some(&all[2]));
+        // An older store's `alerts` tree, keyed by id, and an id without a start.
+        let mut odd = sample_alert("a1");
+        odd.status = crate::alerts::Status::Cleared;
+        let old = s.db.open_tree("alerts").unwrap();
+        for a in all.iter().chain([&odd]) {
+            old.insert(a.alert_id.as_bytes(), encode(a).unwrap()).unwrap();
+        }
+        s.alerts.clear().unwrap();
+        s.flush().unwrap();
+        drop((old, s));
+        let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
+        assert!(!s.db.tree_names().iter().any(|n| n.as_ref() == b"alerts"), "the older tree is gone");
+        assert_eq!(order(&s)[1..], want, "moved, in time order; the id without a start first");
+        assert_eq!(s.alert("a1").unwrap().as_ref(), Some(&odd));
+        assert_eq!(s.alert_count.load(Ordering::Relaxed), 5);
+        assert_eq!(s.cleared_alerts.lock().unwrap().len(), 1);
+    }
+
+    #[test]
     fn an_alert_record_that_does_not_read_is_counted_and_does_not_stop_the_store_opening() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        s.alerts.insert("a1", &[0xff; 3][..]).unwrap();
+        s.alerts.insert(alert_key("a1"), &[0xff; 3][..]).unwrap();
         s.flush().unwrap();
         drop(s);
         let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
@@ -2489,28 +2602,14 @@ mod tests {
 
     #[test]
     fn a_page_of_alerts_is_chosen_by_head_newest_first_and_counted() {
-        use crate::alerts::{Features, Origin, Severity, Status};
+        use crate::alerts::Status;
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         let alert = |id: &str, device: &str, status, updated_at_ms| Alert {
-            alert_id: id.into(),
             device_id: device.into(),
             status,
-            severity: Severity::Critical,
-            origin: Origin::Model,
-            fault_probability: 0.97,
-            threshold: 0.95,
-            window_start_ms: 0,
-            window_end_ms: 60_000,
-            model: "m".into(),
-            model_version: "1".into(),
-            message: "Fault likely".into(),
-            raised_at_ms: 0,
             updated_at_ms,
-            acknowledged_by: None,
-            comment: None,
-            features: Features::from_iter([("T.mean".to_owned(), 71.5)]),
-            contributions: Features::default(),
+            ..sample_alert(id)
         };
         let all = [
             alert("a1", "p1", Status::Cleared, 10),
@@ -2533,7 +2632,7 @@ mod tests {
         assert_eq!(ids(s.alerts_page(p1, 7, 1).unwrap()), (3, String::new()));
         let mut heads = Vec::new();
         s.scan_alert_heads(|k, h| heads.push((k.to_vec(), h.alert_id.to_owned(), h.updated_at_ms))).unwrap();
-        assert_eq!(heads[3], (b"a4".to_vec(), "a4".to_owned(), 30));
+        assert_eq!(heads[3], (alert_key("a4"), "a4".to_owned(), 30));
         // One alert by id, and a choice in alert-id order.
         assert_eq!(s.alert("a3").unwrap().as_ref(), Some(&all[2]));
         assert_eq!(s.alert("a9").unwrap(), None);
