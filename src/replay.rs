@@ -228,10 +228,16 @@ impl Publisher {
                     };
                     return Err(ReplayError::Mqtt(why));
                 }
-                client
-                    .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
-                    .await
-                    .map_err(|e| ReplayError::Mqtt(e.to_string()))
+                if let Err(e) = client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await {
+                    // The event loop ended since the check above (a refused
+                    // connection): its reason says more than the closed channel.
+                    let why = match tokio::time::timeout(Duration::from_secs(1), &mut *task).await {
+                        Ok(Ok(Err(why))) => why,
+                        _ => e.to_string(),
+                    };
+                    return Err(ReplayError::Mqtt(why));
+                }
+                Ok(())
             }
             Publisher::Kafka { producer, inflight } => {
                 let mut record = rdkafka::producer::FutureRecord::to(topic).payload(&payload);
