@@ -241,20 +241,7 @@ fn open_alerts(db: &sled::Db) -> Result<sled::Tree, StateError> {
     if !db.tree_names().iter().any(|n| n.as_ref() == b"alerts") {
         return Ok(alerts);
     }
-    let old = db.open_tree("alerts")?;
-    let mut batch = sled::Batch::default();
-    let mut n = 0;
-    for kv in old.iter() {
-        let (k, v) = kv?;
-        batch.insert(alert_key(&String::from_utf8_lossy(&k)), v);
-        n += 1;
-        if n % CUT_BATCH == 0 {
-            alerts.apply_batch(std::mem::take(&mut batch))?;
-        }
-    }
-    alerts.apply_batch(batch)?;
-    alerts.flush()?;
-    db.drop_tree("alerts")?;
+    let n = move_records(db, "alerts", &alerts, |k| Some(alert_key(&String::from_utf8_lossy(k))))?;
     tracing::info!(alerts = n, "alert history moved to time order");
     Ok(alerts)
 }
@@ -314,27 +301,44 @@ fn open_history(db: &sled::Db) -> Result<sled::Tree, StateError> {
     Ok(groups)
 }
 
-/// Moves the records of `windows` into `window_history`, a batch at a
-/// time; the old tree goes once they all are moved.
-fn move_device_first(db: &sled::Db) -> Result<(), StateError> {
-    let history = db.open_tree("window_history")?;
-    let old = db.open_tree("windows")?;
+/// Moves the records of tree `from` into `to` under the keys `key` gives
+/// (none: left out), a batch at a time ([`CUT_BATCH`]); `from` goes once
+/// they all are moved, so a crash midway moves them all again. Returns
+/// how many moved.
+fn move_records(
+    db: &sled::Db,
+    from: &str,
+    to: &sled::Tree,
+    key: impl Fn(&[u8]) -> Option<Vec<u8>>,
+) -> Result<usize, StateError> {
+    let old = db.open_tree(from)?;
     let mut batch = sled::Batch::default();
     let mut n = 0;
     for kv in old.iter() {
         let (k, v) = kv?;
-        // Anything shorter than a separator and a start is not a record.
-        let Some(id_end) = k.len().checked_sub(9) else { continue };
-        let Ok(device) = std::str::from_utf8(&k[..id_end]) else { continue };
-        batch.insert(history_key(start_of(&k), device), v);
+        let Some(k) = key(&k) else { continue };
+        batch.insert(k, v);
         n += 1;
         if n % CUT_BATCH == 0 {
-            history.apply_batch(std::mem::take(&mut batch))?;
+            to.apply_batch(std::mem::take(&mut batch))?;
         }
     }
-    history.apply_batch(batch)?;
-    history.flush()?;
-    db.drop_tree("windows")?;
+    to.apply_batch(batch)?;
+    to.flush()?;
+    db.drop_tree(from)?;
+    Ok(n)
+}
+
+/// Moves the records of `windows` into `window_history`, a batch at a
+/// time; the old tree goes once they all are moved.
+fn move_device_first(db: &sled::Db) -> Result<(), StateError> {
+    let history = db.open_tree("window_history")?;
+    let n = move_records(db, "windows", &history, |k| {
+        // Anything shorter than a separator and a start is not a record.
+        let id_end = k.len().checked_sub(9)?;
+        let device = std::str::from_utf8(&k[..id_end]).ok()?;
+        Some(history_key(start_of(k), device))
+    })?;
     tracing::info!(windows = n, "window history moved to time order");
     Ok(())
 }
