@@ -99,7 +99,7 @@ fn bench(c: &mut Criterion) {
             let r = store.restore().expect("restore");
             let mut e = Engine::new(spec(), StateLimits::default(), Cleaning::default());
             for d in r.devices {
-                e.restore(d);
+                e.restore(d, u64::MAX);
             }
             assert_eq!(e.device_count(), DEVICES);
             e

@@ -132,6 +132,11 @@ impl Baselines {
         self.cfg = cfg;
     }
 
+    /// The devices with a baseline (learning or active).
+    pub fn device_ids(&self) -> impl Iterator<Item = &str> {
+        self.devices.keys().map(|k| &**k)
+    }
+
     pub fn device(&self, id: &str) -> Option<&DeviceBaseline> {
         self.devices.get(id)
     }

@@ -82,6 +82,15 @@ mod history;
 /// one-second interval, a minute of readings at most.
 pub const JOURNAL_SPREAD: u64 = 60;
 
+/// Whether checkpoint `seq` writes device `id`'s alert state even if it
+/// did not change: each once in [`JOURNAL_SPREAD`] checkpoints, as its
+/// latest record must stay in the journal files kept (the newest
+/// [`JOURNAL_SPREAD`] at least). By a stable hash of the id, so the turns
+/// go on across a restart.
+pub fn state_turn(id: &str, seq: u64) -> bool {
+    u64::from(history::bucket(id)).wrapping_add(seq).is_multiple_of(JOURNAL_SPREAD)
+}
+
 /// Version of the key layout above; a database of another version is
 /// refused, except the older layouts this one reads and takes over:
 /// layout 1 (the journal inside sled) and layout 2 (journal files without
@@ -459,11 +468,16 @@ pub struct Checkpoint<'a> {
     /// This checkpoint's number: its journal blob's key, written with each
     /// snapshot. Increases from one checkpoint to the next.
     pub seq: u64,
-    /// Devices' snapshots and journal entries; journal blobs numbered
-    /// below its `journal_from` are removed.
+    /// Devices' snapshots and journal entries; journal files numbered
+    /// below its `journal_from` are removed: the caller keeps every file
+    /// that holds a device's latest snapshot or alert state.
     pub devices: Changes,
+    /// `devices` has every device's snapshot.
+    pub full: bool,
     /// Alert policy state and baseline per device; both `None` removes them.
     pub alert_states: Vec<(String, ScoringState<'a>)>,
+    /// `alert_states` has every device's.
+    pub all_states: bool,
     /// Alert records to keep as each alert's latest.
     pub alerts: Vec<Alert>,
     /// Source positions, keys as in the module docs.
@@ -533,9 +547,13 @@ pub struct Store {
     journal_files: sled::Tree,
     /// Where the journal files are: `journal` beside sled's own files.
     journal_dir: PathBuf,
-    /// Per device, a 128-bit hash of the closed windows last written, so an
-    /// unchanged set is not written again.
-    closed_written: std::sync::Mutex<std::collections::HashMap<String, u128>>,
+    /// The `devices` and `closed` trees of an older version hold records:
+    /// the next full checkpoint writes them all to its journal file and
+    /// empties the trees.
+    legacy_devices: std::sync::atomic::AtomicBool,
+    /// Likewise the `alert_state` tree, emptied by a checkpoint with every
+    /// alert state.
+    legacy_states: std::sync::atomic::AtomicBool,
     /// The window starts in `window_groups` and `pending_windows`, read
     /// from the tree at their first use ([`Store::with_starts`]).
     window_starts: std::sync::Mutex<Option<std::collections::BTreeSet<i64>>>,
@@ -654,19 +672,24 @@ impl Store {
         remove_orphans(&journal_dir, &journal_files)?;
         let alerts = open_alerts(&db)?;
         let (alert_count, cleared_alerts) = alert_index(&alerts)?;
+        let (devices, closed, alert_state) =
+            (db.open_tree("devices")?, db.open_tree("closed")?, db.open_tree("alert_state")?);
+        let legacy_devices = !devices.is_empty() || !closed.is_empty();
+        let legacy_states = !alert_state.is_empty();
         Ok(Store {
             dir: dir.to_owned(),
-            devices: db.open_tree("devices")?,
-            closed: db.open_tree("closed")?,
+            devices,
+            closed,
             journal: db.open_tree("journal")?,
             journal_files,
             journal_dir,
-            closed_written: std::sync::Mutex::new(std::collections::HashMap::new()),
+            legacy_devices: std::sync::atomic::AtomicBool::new(legacy_devices),
+            legacy_states: std::sync::atomic::AtomicBool::new(legacy_states),
             window_starts: std::sync::Mutex::new(None),
             window_history: std::sync::atomic::AtomicUsize::new(WINDOWS_PER_DEVICE),
             window_total: std::sync::atomic::AtomicUsize::new(WINDOWS_TOTAL),
             window_devices: std::sync::atomic::AtomicUsize::new(1),
-            alert_state: db.open_tree("alert_state")?,
+            alert_state,
             alert_count: std::sync::atomic::AtomicUsize::new(alert_count),
             alert_trim_at: std::sync::atomic::AtomicUsize::new(ALERT_HISTORY),
             cleared_alerts: std::sync::Mutex::new(cleared_alerts),
@@ -680,6 +703,13 @@ impl Store {
             outbox: db.open_tree("outbox")?,
             db,
         })
+    }
+
+    /// Whether an older version's device records are still in the trees
+    /// (`devices` and `closed`; `alert_state`): the next checkpoint should
+    /// be full, and hold every alert state, so that the trees can go.
+    pub fn legacy(&self) -> (bool, bool) {
+        (self.legacy_devices.load(Ordering::Relaxed), self.legacy_states.load(Ordering::Relaxed))
     }
 
     /// Windows kept per device and over all devices from now on
@@ -756,8 +786,6 @@ impl Store {
             let (k, v) = kv?;
             scoring.insert(String::from_utf8_lossy(&k).into_owned(), decode_scoring("alert_state", &k, &v)?);
         }
-        // What comes from the files rather than the trees (see below).
-        let mut from_files = FromFiles::default();
         for (key, blob) in &journal {
             let groups = journal::groups(blob).map_err(|source| StateError::Journal {
                 key: *key,
@@ -769,11 +797,9 @@ impl Store {
                 match g {
                     journal::Group::AlertState { device, state: Some(v) } => {
                         scoring.insert(device.to_owned(), decode_scoring("journal", &key.to_be_bytes(), v)?);
-                        from_files.states.insert(device.to_owned());
                     }
                     journal::Group::AlertState { device, state: None } => {
                         scoring.remove(device);
-                        from_files.states.insert(device.to_owned());
                     }
                     // What the device had before it was forgotten went with
                     // it (the trees' records went in this checkpoint's
@@ -785,17 +811,14 @@ impl Store {
                     journal::Group::Snapshot { device, record } if newer(device) => {
                         let (d, seq) = decode_snapshot("journal", &key.to_be_bytes(), record)?;
                         snapshots.insert(device.to_owned(), (d, seq));
-                        from_files.snapshots.insert(device.to_owned());
                     }
                     journal::Group::Closed { device, record } if newer(device) => {
                         closed.insert(device.to_owned(), decode("journal", &key.to_be_bytes(), record)?);
-                        from_files.closed.insert(device.to_owned());
                     }
                     _ => {}
                 }
             }
         }
-        self.settle(&from_files, &snapshots, &closed, &scoring)?;
         let mut devices = Vec::with_capacity(snapshots.len());
         let mut snapshot_seqs = std::collections::HashMap::with_capacity(snapshots.len());
         for (id, (mut d, seq)) in snapshots {
@@ -830,70 +853,6 @@ impl Store {
         })
     }
 
-    /// Puts into the trees, and flushes, what a restore took from the
-    /// journal files because a crash came between a checkpoint's commit and
-    /// its updates of the trees. The next checkpoint removes those files:
-    /// its `journal_from` keeps only the files with journal entries still
-    /// needed, and takes every snapshot and alert state to be in the trees.
-    fn settle(
-        &self,
-        from_files: &FromFiles,
-        snapshots: &std::collections::BTreeMap<String, (DeviceSnapshot, u64)>,
-        closed: &std::collections::HashMap<String, Vec<WindowSnapshot>>,
-        scoring: &std::collections::BTreeMap<String, (DeviceState, Option<DeviceBaseline>)>,
-    ) -> Result<(), StateError> {
-        let mut v = Vec::new();
-        let mut n = 0;
-        for id in &from_files.snapshots {
-            // Forgotten in a later checkpoint: its trees' records went then.
-            let Some((d, seq)) = snapshots.get(id) else { continue };
-            let c = closed.get(id).filter(|_| from_files.closed.contains(id));
-            self.put_device(d, *seq, c.map(Vec::as_slice), &mut v)?;
-            n += 1;
-        }
-        for id in &from_files.states {
-            let present = match scoring.get(id) {
-                Some((s, b)) => encode_state(Some(s), b.as_ref(), &mut v)?,
-                None => false,
-            };
-            // Alert states carry no checkpoint number: the files still kept
-            // after a clean stop repeat what the tree has.
-            if self.alert_state.get(id.as_bytes())?.as_deref() == present.then_some(v.as_slice()) {
-                continue;
-            }
-            if present {
-                self.alert_state.insert(id.as_bytes(), v.as_slice())?;
-            } else {
-                self.alert_state.remove(id.as_bytes())?;
-            }
-            n += 1;
-        }
-        if n > 0 {
-            self.db.flush()?;
-            tracing::info!(records = n, "state records the journal files held and the trees did not, written");
-        }
-        Ok(())
-    }
-
-    /// Writes a device's snapshot, written by checkpoint `seq`, to the
-    /// `devices` tree, after its closed windows to `closed` when given (a
-    /// snapshot in the tree vouches for them).
-    fn put_device(
-        &self,
-        d: &DeviceSnapshot,
-        seq: u64,
-        closed: Option<&[WindowSnapshot]>,
-        v: &mut Vec<u8>,
-    ) -> Result<(), StateError> {
-        if let Some(c) = closed {
-            encode_closed(c, v)?;
-            self.closed.insert(d.id.as_bytes(), v.as_slice())?;
-        }
-        encode_open(d, seq, v)?;
-        self.devices.insert(d.id.as_bytes(), v.as_slice())?;
-        Ok(())
-    }
-
     /// Writes a checkpoint atomically and flushes it to disk.
     pub fn checkpoint(&self, c: &Checkpoint<'_>) -> Result<Written, StateError> {
         let mut w = Written::default();
@@ -910,11 +869,11 @@ impl Store {
         w.bytes += h.bytes;
         self.write_window_groups(c.seq)?;
         // The journal file before the transaction that makes it count.
-        let (marker, closed_changed) = self.write_journal(c, &mut w)?;
+        let marker = self.write_journal(c, &mut w)?;
         // Records: the trees' (those written after the commit too), and
         // the journal entries as one.
         w.records += c.devices.updated.len()
-            + closed_changed.iter().flatten().count()
+            + c.devices.updated.len()
             + usize::from(!c.devices.logged.is_empty())
             + c.devices.forgotten.len()
             + c.alert_states.len()
@@ -990,31 +949,23 @@ impl Store {
         for k in &stale {
             self.remove_journal_file(seq_of(k))?;
         }
-        // The journal file holds the records until it is removed,
-        // checkpoints later, after a flush that covers these inserts (sled
-        // recovers its log in order: the removal's commit implies them). A
-        // device's closed windows go before its snapshot: a snapshot found
-        // in the tree vouches for them (`Store::restore`). Encoded again
-        // from the checkpoint rather than kept from the file.
-        let mut v = Vec::new();
-        let mut written = self.closed_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for id in &c.devices.forgotten {
-            written.remove(&**id);
+        // The journal files are the only copy of the snapshots, closed
+        // windows and alert states (module docs). The trees of an older
+        // version go once a checkpoint holds what they held.
+        let trees = self.legacy_devices.load(Ordering::Relaxed) && c.full;
+        let states = self.legacy_states.load(Ordering::Relaxed) && c.all_states;
+        if trees {
+            self.devices.clear()?;
+            self.closed.clear()?;
         }
-        for (d, changed) in c.devices.updated.iter().zip(closed_changed) {
-            self.put_device(d, c.seq, changed.map(|_| d.closed.as_slice()), &mut v)?;
-            if let Some(h) = changed {
-                // Only what is in the tree counts as written.
-                written.insert(d.id.clone(), h);
-            }
+        if states {
+            self.alert_state.clear()?;
         }
-        drop(written);
-        for (id, (s, b)) in &c.alert_states {
-            if encode_state(*s, *b, &mut v)? {
-                self.alert_state.insert(id.as_bytes(), v.as_slice())?;
-            } else {
-                self.alert_state.remove(id.as_bytes())?;
-            }
+        if trees || states {
+            self.db.flush()?;
+            self.legacy_devices.fetch_and(!trees, Ordering::Relaxed);
+            self.legacy_states.fetch_and(!states, Ordering::Relaxed);
+            tracing::info!("device records of an older version now in the journal files, their trees emptied");
         }
         // A forgotten device's history goes with it: otherwise devices that
         // come and go would grow the history without bound.
@@ -1027,20 +978,15 @@ impl Store {
     }
 
     /// Writes checkpoint `c`'s journal file: the devices forgotten, the
-    /// snapshots and the closed windows that changed, the journal entries,
-    /// the alert states (module docs). It goes to the file a chunk at a
-    /// time as it is made: at a window close it is a few MB, which the
-    /// checkpoint held whole, twice while it grew. Returns the file's
-    /// marker (`None`: nothing to write, no file) and, per snapshot, the
-    /// hash of its closed windows when they changed since last written.
-    fn write_journal(
-        &self,
-        c: &Checkpoint<'_>,
-        w: &mut Written,
-    ) -> Result<(Option<Marker>, Vec<Option<u128>>), StateError> {
+    /// snapshots, each with its closed windows, the journal entries, the
+    /// alert states (module docs). It goes to the file a chunk at a time as
+    /// it is made: at a window close it is a few MB, which the checkpoint
+    /// held whole, twice while it grew. Returns the file's marker (`None`:
+    /// nothing to write, no file).
+    fn write_journal(&self, c: &Checkpoint<'_>, w: &mut Written) -> Result<Option<Marker>, StateError> {
         let d = &c.devices;
         if d.forgotten.is_empty() && d.updated.is_empty() && d.logged.is_empty() && c.alert_states.is_empty() {
-            return Ok((None, Vec::new()));
+            return Ok(None);
         }
         let path = self.journal_path(c.seq);
         let err = |what| {
@@ -1050,14 +996,14 @@ impl Store {
         let done =
             std::fs::File::create(&path).map_err(err("create")).and_then(|f| {
                 let mut file = JournalFile { f, hash: ChunkHash::default() };
-                let changed = self.fill_journal(c, &mut file).map_err(|e| e.at(&path))?;
+                self.fill_journal(c, &mut file).map_err(|e| e.at(&path))?;
                 file.f.sync_data().map_err(err("sync"))?;
                 // The file's name must be on disk too before its marker is.
                 std::fs::File::open(&self.journal_dir)
                     .and_then(|d| d.sync_all())
                     .map_err(|source| StateError::File { what: "sync", path: self.journal_dir.clone(), source })?;
                 w.bytes += file.hash.len as usize;
-                Ok((Some(file.hash.marker()), changed))
+                Ok(Some(file.hash.marker()))
             });
         if done.is_err() {
             // A checkpoint that fails is tried again under a new number:
@@ -1067,31 +1013,21 @@ impl Store {
         done
     }
 
-    fn fill_journal(&self, c: &Checkpoint<'_>, file: &mut JournalFile) -> Result<Vec<Option<u128>>, JournalFault> {
+    fn fill_journal(&self, c: &Checkpoint<'_>, file: &mut JournalFile) -> Result<(), JournalFault> {
         let mut blob = journal::BlobWriter::default();
         let mut v = Vec::new();
         let mut write = |chunk: &[u8]| file.write(chunk);
         for id in &c.devices.forgotten {
             blob.forgotten(id);
         }
-        let mut changed = Vec::with_capacity(c.devices.updated.len());
-        {
-            let written = self.closed_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            for d in &c.devices.updated {
-                encode_closed(&d.closed, &mut v)?;
-                let h = hash128(&v);
-                // Before the snapshot: a restore trusts a tree's closed
-                // windows as new as its snapshot (`Store::restore`).
-                if written.get(&d.id) == Some(&h) {
-                    changed.push(None);
-                } else {
-                    blob.closed(&d.id, &v);
-                    changed.push(Some(h));
-                }
-                encode_open(d, c.seq, &mut v)?;
-                blob.snapshot(&d.id, &v);
-                blob.drain(&mut write)?;
-            }
+        for d in &c.devices.updated {
+            // Before the snapshot, always (none is an empty list): a
+            // restore takes the closed windows a snapshot's file has.
+            encode_closed(&d.closed, &mut v)?;
+            blob.closed(&d.id, &v);
+            encode_open(d, c.seq, &mut v)?;
+            blob.snapshot(&d.id, &v);
+            blob.drain(&mut write)?;
         }
         for (id, e) in &c.devices.logged {
             blob.entries(id, e);
@@ -1103,7 +1039,7 @@ impl Store {
             blob.drain(&mut write)?;
         }
         blob.finish(&mut write)?;
-        Ok(changed)
+        Ok(())
     }
 
     /// Writes window and alert records (the latest of each alert) and
@@ -1691,7 +1627,8 @@ fn remove_orphans(dir: &Path, markers: &sled::Tree) -> Result<(), StateError> {
 pub fn restore_engine(engine: &mut Engine, r: &mut Restored) -> Result<(usize, usize), StateError> {
     let mut refused = 0;
     for d in std::mem::take(&mut r.devices) {
-        if !engine.restore(d) {
+        let seq = r.snapshot_seqs.get(&d.id).copied().unwrap_or(u64::MAX);
+        if !engine.restore(d, seq) {
             refused += 1;
         }
     }
@@ -1724,15 +1661,6 @@ pub fn restore_engine(engine: &mut Engine, r: &mut Restored) -> Result<(usize, u
         StateError::Journal { key, device: device.to_string(), source }
     })?;
     Ok((refused, replayed))
-}
-
-/// The devices whose snapshots, closed windows and alert states a restore
-/// took from the journal files ([`Store::settle`]).
-#[derive(Default)]
-struct FromFiles {
-    snapshots: std::collections::BTreeSet<String>,
-    closed: std::collections::HashSet<String>,
-    states: std::collections::BTreeSet<String>,
 }
 
 /// Encoded records keyed by sequence number.
@@ -2030,7 +1958,7 @@ mod tests {
     }
 
     #[test]
-    fn closed_windows_are_written_when_they_change_and_restored_with_their_device() {
+    fn device_records_live_in_the_journal_files_and_an_older_versions_trees_move_there() {
         use crate::window::WindowSnapshot;
         let dir = tempfile::tempdir().unwrap();
         let window = |start: i64, x: f64| {
@@ -2050,30 +1978,60 @@ mod tests {
             devices: Changes { updated: vec![d], ..Default::default() },
             ..Default::default()
         };
+        let state = DeviceState::default();
         {
             let s = Store::open(dir.path()).unwrap();
-            assert_eq!(s.checkpoint(&ckpt(snap(vec![window(60, 1.0)], vec![window(0, 2.0)]))).unwrap().records, 2);
-            // Only the open window changed: the closed one is not written again.
-            assert_eq!(s.checkpoint(&ckpt(snap(vec![window(60, 3.0)], vec![window(0, 2.0)]))).unwrap().records, 1);
-            // A late reading changed the closed window: written.
-            let last = snap(vec![window(60, 3.0)], vec![window(0, 5.0)]);
-            assert_eq!(s.checkpoint(&ckpt(last.clone())).unwrap().records, 2);
-            assert_eq!(s.restore().unwrap().devices, vec![last]);
-            s.flush().unwrap();
+            assert_eq!(s.legacy(), (false, false));
+            // A snapshot goes with its closed windows, changed or not, an
+            // empty list too: the file is their only copy.
+            let mut first = ckpt(snap(vec![window(60, 1.0)], vec![window(0, 2.0)]));
+            first.alert_states = vec![("p".into(), (Some(&state), None))];
+            assert_eq!(s.checkpoint(&first).unwrap().records, 3);
+            let last = snap(vec![window(120, 3.0)], vec![]);
+            assert_eq!(s.checkpoint(&Checkpoint { seq: 1, ..ckpt(last.clone()) }).unwrap().records, 2);
+            let r = s.restore().unwrap();
+            assert_eq!(r.devices, vec![last]);
+            assert_eq!(r.snapshot_seqs["p"], 1);
+            assert_eq!(r.alert_states.len(), 1);
+            for tree in [&s.devices, &s.closed, &s.alert_state] {
+                assert!(tree.is_empty(), "nothing in the trees");
+            }
         }
-        // A record of the earlier layout (closed windows inside) reads the same.
+        // An older version's trees: a `devices` record of the earliest
+        // layout (closed windows inside) and an alert state.
+        let dir = tempfile::tempdir().unwrap();
         let old = snap(vec![window(120, 1.0)], vec![window(60, 4.0)]);
         {
             let db = retry(|| sled::open(dir.path()).map_err(|e| e.to_string()));
-            db.open_tree("closed").unwrap().remove("p").unwrap();
             db.open_tree("devices").unwrap().insert("p", encode(&old).unwrap()).unwrap();
+            db.open_tree("alert_state").unwrap().insert("p", encode(&state).unwrap()).unwrap();
             db.flush().unwrap();
         }
+        {
+            let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
+            assert_eq!(s.legacy(), (true, true));
+            let r = s.restore().unwrap();
+            assert_eq!(r.devices, vec![old.clone()]);
+            assert_eq!(r.alert_states.len(), 1);
+            // A checkpoint that is not full leaves the trees.
+            s.checkpoint(&Checkpoint { seq: 1, ..ckpt(old.clone()) }).unwrap();
+            assert_eq!(s.legacy(), (true, true));
+            // A full one, with every alert state, empties them.
+            let mut full = Checkpoint { seq: 2, full: true, all_states: true, ..ckpt(old.clone()) };
+            full.alert_states = vec![("p".into(), (Some(&state), None))];
+            s.checkpoint(&full).unwrap();
+            assert_eq!(s.legacy(), (false, false));
+            for tree in [&s.devices, &s.closed, &s.alert_state] {
+                assert!(tree.is_empty(), "the older trees emptied");
+            }
+            s.flush().unwrap();
+        }
         let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
-        assert_eq!(s.restore().unwrap().devices, vec![old.clone()]);
-        // After a restart the first checkpoint writes the closed windows apart.
-        assert_eq!(s.checkpoint(&ckpt(old.clone())).unwrap().records, 2);
-        assert_eq!(s.restore().unwrap().devices, vec![old]);
+        assert_eq!(s.legacy(), (false, false));
+        let r = s.restore().unwrap();
+        assert_eq!(r.devices, vec![old]);
+        assert_eq!(r.snapshot_seqs["p"], 2);
+        assert_eq!(r.alert_states.len(), 1);
     }
 
     /// A journaled engine checkpointed now and then, "crashed" at several
@@ -2215,11 +2173,10 @@ mod tests {
     }
 
     #[test]
-    fn what_a_restore_takes_from_a_journal_file_outlives_the_file() {
-        // A crash between a checkpoint's commit and its updates of the
-        // trees: a restore takes the device and its alert state from the
-        // checkpoint's journal file, and the restored daemon's first
-        // checkpoint, with nothing to write, removes that file.
+    fn a_journal_file_stays_while_it_holds_a_devices_latest_snapshot() {
+        // A clean stop's full checkpoint holds the device and its alert
+        // state; the restored daemon's checkpoints, with nothing to write,
+        // keep that file until the device is snapshotted again.
         use crate::window::{StateLimits, WindowSpec};
         let spec = WindowSpec {
             size_ms: 60_000,
@@ -2240,47 +2197,55 @@ mod tests {
         for i in 0..5 {
             a.record("p1", i * 1000, [("a", i as f64)], 0, &mut out);
         }
-        store.checkpoint(&Checkpoint { seq: 0, devices: a.checkpoint_changes(0, true), ..Default::default() }).unwrap();
+        store
+            .checkpoint(&Checkpoint { seq: 0, devices: a.checkpoint_changes(0, false), ..Default::default() })
+            .unwrap();
         // The first window closes and a second opens.
         for i in 60..65 {
             a.record("p1", i * 1000, [("a", i as f64)], 0, &mut out);
         }
         assert_eq!(out.len(), 1);
-        let before: Vec<_> = [&store.devices, &store.closed, &store.alert_state]
-            .into_iter()
-            .map(|t| (t.clone(), t.get("p1").unwrap()))
-            .collect();
         let state = DeviceState::default();
         let c = Checkpoint {
             seq: 1,
             devices: a.checkpoint_changes(1, true),
+            full: true,
             alert_states: vec![("p1".into(), (Some(&state), None))],
+            all_states: true,
             ..Default::default()
         };
         assert_eq!(c.devices.updated.len(), 1, "p1 is snapshotted");
+        assert_eq!(c.devices.journal_from, 1);
         store.checkpoint(&c).unwrap();
-        // The crash undoes the trees' updates.
-        for (t, v) in before {
-            match v {
-                Some(v) => t.insert("p1", v).unwrap(),
-                None => t.remove("p1").unwrap(),
-            };
-        }
+        assert!(
+            store.journal_files.get(0u64.to_be_bytes()).unwrap().is_none(),
+            "a full checkpoint needs no older file"
+        );
         let ids = |r: &Restored| r.alert_states.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
         let mut r = store.restore().unwrap();
         assert_eq!(ids(&r), vec!["p1"]);
         let mut b = engine();
         restore_engine(&mut b, &mut r).unwrap();
         assert_eq!(snapshots(&b), snapshots(&a));
-        let c = Checkpoint { seq: 2, devices: b.checkpoint_changes(2, false), ..Default::default() };
-        assert!(c.devices.updated.is_empty() && c.devices.logged.is_empty());
-        store.checkpoint(&c).unwrap();
-        assert!(store.journal_files.get(1u64.to_be_bytes()).unwrap().is_none(), "checkpoint 1's file is gone");
-        let mut r = store.restore().unwrap();
-        assert_eq!(ids(&r), vec!["p1"], "the alert state is still there");
-        let mut again = engine();
-        restore_engine(&mut again, &mut r).unwrap();
-        assert_eq!(snapshots(&again), snapshots(&a), "and so is the device, with its closed window");
+        // Until p1's turn its snapshot is in checkpoint 1's file.
+        let mut seq = 2;
+        loop {
+            let c = Checkpoint { seq, devices: b.checkpoint_changes(seq, false), ..Default::default() };
+            assert!(c.devices.logged.is_empty());
+            let snapshotted = !c.devices.updated.is_empty();
+            store.checkpoint(&c).unwrap();
+            let kept = store.journal_files.get(1u64.to_be_bytes()).unwrap().is_some();
+            assert_eq!(kept, !snapshotted, "checkpoint {seq}");
+            let mut r = store.restore().unwrap();
+            let mut again = engine();
+            restore_engine(&mut again, &mut r).unwrap();
+            assert_eq!(snapshots(&again), snapshots(&a), "the device, with its closed window, at {seq}");
+            if snapshotted {
+                break;
+            }
+            seq += 1;
+            assert!(seq < 8, "p1 is snapshotted at its turn");
+        }
     }
 
     #[test]
@@ -2318,7 +2283,8 @@ mod tests {
             ..Default::default()
         };
         s.checkpoint(&c).unwrap();
-        let stored = s.alert_state.get("p1").unwrap().unwrap();
+        let stored = std::fs::read(s.journal_path(0)).unwrap();
+        assert!(!stored.is_empty());
         assert!(!stored.windows(b"vibration".len()).any(|w| w == b"vibration"), "no feature names in the state");
         let r = s.restore().unwrap();
         assert_eq!(r.alert_states, vec![("p1".to_owned(), state)]);
@@ -2358,10 +2324,8 @@ mod tests {
         let r = s.restore().unwrap();
         assert_eq!(r.baselines, vec![("p1".to_owned(), active.clone()), ("p2".to_owned(), learning)]);
         assert_eq!(r.alert_states.len(), 3);
-        // From the tree as well as from the blob.
-        s.journal_files.clear().unwrap();
-        assert_eq!(s.restore().unwrap().baselines[0], ("p1".to_owned(), active));
-        // A record written before baselines existed is the alert state alone.
+        // An older version's record in the tree, written before baselines
+        // existed, is the alert state alone.
         s.alert_state.insert("p4", encode(&alerts).unwrap()).unwrap();
         let r = s.restore().unwrap();
         assert!(r.alert_states.iter().any(|(id, _)| id == "p4"));

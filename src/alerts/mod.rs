@@ -527,6 +527,11 @@ impl Policy {
         self.devices.values().filter_map(|d| d.current.as_deref())
     }
 
+    /// The devices with a state.
+    pub fn device_ids(&self) -> impl Iterator<Item = &str> {
+        self.devices.keys().map(String::as_str)
+    }
+
     /// A device's state, to persist it.
     pub fn device_state(&self, device_id: &str) -> Option<&DeviceState> {
         self.devices.get(device_id)

@@ -296,6 +296,10 @@ impl Core {
             crate::state::restore_engine(self.pipeline.engine_mut(), &mut r).map_err(|e| crate::error_chain(&e))?;
         let n = self.pipeline.engine().device_count();
         self.store.set_window_devices(n);
+        // An older version's device records, in sled's trees: the first
+        // checkpoint writes everything to its journal file, and they go.
+        let (devices, states) = self.store.legacy();
+        self.full_next |= devices || (states && self.scorer.is_some());
         self.pipeline.engine_mut().late_store_mut().restore(r.late);
         self.late_mark = LogMark::at(self.pipeline.engine().late_store());
         self.pipeline.quarantine_mut().restore(r.quarantine);
@@ -768,6 +772,16 @@ impl Core {
         let cp_seq = cp.seq;
         self.seq += 1;
         cp.devices = self.pipeline.engine_mut().checkpoint_changes(cp.seq, full);
+        cp.full = full;
+        // The journal files are the only copy of the snapshots and alert
+        // states: the newest JOURNAL_SPREAD stay, for the alert states'
+        // turns, and older ones while a device's latest snapshot or
+        // journal entries are in them (the engine's `journal_from`). A
+        // full checkpoint holds everything: the files before it go.
+        if !full {
+            cp.devices.journal_from =
+                cp.devices.journal_from.min((cp.seq + 1).saturating_sub(crate::state::JOURNAL_SPREAD));
+        }
         if let Some(s) = &mut self.scorer {
             for id in &cp.devices.forgotten {
                 s.forget(id);
@@ -776,6 +790,15 @@ impl Core {
         }
         if let Some(s) = &self.scorer {
             let baselines = s.baselines();
+            // Every alert state at its turn, changed or not, all of them in
+            // a full checkpoint.
+            let ids = s.policy().device_ids().chain(baselines.into_iter().flat_map(|b| b.device_ids()));
+            for id in ids {
+                if (full || crate::state::state_turn(id, cp.seq)) && !self.alert_dirty.contains(id) {
+                    self.alert_dirty.insert(id.to_owned());
+                }
+            }
+            cp.all_states = full;
             cp.alert_states = self
                 .alert_dirty
                 .iter()

@@ -20,11 +20,17 @@ fn position_keys(dir: &std::path::Path) -> Vec<Vec<u8>> {
 struct Rig {
     core: Core,
     acks: mpsc::UnboundedReceiver<Vec<u16>>,
+    /// Processing time of the deliveries.
+    now_ms: i64,
 }
 
 impl Rig {
     fn open(dir: &std::path::Path) -> Rig {
-        let config = Config::from_toml(CONFIG).unwrap_or_else(|p| panic!("{p:?}"));
+        Rig::open_with(dir, CONFIG)
+    }
+
+    fn open_with(dir: &std::path::Path, config: &str) -> Rig {
+        let config = Config::from_toml(config).unwrap_or_else(|p| panic!("{p:?}"));
         let store = Arc::new(crate::state::retry(|| Store::open(dir).map_err(|e| crate::error_chain(&e))));
         let mut core = Core::new(&config, store, None).expect("core");
         let (tx, acks) = mpsc::unbounded_channel();
@@ -32,7 +38,7 @@ impl Rig {
             SourcePos::Mqtt { acks, .. } => *acks = Some(tx),
             _ => panic!("an MQTT source"),
         }
-        Rig { core, acks }
+        Rig { core, acks, now_ms: 0 }
     }
 
     /// Message `pkid` carries reading `n` (its payload differs from every other's).
@@ -45,7 +51,7 @@ impl Rig {
             dup,
             budget: None,
         };
-        self.core.handle(input, 0);
+        self.core.handle(input, self.now_ms);
     }
 
     fn checkpoint(&mut self) -> Vec<u16> {
@@ -104,6 +110,47 @@ fn redeliveries_acknowledged_again_do_not_make_the_broker_forget_older_ones() {
     assert_eq!(rig.processed(), u64::from(3 * gen), "the second checkpoint's messages are remembered");
     rig.deliver(100, 100, true);
     assert_eq!(rig.processed(), u64::from(3 * gen) + 1, "the first's are not");
+}
+
+#[test]
+fn a_silent_devices_state_outlives_checkpoints_and_restarts_in_the_journal_files() {
+    // The journal files are the only copy of a device's window state and
+    // alert state: a device that goes silent keeps both across a
+    // hundred checkpoints with nothing new and restarts between them.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = format!("{CONFIG}[baseline]\nfeatures = [\"Temperature.mean\"]\nwarmup_windows = 5\n");
+    let state = |rig: &Rig| {
+        let engine = rig.core.pipeline().engine();
+        let scorer = rig.core.scorer.as_ref().expect("a scorer");
+        // A record with a baseline alone restores an empty alert state.
+        let alerts = scorer.policy().device_state("pump-1").map(|s| format!("{:?}", (s.latest(), s.current())));
+        let baseline = scorer.baselines().and_then(|b| b.device("pump-1")).map(|b| format!("{b:?}"));
+        (format!("{:?}", engine.snapshot_all()), alerts.filter(|a| a != "(None, None)"), baseline)
+    };
+    let mut rig = Rig::open_with(dir.path(), &config);
+    rig.now_ms = 2_000_000;
+    // 400 s of readings: the first 5-minute window closes and is scored.
+    for n in 1..=400 {
+        rig.deliver(n, n, false);
+    }
+    rig.core.score(rig.now_ms);
+    rig.checkpoint();
+    let before = state(&rig);
+    // A baseline learning (it goes in the device's alert state record) and
+    // an open window.
+    assert!(before.2.is_some() && before.0.contains("start: 1200000"), "{before:?}");
+    for round in 0..3 {
+        for _ in 0..(crate::state::JOURNAL_SPREAD + 10) {
+            rig.checkpoint();
+        }
+        assert_eq!(state(&rig), before, "round {round}");
+        // A crash (no full checkpoint at the end), then a restart.
+        drop(rig);
+        rig = Rig::open_with(dir.path(), &config);
+        assert_eq!(state(&rig), before, "after restart {round}");
+    }
+    let files = std::fs::read_dir(dir.path().join("journal")).expect("journal dir").count();
+    assert!(files <= crate::state::JOURNAL_SPREAD as usize + 1, "older journal files go: {files}");
 }
 
 #[test]

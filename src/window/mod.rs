@@ -213,6 +213,9 @@ struct Device {
     phase: u64,
     /// Journal bytes worth a snapshot, set at the last one (0: none yet).
     journal_bound: usize,
+    /// The checkpoint that holds the device's latest snapshot (`u64::MAX`:
+    /// none yet). Its journal file must stay until a newer snapshot.
+    snap_seq: u64,
 }
 
 impl Device {
@@ -232,6 +235,7 @@ impl Device {
             snap_wanted: false,
             phase,
             journal_bound: 0,
+            snap_seq: u64::MAX,
         }
     }
 
@@ -677,22 +681,24 @@ impl Engine {
 
     /// What a checkpoint numbered `seq` writes: snapshots of the devices
     /// that need one (`full`: all of them), the journal entries of the
-    /// others, and the devices forgotten. `journal_from` tells which older
-    /// journal blobs no device needs any more (never one newer than
-    /// `seq + 1 - spread`). Without a journal, as [`Engine::take_changes`].
+    /// others, and the devices forgotten. Every device is snapshotted at
+    /// its turn, once in `spread` checkpoints, silent or not: the journal
+    /// files are the only copy of a snapshot. `journal_from` tells which
+    /// older journal files no device needs any more, for its entries or
+    /// its latest snapshot. Without a journal (`spread` 0) every
+    /// checkpoint is full.
     pub fn checkpoint_changes(&mut self, seq: u64, full: bool) -> Changes {
         let spread = self.journal_spread;
-        if spread == 0 && !full {
-            return Changes { journal_from: seq, ..self.take_changes() };
-        }
+        let full = full || spread == 0;
         self.changed.clear();
         let mut changes = Changes::default();
         let mut oldest = seq;
         let mut budget = self.snapshots_per_checkpoint.unwrap_or_else(|| snapshot_budget(self.devices.len(), spread));
         for dev in self.devices.values_mut() {
-            let due = dev.journal_since.is_some_and(|since| {
-                (seq.wrapping_add(dev.phase)) % spread.max(1) == 0 || seq.saturating_sub(since) + 1 >= spread
-            });
+            let turn = (seq.wrapping_add(dev.phase)) % spread.max(1) == 0;
+            let due = turn
+                || dev.journal_since.is_some_and(|since| seq.saturating_sub(since) + 1 >= spread)
+                || (dev.snap_seq != u64::MAX && seq.saturating_sub(dev.snap_seq) + 1 >= spread);
             let dirty = std::mem::replace(&mut dev.dirty, false);
             let must = full || dev.snap_next || due || (dirty && dev.journal.is_empty());
             let wanted = dev.snap_wanted && budget > 0;
@@ -707,12 +713,13 @@ impl Engine {
                 dev.journal_since = None;
                 dev.snap_next = false;
                 dev.snap_wanted = false;
+                dev.snap_seq = seq;
             } else if dirty {
                 let entries = std::mem::take(&mut dev.journal);
                 changes.logged.push((dev.id.clone(), entries));
                 dev.journal_since.get_or_insert(seq);
             }
-            oldest = oldest.min(dev.journal_since.unwrap_or(seq));
+            oldest = oldest.min(dev.journal_since.unwrap_or(seq)).min(dev.snap_seq);
         }
         changes.forgotten.append(&mut self.forgotten);
         changes.journal_from = oldest;
@@ -724,9 +731,11 @@ impl Engine {
         self.devices.values().map(snapshot).collect()
     }
 
-    /// Puts back a device from a checkpoint, replacing any state it had.
-    /// Devices past `max_devices` are refused (returns false).
-    pub fn restore(&mut self, s: DeviceSnapshot) -> bool {
+    /// Puts back a device from a checkpoint, replacing any state it had;
+    /// `seq` is the checkpoint that wrote the snapshot (`u64::MAX`: none
+    /// that must be kept). Devices past `max_devices` are refused
+    /// (returns false).
+    pub fn restore(&mut self, s: DeviceSnapshot, seq: u64) -> bool {
         if !self.devices.contains_key(s.id.as_str()) && self.devices.len() >= self.limits.max_devices {
             self.counters.limit_hits[Limit::Devices as usize] += 1;
             return false;
@@ -748,6 +757,7 @@ impl Engine {
             signals,
             open,
             closed,
+            snap_seq: seq,
             ..Device::new(Arc::from(s.id.as_str()), s.last_seen_ms, self.created % self.journal_spread.max(1))
         };
         self.devices.insert(dev.id.clone(), dev);
@@ -1360,6 +1370,40 @@ mod tests {
     }
 
     #[test]
+    fn every_device_silent_too_is_snapshotted_at_its_turn_and_its_latest_snapshot_is_kept() {
+        let spread = 10;
+        let mut e = engine(spec(10 * S, 30 * S));
+        e.set_journal(spread);
+        let mut out = Vec::new();
+        for i in 0..30 {
+            e.record(&format!("dev-{i:02}"), 0, [("a", 1.0)], 0, &mut out);
+        }
+        // Restored from an older checkpoint's file: kept until its own turn.
+        let mut restored = e.snapshot_all().remove(0);
+        restored.id = "restored".into();
+        assert!(e.restore(restored, 3));
+        let first = e.checkpoint_changes(5, false);
+        assert_eq!(first.journal_from, 3, "the restored device's snapshot is in checkpoint 3's file");
+        // Nobody reports any more: each device is still snapshotted once
+        // in `spread` checkpoints, and no file holding a device's latest
+        // snapshot is given up.
+        let mut last: HashMap<String, u64> = HashMap::new();
+        for seq in 6..6 + 3 * spread {
+            let c = e.checkpoint_changes(seq, false);
+            assert!(c.logged.is_empty());
+            for d in &c.updated {
+                last.insert(d.id.clone(), seq);
+            }
+            let newest_kept = last.values().copied().min().unwrap_or(0);
+            if last.len() == 31 {
+                assert!(c.journal_from <= newest_kept, "{seq}: {} past {newest_kept}", c.journal_from);
+                assert!(seq - newest_kept < spread, "{seq}: a snapshot from {newest_kept}");
+            }
+        }
+        assert_eq!(last.len(), 31, "every device snapshotted");
+    }
+
+    #[test]
     fn journals_past_their_bound_wait_for_a_checkpoint_with_room_for_their_snapshot() {
         let spread = 60;
         let run = |cap: usize| {
@@ -1419,7 +1463,7 @@ mod tests {
         // A restored device takes the shared names too.
         let mut snap = e.snapshot_all().into_iter().find(|d| d.id == "p1").unwrap();
         snap.id = "p3".into();
-        assert!(e.restore(snap));
+        assert!(e.restore(snap, u64::MAX));
         let name = |e: &Engine, d: &str, i: usize| e.devices[d].signals[i].name.clone();
         assert!(Arc::ptr_eq(&name(&e, "p1", 0), &name(&e, "p2", 1)));
         assert!(Arc::ptr_eq(&name(&e, "p1", 1), &name(&e, "p2", 0)));
@@ -1454,7 +1498,7 @@ mod tests {
         // A restored device shares too.
         let mut snap = e.snapshot_all().into_iter().find(|d| d.id == "p1").unwrap();
         snap.id = "p4".into();
-        assert!(e.restore(snap));
+        assert!(e.restore(snap, u64::MAX));
         assert!(Arc::ptr_eq(&list(&e, "p1"), &list(&e, "p4")));
         // New cleaning rules: lists made again with them, still shared.
         e.set_cleaning(Cleaning::new(vec![Rule { signal: "b".into(), min: Some(0.0), max: None }]));
@@ -1520,7 +1564,7 @@ mod tests {
         assert!(a.take_changes().updated.is_empty(), "nothing changed since");
         let mut b = Engine::new(sp, StateLimits::default(), Cleaning::default());
         for s in changes.updated {
-            assert!(b.restore(s));
+            assert!(b.restore(s, u64::MAX));
         }
         let (mut rest_a, mut rest_b) = (Vec::new(), Vec::new());
         feed(&mut a, 40, 90, &mut rest_a);
