@@ -5,11 +5,11 @@
 //! | tree | key | value |
 //! |---|---|---|
 //! | `meta` | `layout` | u32 BE, [`LAYOUT`] |
-//! | `devices` | device id | postcard [`DeviceSnapshot`]: open windows, watermark (its `closed` empty), then the checkpoint number (u64 BE) |
-//! | `journal_files` | checkpoint number, u64 BE | length (u64 BE) and 128-bit hash of the checkpoint's journal file, `journal/<number as 16 hex digits>` beside the database: the readings devices took since their snapshot ([`crate::window::journal`]) |
+//! | `journal_files` | checkpoint number, u64 BE | length (u64 BE) and 128-bit hash of the checkpoint's journal file, `journal/<number as 16 hex digits>` beside the database: the devices' snapshots, closed windows and alert states that checkpoint wrote, and the readings devices took since their snapshot ([`crate::window::journal`]) |
 //! | `journal` | checkpoint number, u64 BE | layout 1's journal blobs, in the tree itself: read at a restart and removed like the files |
-//! | `closed` | device id | postcard `Vec<WindowSnapshot>`: the closed windows still open to late updates |
-//! | `alert_state` | device id | postcard [`DeviceState`]: recent scores, the alert not cleared (without its features; see [`Store::restore`]); then, with baselines, postcard [`DeviceBaseline`] |
+//! | `devices` | device id | older versions: postcard [`DeviceSnapshot`]: open windows, watermark (its `closed` empty), then the checkpoint number (u64 BE); read at a restart, emptied by the first full checkpoint |
+//! | `closed` | device id | older versions: postcard `Vec<WindowSnapshot>`, the closed windows still open to late updates; as `devices` |
+//! | `alert_state` | device id | older versions: postcard [`DeviceState`]: recent scores, the alert not cleared (without its features; see [`Store::restore`]); then, with baselines, postcard [`DeviceBaseline`]; emptied by the first checkpoint with every alert state |
 //! | `alert_history` | the start in the alert id (i64 BE, the window that opened it), then the id | postcard [`Alert`]: latest record of every alert (history); the older `alerts` tree, keyed by id, moves here when the store opens |
 //! | `window_groups` | start i64 BE, bucket u16 BE, checkpoint number u64 BE | the scored windows of the newest window starts, of the devices in one bucket, written by one checkpoint ([`history`]; the `window_history` tree of earlier versions, one record per window keyed start then device, and the older `windows`, keyed device first, move here when the store opens) |
 //! | `positions` | `kafka/<group>/<topic>/<partition>` | i64 BE: next offset |
@@ -28,25 +28,26 @@
 //! because sled keeps up to 16 records in a leaf and reads and rewrites a
 //! whole leaf for every insert: journal records of ~1 MB made leaves of
 //! ~16 MB, read back and held in memory by every checkpoint's transaction
-//! (README "Performance"). For the same reason the per-device records of a
-//! checkpoint (snapshots, closed windows, alert states) are in its journal
-//! file and go to their trees after the commit, one insert at a time: in
-//! the transaction each insert copied a leaf and held it to the end. A
-//! restore takes a blob's snapshot over the tree's when the tree's is
-//! older (a crash came before the trees' updates); the file is kept until
-//! a later checkpoint's flush has made those updates durable.
+//! (README "Performance"). The per-device records of a checkpoint
+//! (snapshots, each with its closed windows, and alert states) are in its
+//! journal file too, and only there: in sled every checkpoint's inserts of
+//! them, 10,000 alert states at a window close, held leaves, log buffers
+//! and cache in memory (README "Performance", 28). A file stays while it
+//! holds a device's latest snapshot (the engine's `journal_from`) and for
+//! [`JOURNAL_SPREAD`] checkpoints, and every device is snapshotted, and
+//! every alert state written, at its turn once in [`JOURNAL_SPREAD`]
+//! checkpoints, silent or not ([`state_turn`]), so the files kept stay
+//! few. A restore reads them oldest first: the latest record of a device
+//! wins. The trees of older versions are read first, and emptied once a
+//! full checkpoint has written everything to its file; an older version
+//! reading a newer database takes the records from the files.
 //! The window and alert history go outside any transaction: alert records
 //! as the daemon scores windows ([`Store::write_history`]; what could not
 //! be written then goes just before the next checkpoint's transaction),
 //! window records grouped in memory and written just before the
 //! checkpoint's transaction: a crash before the checkpoint makes the same
 //! records again (alerts under the same keys, windows in a later group).
-//! A device's closed windows change only when a window closes,
-//! takes a late reading or expires, while its open window changes with every
-//! reading: they are kept apart so that a checkpoint rewrites them only when
-//! they changed (the bytes written per checkpoint are what sled's memory
-//! follows, README "Performance"). For the same reason an open window is
-//! not rewritten at every checkpoint either: the readings a device took are
+//! A device's open window is not rewritten at every checkpoint: the readings a device took are
 //! appended to the journal (a few bytes each), and the device is
 //! snapshotted only when its journal has grown past about two snapshots, or
 //! at its turn (every device at least once in [`JOURNAL_SPREAD`]
@@ -77,9 +78,9 @@ use crate::window::{journal, Changes, DeviceSnapshot, Engine, WindowSnapshot};
 
 mod history;
 
-/// Every device with journal entries is snapshotted at least once in this
-/// many checkpoints, so older journal blobs can go: at the default
-/// one-second interval, a minute of readings at most.
+/// Every device is snapshotted, and every alert state written, at least
+/// once in this many checkpoints, so older journal files can go: at the
+/// default one-second interval, a minute of readings at most.
 pub const JOURNAL_SPREAD: u64 = 60;
 
 /// Whether checkpoint `seq` writes device `id`'s alert state even if it
