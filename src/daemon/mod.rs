@@ -197,6 +197,10 @@ pub struct Core {
     owed: usize,
     /// The last checkpoint failed: write everything next time.
     full_next: bool,
+    /// Per class of alert-state turns (the checkpoint number's remainder
+    /// by JOURNAL_SPREAD), the checkpoint that last wrote its alert states:
+    /// the journal files from the oldest of them on hold every latest one.
+    state_turns: Vec<u64>,
     /// The next checkpoint's number (`state::Checkpoint::seq`).
     seq: u64,
     /// When free memory was last given back ([`malloc::trim`]).
@@ -272,6 +276,7 @@ impl Core {
             sink: false,
             owed: 0,
             full_next: false,
+            state_turns: vec![0; crate::state::JOURNAL_SPREAD as usize],
             seq: 0,
             trimmed: Instant::now(),
             late_mark: LogMark::default(),
@@ -290,6 +295,10 @@ impl Core {
         let mut r = self.store.restore().map_err(|e| crate::error_chain(&e))?;
         let snapshots = r.devices.len();
         self.seq = r.next_seq;
+        // Every alert state restored is in a journal file kept (or an older
+        // version's tree): none may go before the turns have come round.
+        let kept = r.journal.iter().map(|(seq, _)| *seq).min().unwrap_or(r.next_seq);
+        self.state_turns.fill(kept);
         let pending = r.outbox.len();
         self.outbox = Arc::new(Outbox::new(self.outbox.cap(), std::mem::take(&mut r.outbox)));
         let (refused, replayed) =
@@ -773,15 +782,9 @@ impl Core {
         self.seq += 1;
         cp.devices = self.pipeline.engine_mut().checkpoint_changes(cp.seq, full);
         cp.full = full;
-        // The journal files are the only copy of the snapshots and alert
-        // states: the newest JOURNAL_SPREAD stay, for the alert states'
-        // turns, and older ones while a device's latest snapshot or
-        // journal entries are in them (the engine's `journal_from`). A
-        // full checkpoint holds everything: the files before it go.
-        if !full {
-            cp.devices.journal_from =
-                cp.devices.journal_from.min((cp.seq + 1).saturating_sub(crate::state::JOURNAL_SPREAD));
-        }
+        // Whether this checkpoint writes the alert states of its turn (true:
+        // all of them).
+        let mut turns = None;
         if let Some(s) = &mut self.scorer {
             for id in &cp.devices.forgotten {
                 s.forget(id);
@@ -791,12 +794,22 @@ impl Core {
         if let Some(s) = &self.scorer {
             let baselines = s.baselines();
             // Every alert state at its turn, changed or not, all of them in
-            // a full checkpoint.
-            let ids = s.policy().device_ids().chain(baselines.into_iter().flat_map(|b| b.device_ids()));
-            for id in ids {
-                if (full || crate::state::state_turn(id, cp.seq)) && !self.alert_dirty.contains(id) {
-                    self.alert_dirty.insert(id.to_owned());
+            // a full checkpoint; no turns in a checkpoint with nothing else
+            // to write, so an idle daemon writes nothing.
+            let d = &cp.devices;
+            let busy = full
+                || !(d.updated.is_empty()
+                    && d.logged.is_empty()
+                    && d.forgotten.is_empty()
+                    && self.alert_dirty.is_empty());
+            if busy {
+                let ids = s.policy().device_ids().chain(baselines.into_iter().flat_map(|b| b.device_ids()));
+                for id in ids {
+                    if (full || crate::state::state_turn(id, cp.seq)) && !self.alert_dirty.contains(id) {
+                        self.alert_dirty.insert(id.to_owned());
+                    }
                 }
+                turns = Some(full);
             }
             cp.all_states = full;
             cp.alert_states = self
@@ -804,6 +817,18 @@ impl Core {
                 .iter()
                 .map(|id| (id.clone(), (s.policy().device_state(id), baselines.and_then(|b| b.device(id)))))
                 .collect();
+        }
+        // The journal files are the only copy of the snapshots and alert
+        // states: they stay while a device's latest snapshot or journal
+        // entries are in them (the engine's `journal_from`), and from the
+        // checkpoint that wrote the class of alert-state turns written
+        // longest ago on. A full checkpoint holds everything: the files
+        // before it go.
+        let class = (cp.seq % crate::state::JOURNAL_SPREAD) as usize;
+        if !full && self.scorer.is_some() {
+            let written = |(i, &seq): (usize, &u64)| if i == class && turns.is_some() { cp.seq } else { seq };
+            let oldest = self.state_turns.iter().enumerate().map(written).min().unwrap_or(cp.seq);
+            cp.devices.journal_from = cp.devices.journal_from.min(oldest);
         }
         cp.alerts = std::mem::take(&mut self.alert_records);
         cp.windows = std::mem::take(&mut self.window_records);
@@ -845,6 +870,11 @@ impl Core {
             Ok(w) => {
                 self.stats.checkpoints += 1;
                 self.full_next = false;
+                match turns {
+                    Some(true) => self.state_turns.fill(cp_seq),
+                    Some(false) => self.state_turns[class] = cp_seq,
+                    None => {}
+                }
                 self.alert_dirty.clear();
                 self.outbox.stored(&cp.outbox);
                 drop(cp);

@@ -43,9 +43,13 @@ impl Rig {
 
     /// Message `pkid` carries reading `n` (its payload differs from every other's).
     fn deliver(&mut self, pkid: u16, n: u16, dup: bool) {
+        self.deliver_to(TOPIC, pkid, n, dup);
+    }
+
+    fn deliver_to(&mut self, topic: &str, pkid: u16, n: u16, dup: bool) {
         let input = Input::Mqtt {
             source: 0,
-            topic: TOPIC.into(),
+            topic: topic.into(),
             payload: payload(n).into_bytes().into(),
             pkid,
             dup,
@@ -115,8 +119,8 @@ fn redeliveries_acknowledged_again_do_not_make_the_broker_forget_older_ones() {
 #[test]
 fn a_silent_devices_state_outlives_checkpoints_and_restarts_in_the_journal_files() {
     // The journal files are the only copy of a device's window state and
-    // alert state: a device that goes silent keeps both across a
-    // hundred checkpoints with nothing new and restarts between them.
+    // alert state: a device that goes silent keeps both across a hundred
+    // checkpoints while another reports, and restarts between them.
     let dir = tempfile::tempdir().expect("tempdir");
     let config = format!("{CONFIG}[baseline]\nfeatures = [\"Temperature.mean\"]\nwarmup_windows = 5\n");
     let state = |rig: &Rig| {
@@ -125,7 +129,8 @@ fn a_silent_devices_state_outlives_checkpoints_and_restarts_in_the_journal_files
         // A record with a baseline alone restores an empty alert state.
         let alerts = scorer.policy().device_state("pump-1").map(|s| format!("{:?}", (s.latest(), s.current())));
         let baseline = scorer.baselines().and_then(|b| b.device("pump-1")).map(|b| format!("{b:?}"));
-        (format!("{:?}", engine.snapshot_all()), alerts.filter(|a| a != "(None, None)"), baseline)
+        let window = engine.snapshot_all().into_iter().find(|d| d.id == "pump-1");
+        (format!("{window:?}"), alerts.filter(|a| a != "(None, None)"), baseline)
     };
     let mut rig = Rig::open_with(dir.path(), &config);
     rig.now_ms = 2_000_000;
@@ -139,18 +144,40 @@ fn a_silent_devices_state_outlives_checkpoints_and_restarts_in_the_journal_files
     // A baseline learning (it goes in the device's alert state record) and
     // an open window.
     assert!(before.2.is_some() && before.0.contains("start: 1200000"), "{before:?}");
+    let mut n = 400;
     for round in 0..3 {
         for _ in 0..(crate::state::JOURNAL_SPREAD + 10) {
+            n += 1;
+            rig.deliver_to("sensors/pump-2/telemetry", n, n, false);
             rig.checkpoint();
         }
         assert_eq!(state(&rig), before, "round {round}");
         // A crash (no full checkpoint at the end), then a restart.
         drop(rig);
         rig = Rig::open_with(dir.path(), &config);
+        rig.now_ms = 2_000_000;
         assert_eq!(state(&rig), before, "after restart {round}");
     }
-    let files = std::fs::read_dir(dir.path().join("journal")).expect("journal dir").count();
-    assert!(files <= crate::state::JOURNAL_SPREAD as usize + 1, "older journal files go: {files}");
+    let files = || -> Vec<String> {
+        let dir = std::fs::read_dir(dir.path().join("journal")).expect("journal dir");
+        let mut names: Vec<String> =
+            dir.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(rig.core.pipeline().engine().device_count(), 2, "pump-2 reported");
+    assert!(rig.core.pipeline().quarantine().is_empty());
+    // The restart's first checkpoint snapshots what it replayed.
+    rig.checkpoint();
+    let kept = files();
+    assert!(kept.len() <= crate::state::JOURNAL_SPREAD as usize + 1, "older journal files go: {}", kept.len());
+    // Nobody reports: an idle daemon writes no journal file, and keeps the
+    // ones it has.
+    for _ in 0..(2 * crate::state::JOURNAL_SPREAD) {
+        rig.checkpoint();
+    }
+    assert_eq!(files(), kept);
+    assert_eq!(state(&rig), before);
 }
 
 #[test]

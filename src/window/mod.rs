@@ -682,23 +682,23 @@ impl Engine {
     /// What a checkpoint numbered `seq` writes: snapshots of the devices
     /// that need one (`full`: all of them), the journal entries of the
     /// others, and the devices forgotten. Every device is snapshotted at
-    /// its turn, once in `spread` checkpoints, silent or not: the journal
-    /// files are the only copy of a snapshot. `journal_from` tells which
-    /// older journal files no device needs any more, for its entries or
-    /// its latest snapshot. Without a journal (`spread` 0) every
-    /// checkpoint is full.
+    /// its turn, once in `spread` checkpoints, silent or not, so that the
+    /// older journal files can go (they are the only copy of a snapshot);
+    /// but a checkpoint with nothing else to write takes no turns, so an
+    /// idle daemon writes nothing. `journal_from` tells which older journal
+    /// files no device needs any more, for its entries or its latest
+    /// snapshot. Without a journal (`spread` 0) every checkpoint is full.
     pub fn checkpoint_changes(&mut self, seq: u64, full: bool) -> Changes {
         let spread = self.journal_spread;
         let full = full || spread == 0;
+        let busy = full || !self.changed.is_empty() || !self.forgotten.is_empty();
         self.changed.clear();
         let mut changes = Changes::default();
         let mut oldest = seq;
         let mut budget = self.snapshots_per_checkpoint.unwrap_or_else(|| snapshot_budget(self.devices.len(), spread));
         for dev in self.devices.values_mut() {
-            let turn = (seq.wrapping_add(dev.phase)) % spread.max(1) == 0;
-            let due = turn
-                || dev.journal_since.is_some_and(|since| seq.saturating_sub(since) + 1 >= spread)
-                || (dev.snap_seq != u64::MAX && seq.saturating_sub(dev.snap_seq) + 1 >= spread);
+            let turn = busy && (seq.wrapping_add(dev.phase)) % spread.max(1) == 0;
+            let due = turn || dev.journal_since.is_some_and(|since| seq.saturating_sub(since) + 1 >= spread);
             let dirty = std::mem::replace(&mut dev.dirty, false);
             let must = full || dev.snap_next || due || (dirty && dev.journal.is_empty());
             let wanted = dev.snap_wanted && budget > 0;
@@ -1370,7 +1370,7 @@ mod tests {
     }
 
     #[test]
-    fn every_device_silent_too_is_snapshotted_at_its_turn_and_its_latest_snapshot_is_kept() {
+    fn every_device_silent_too_is_snapshotted_at_its_turn_unless_all_are_and_its_latest_snapshot_is_kept() {
         let spread = 10;
         let mut e = engine(spec(10 * S, 30 * S));
         e.set_journal(spread);
@@ -1384,23 +1384,37 @@ mod tests {
         assert!(e.restore(restored, 3));
         let first = e.checkpoint_changes(5, false);
         assert_eq!(first.journal_from, 3, "the restored device's snapshot is in checkpoint 3's file");
-        // Nobody reports any more: each device is still snapshotted once
-        // in `spread` checkpoints, and no file holding a device's latest
-        // snapshot is given up.
+        // Only one device reports any more: the silent ones are still
+        // snapshotted once in `spread` checkpoints, and no file holding a
+        // device's latest snapshot is given up.
         let mut last: HashMap<String, u64> = HashMap::new();
+        let mut t = 0;
         for seq in 6..6 + 3 * spread {
+            t += S;
+            e.record("busy", t, [("a", 1.0)], 0, &mut out);
             let c = e.checkpoint_changes(seq, false);
-            assert!(c.logged.is_empty());
+            assert!(c.logged.iter().all(|(id, _)| &**id == "busy"));
             for d in &c.updated {
                 last.insert(d.id.clone(), seq);
             }
-            let newest_kept = last.values().copied().min().unwrap_or(0);
-            if last.len() == 31 {
-                assert!(c.journal_from <= newest_kept, "{seq}: {} past {newest_kept}", c.journal_from);
-                assert!(seq - newest_kept < spread, "{seq}: a snapshot from {newest_kept}");
+            let oldest = last.values().copied().min().unwrap_or(0);
+            if last.len() == 32 {
+                assert!(c.journal_from <= oldest, "{seq}: {} past {oldest}", c.journal_from);
+                assert!(seq - oldest < spread, "{seq}: a snapshot from {oldest}");
             }
         }
-        assert_eq!(last.len(), 31, "every device snapshotted");
+        assert_eq!(last.len(), 32, "every device snapshotted");
+        // Nobody reports: no turns are taken (the last reporter's journal
+        // becomes a snapshot, once), and nothing a device needs is given up.
+        for seq in 6 + 3 * spread..6 + 6 * spread {
+            let c = e.checkpoint_changes(seq, false);
+            assert!(c.logged.is_empty() && c.updated.iter().all(|d| d.id == "busy"), "{seq}: {:?}", c.updated);
+            for d in &c.updated {
+                last.insert(d.id.clone(), seq);
+            }
+            assert!(c.journal_from <= last.values().copied().min().unwrap_or(0), "{seq}");
+        }
+        assert!(last.iter().filter(|(id, _)| *id != "busy").all(|(_, &s)| s < 6 + 3 * spread));
     }
 
     #[test]
