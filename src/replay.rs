@@ -222,20 +222,12 @@ impl Publisher {
         match self {
             Publisher::Mqtt { client, task, .. } => {
                 if task.is_finished() {
-                    let why = match (&mut *task).await {
-                        Ok(Err(e)) => e,
-                        _ => "the connection ended".to_owned(),
-                    };
-                    return Err(ReplayError::Mqtt(why));
+                    return Err(ReplayError::Mqtt(loop_reason(task, || "the connection ended".to_owned()).await));
                 }
                 if let Err(e) = client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await {
                     // The event loop ended since the check above (a refused
                     // connection): its reason says more than the closed channel.
-                    let why = match tokio::time::timeout(Duration::from_secs(1), &mut *task).await {
-                        Ok(Ok(Err(why))) => why,
-                        _ => e.to_string(),
-                    };
-                    return Err(ReplayError::Mqtt(why));
+                    return Err(ReplayError::Mqtt(loop_reason(task, || e.to_string()).await));
                 }
                 Ok(())
             }
@@ -294,6 +286,18 @@ impl Publisher {
                 Ok(())
             }
         }
+    }
+}
+
+/// Why the MQTT event loop ended: its own error, or `otherwise` when it
+/// ended without one (or has not ended within a second).
+async fn loop_reason(
+    task: &mut tokio::task::JoinHandle<Result<(), String>>,
+    otherwise: impl FnOnce() -> String,
+) -> String {
+    match tokio::time::timeout(Duration::from_secs(1), task).await {
+        Ok(Ok(Err(why))) => why,
+        _ => otherwise(),
     }
 }
 
