@@ -217,3 +217,46 @@ fn acknowledged_messages_stored_in_the_older_form_are_recognised_and_moved() {
     assert_eq!(rig.checkpoint(), vec![1, 2, 3, 4]);
     assert_eq!(rig.processed(), 0, "all four remembered after the move and a restart");
 }
+
+#[test]
+fn closed_windows_wait_in_the_spill_and_take_late_readings_across_a_crash() {
+    // Two daemons take the same readings; one crashes and restarts
+    // between them. The closed window is on disk in both, not in memory,
+    // and a late reading updates it alike.
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let (mut a, mut b) = (Rig::open(dir_a.path()), Rig::open(dir_b.path()));
+    (a.now_ms, b.now_ms) = (2_000_000, 2_000_000);
+    let spilled = |rig: &Rig| rig.core.pipeline().engine().spill_stats().map(|s| (s.windows, s.errors));
+    let window = |rig: &Rig| format!("{:?}", rig.core.pipeline().engine().snapshot_all());
+    // Readings 1 s apart up to 1,230 s: [900 s, 1,200 s) has closed (10 s
+    // out of order) and takes late readings until 1,260 s.
+    for n in 1..=230 {
+        a.deliver(n, n, false);
+        b.deliver(n, n, false);
+    }
+    a.checkpoint();
+    b.checkpoint();
+    assert_eq!(spilled(&b), Some((1, 0)), "the closed window is in the spill");
+    let files = |dir: &std::path::Path| std::fs::read_dir(dir.join("spill")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(files(dir_b.path()), 1);
+    drop(b);
+    let mut b = Rig::open(dir_b.path());
+    b.now_ms = 2_000_000;
+    assert_eq!(spilled(&b), Some((1, 0)), "restored into the spill");
+    assert_eq!(files(dir_b.path()), 1, "the crashed run's file went; the restored window's is new");
+    assert_eq!(window(&a), window(&b));
+    // A late reading, for 1,150 s.
+    let updated = |rig: &Rig| rig.core.pipeline().engine().counters().windows_updated;
+    a.deliver(231, 150, false);
+    b.deliver(231, 150, false);
+    assert_eq!((updated(&a), updated(&b)), (1, 1));
+    assert_eq!(window(&a), window(&b));
+    assert!(window(&b).contains("start: 900000"), "{}", window(&b));
+    // Past the lateness the window goes, and so does its file.
+    for n in 232..=300 {
+        b.deliver(n, n, false);
+    }
+    b.checkpoint();
+    assert_eq!(spilled(&b), Some((0, 0)));
+    assert_eq!(files(dir_b.path()), 0);
+}
