@@ -24,9 +24,6 @@ pub const DEVICES: &str = "faultline_devices";
 pub const DEVICES_FORGOTTEN_TOTAL: &str = "faultline_devices_forgotten_total";
 pub const OPEN_WINDOWS: &str = "faultline_open_windows";
 pub const LATE_STORE_SIZE: &str = "faultline_late_store_size";
-pub const SPILLED_WINDOWS: &str = "faultline_spilled_windows";
-pub const SPILL_BYTES: &str = "faultline_spill_bytes";
-pub const SPILL_ERRORS_TOTAL: &str = "faultline_spill_errors_total";
 pub const QUARANTINE_SIZE: &str = "faultline_quarantine_size";
 pub const INFERENCE_SECONDS: &str = "faultline_inference_seconds";
 pub const ALERTS_TOTAL: &str = "faultline_alerts_total";
@@ -122,9 +119,6 @@ pub fn describe() {
     describe_counter!(DEVICES_FORGOTTEN_TOTAL, "Devices dropped after limits.device_ttl of silence.");
     describe_gauge!(OPEN_WINDOWS, "Windows open over all devices.");
     describe_gauge!(LATE_STORE_SIZE, "Late readings held in the late store.");
-    describe_gauge!(SPILLED_WINDOWS, "Closed windows waiting for late readings on disk, not in memory.");
-    describe_gauge!(SPILL_BYTES, "Bytes of the closed-window spill's files (state-dir/spill).");
-    describe_counter!(SPILL_ERRORS_TOTAL, "Closed windows the spill could not write or read back.");
     describe_gauge!(QUARANTINE_SIZE, "Refused payloads held in the quarantine.");
     describe_histogram!(
         INFERENCE_SECONDS,
@@ -201,11 +195,6 @@ pub fn publish_pipeline(p: &Pipeline) {
     gauge!(OPEN_WINDOWS).set(e.open_window_count() as f64);
     gauge!(LATE_STORE_SIZE).set(e.late_store().len() as f64);
     gauge!(QUARANTINE_SIZE).set(p.quarantine().len() as f64);
-    if let Some(s) = e.spill_stats() {
-        gauge!(SPILLED_WINDOWS).set(s.windows as f64);
-        gauge!(SPILL_BYTES).set(s.bytes as f64);
-        counter!(SPILL_ERRORS_TOTAL).absolute(s.errors);
-    }
 }
 
 /// Copies the scoring stage's counters and the model's identity into the registry.

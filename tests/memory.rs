@@ -95,26 +95,6 @@ fn heap_per_device_and_under_a_flood_of_new_ids() {
     assert!(per_device < 4096.0, "{per_device} bytes per device");
     drop(p);
 
-    // --- The same with the daemon's spill: the closed windows wait on
-    // disk, each device holding a 12-byte reference instead.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut out = Vec::new();
-    let before = live();
-    let mut p = pipeline(100_000);
-    p.engine_mut().set_spill(faultline::window::Spill::open(&dir.path().join("spill")).expect("spill"));
-    let src = p.source("test");
-    for payload in &payloads {
-        p.ingest(src, payload.as_bytes(), None, now, &mut out);
-    }
-    assert_eq!(out.len(), DEVICES);
-    drop(out);
-    assert_eq!(p.engine().spill_stats().map(|s| (s.windows, s.errors)), Some((DEVICES as u64, 0)));
-    let spilled = (live() - before) as f64 / DEVICES as f64;
-    eprintln!("heap per device with the spill: {spilled:.0} bytes");
-    // 8 signals' accumulators are 640 bytes, besides the window's own.
-    assert!(spilled < per_device - 640.0, "{spilled} bytes per device against {per_device}");
-    drop(p);
-
     // --- A flood: a million one-off device ids against a limit of 10,000.
     let before = live();
     let mut p = pipeline(DEVICES);

@@ -286,13 +286,6 @@ impl Core {
             rate_mark: (Instant::now(), 0),
         };
         core.pipeline.engine_mut().set_journal(crate::state::JOURNAL_SPREAD);
-        // Closed windows wait for late readings on disk, not in memory
-        // (src/window/spill.rs); without the directory they stay in memory.
-        let spill_dir = core.store.dir().join("spill");
-        match crate::window::Spill::open(&spill_dir) {
-            Ok(s) => core.pipeline.engine_mut().set_spill(s),
-            Err(e) => tracing::warn!("closed windows stay in memory: {}: {e}", spill_dir.display()),
-        }
         core.restore()?;
         Ok(core)
     }

@@ -12,15 +12,11 @@
 //! watermark passes `end + allowed_lateness`; a reading for it until then
 //! updates it and re-emits it marked as an update. Later readings are late:
 //! counted and kept in the bounded [`LateStore`].
-//!
-//! The one exception to "I/O-free": with a [`Spill`] (the daemon's), closed
-//! windows wait for late readings in files instead of memory.
 
 pub mod journal;
-pub mod spill;
 pub mod stats;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 /// The device table's hasher: foldhash is several times faster than
 /// SipHash on short ids and randomly seeded per process, so a producer
@@ -31,8 +27,6 @@ use std::sync::Arc;
 
 use crate::clean::Cleaning;
 use crate::reading::Reading;
-use spill::SpillRef;
-pub use spill::{Spill, SpillStats};
 pub use stats::{stat_index, SignalStats, WindowStats, STAT_NAMES};
 
 /// Window timing, in milliseconds (config `[window]`).
@@ -187,47 +181,6 @@ struct Window {
     stats: WindowStats,
 }
 
-/// A closed window, kept for late readings.
-#[derive(Debug)]
-struct Closed {
-    start: i64,
-    kept: Kept,
-}
-
-#[derive(Debug)]
-enum Kept {
-    /// In memory: no spill, or the spill failed to take it.
-    Here(Box<WindowStats>),
-    Spilled(SpillRef),
-}
-
-/// Keeps `stats` of a closed window: in the spill if there is one and it
-/// takes them.
-fn kept(stats: WindowStats, spill: &mut Option<Spill>) -> Kept {
-    if let Some(s) = spill {
-        match s.put(&stats) {
-            Ok(r) => return Kept::Spilled(r),
-            Err(e) => s.error("writing a closed window", &e),
-        }
-    }
-    Kept::Here(Box::new(stats))
-}
-
-/// A closed window's statistics, per signal (a snapshot's form).
-fn closed_signals(c: &Closed, spill: Option<&Spill>) -> std::io::Result<Vec<SignalStats>> {
-    match (&c.kept, spill) {
-        (Kept::Here(w), _) => Ok(w.to_signals()),
-        (Kept::Spilled(r), Some(s)) => s.get(*r).map(|w| w.to_signals()),
-        (Kept::Spilled(_), None) => Err(std::io::Error::other("no spill")),
-    }
-}
-
-/// Moves a window that closed to the device's closed ones.
-fn close_into(closed: &mut Vec<Closed>, w: Window, spill: &mut Option<Spill>) {
-    let start = w.start;
-    insert_sorted(closed, Closed { start, kept: kept(w.stats, spill) }, |c| c.start);
-}
-
 #[derive(Debug)]
 struct Device {
     id: Arc<str>,
@@ -241,7 +194,7 @@ struct Device {
     /// Sorted by start.
     open: Vec<Window>,
     /// Closed but still updatable, sorted by start.
-    closed: Vec<Closed>,
+    closed: Vec<Window>,
     /// Journal entries since the last checkpoint ([`journal`]).
     journal: Vec<u8>,
     /// Journal bytes since the last snapshot, over all checkpoints.
@@ -432,8 +385,6 @@ pub struct Engine {
     lists: SignalLists,
     /// Scratch for one reading's values ([`Cx::values`]).
     values: Vec<(usize, f64)>,
-    /// Where closed windows wait, out of memory (None: in memory).
-    spill: Option<Spill>,
 }
 
 impl Engine {
@@ -455,64 +406,7 @@ impl Engine {
             names: Names::default(),
             lists: SignalLists::default(),
             values: Vec::new(),
-            spill: None,
         }
-    }
-
-    /// Keeps closed windows in `spill` from now on (and those kept so far).
-    pub fn set_spill(&mut self, spill: Spill) {
-        let mut spill = Some(spill);
-        for d in self.devices.values_mut() {
-            for c in &mut d.closed {
-                if let Kept::Here(w) = &c.kept {
-                    c.kept = kept((**w).clone(), &mut spill);
-                }
-            }
-        }
-        self.spill = spill;
-    }
-
-    /// What the spill holds (None: there is none).
-    pub fn spill_stats(&self) -> Option<SpillStats> {
-        let windows =
-            self.devices.values().flat_map(|d| &d.closed).filter(|c| matches!(c.kept, Kept::Spilled(_))).count();
-        self.spill.as_ref().map(|s| SpillStats { windows: windows as u64, ..s.stats() })
-    }
-
-    /// Removes the spill's segments nothing refers to any more, after
-    /// moving the few windows that keep mostly empty ones.
-    fn collect_spill(&mut self) {
-        let Some(spill) = self.spill.as_mut() else { return };
-        let mut live: BTreeMap<u32, u64> = BTreeMap::new();
-        for d in self.devices.values() {
-            for c in &d.closed {
-                if let Kept::Spilled(r) = &c.kept {
-                    *live.entry(r.segment()).or_default() += r.bytes();
-                }
-            }
-        }
-        let victims = spill.victims(&live);
-        if !victims.is_empty() {
-            for d in self.devices.values_mut() {
-                for c in &mut d.closed {
-                    let Kept::Spilled(r) = &mut c.kept else { continue };
-                    if !victims.contains(&r.segment()) {
-                        continue;
-                    }
-                    match spill.relocate(*r) {
-                        Ok(moved) => {
-                            if let Some(l) = live.get_mut(&r.segment()) {
-                                *l -= r.bytes();
-                            }
-                            *live.entry(moved.segment()).or_default() += moved.bytes();
-                            *r = moved;
-                        }
-                        Err(e) => spill.error("moving a closed window", &e),
-                    }
-                }
-            }
-        }
-        spill.collect(&live);
     }
 
     /// Keeps a journal of the readings taken since each device's snapshot,
@@ -634,7 +528,6 @@ impl Engine {
             values: &mut self.values,
             out,
             log,
-            spill: &mut self.spill,
         };
         let result = record_in(dev, &mut cx, ts_ms, values, now_ms);
         if log {
@@ -741,7 +634,7 @@ impl Engine {
                 for w in std::mem::take(&mut dev.open) {
                     out.push(emit(dev, &w, spec.size_ms, false, Trigger::Idle));
                     closed += 1;
-                    close_into(&mut dev.closed, w, &mut self.spill);
+                    insert_sorted(&mut dev.closed, w);
                 }
             }
             // Nothing will move this device's watermark: give late readings
@@ -779,7 +672,7 @@ impl Engine {
             // A device not found was forgotten since: it is in `self.forgotten`.
             if let Some(dev) = self.devices.get_mut(&*id) {
                 dev.dirty = false;
-                changes.updated.push(snapshot(dev, self.spill.as_ref()));
+                changes.updated.push(snapshot(dev));
             }
         }
         changes.forgotten.append(&mut self.forgotten);
@@ -813,7 +706,7 @@ impl Engine {
                 budget -= 1;
             }
             if must || wanted {
-                changes.updated.push(snapshot(dev, self.spill.as_ref()));
+                changes.updated.push(snapshot(dev));
                 dev.journal_bound = JOURNAL_PER_SNAPSHOT * dev.snapshot_bytes();
                 dev.journal = Vec::new();
                 dev.logged = 0;
@@ -830,13 +723,12 @@ impl Engine {
         }
         changes.forgotten.append(&mut self.forgotten);
         changes.journal_from = oldest;
-        self.collect_spill();
         changes
     }
 
     /// Every device's state (for a full checkpoint or a test).
     pub fn snapshot_all(&self) -> Vec<DeviceSnapshot> {
-        self.devices.values().map(|d| snapshot(d, self.spill.as_ref())).collect()
+        self.devices.values().map(snapshot).collect()
     }
 
     /// Puts back a device from a checkpoint, replacing any state it had;
@@ -856,11 +748,9 @@ impl Engine {
         let signals = self.lists.share(signals.into());
         let window = |w: WindowSnapshot| Window { start: w.start, stats: WindowStats::from_signals(w.stats) };
         let mut open: Vec<Window> = s.open.into_iter().map(window).collect();
+        let mut closed: Vec<Window> = s.closed.into_iter().map(window).collect();
         open.sort_by_key(|w| w.start);
-        let mut closed: Vec<Closed> = Vec::with_capacity(s.closed.len());
-        for w in s.closed {
-            close_into(&mut closed, window(w), &mut self.spill);
-        }
+        closed.sort_by_key(|w| w.start);
         self.created += 1;
         let dev = Device {
             max_ts: s.max_ts,
@@ -881,7 +771,7 @@ impl Engine {
             for w in std::mem::take(&mut dev.open) {
                 out.push(emit(dev, &w, spec.size_ms, false, Trigger::Flush));
                 self.counters.windows_closed += 1;
-                close_into(&mut dev.closed, w, &mut self.spill);
+                insert_sorted(&mut dev.closed, w);
             }
         }
     }
@@ -920,31 +810,15 @@ pub struct Changes {
     pub journal_from: u64,
 }
 
-fn snapshot(dev: &Device, spill: Option<&Spill>) -> DeviceSnapshot {
+fn snapshot(dev: &Device) -> DeviceSnapshot {
     let window = |w: &Window| WindowSnapshot { start: w.start, stats: w.stats.to_signals() };
-    // A closed window the spill cannot give back is left out (and counted):
-    // its results were emitted; a late reading for it after a restart
-    // starts it afresh.
-    let closed = dev
-        .closed
-        .iter()
-        .filter_map(|c| match closed_signals(c, spill) {
-            Ok(stats) => Some(WindowSnapshot { start: c.start, stats }),
-            Err(e) => {
-                if let Some(s) = spill {
-                    s.error("reading a closed window for a snapshot", &e);
-                }
-                None
-            }
-        })
-        .collect();
     DeviceSnapshot {
         id: dev.id.to_string(),
         max_ts: dev.max_ts,
         last_seen_ms: dev.last_seen_ms,
         signals: dev.signals.iter().map(|s| s.name.to_string()).collect(),
         open: dev.open.iter().map(window).collect(),
-        closed,
+        closed: dev.closed.iter().map(window).collect(),
     }
 }
 
@@ -961,7 +835,6 @@ struct Cx<'a> {
     out: &'a mut Vec<ClosedWindow>,
     /// Write the reading to the device's journal.
     log: bool,
-    spill: &'a mut Option<Spill>,
 }
 
 /// Adds a reading to `dev`. `Err` carries the values of a late reading
@@ -1012,27 +885,9 @@ fn record_in<'v>(
         Slot::NewOpen
     };
 
-    // A closed window in the spill, or a new closed one, is updated here
-    // and kept again after.
-    let mut loaded: Option<WindowStats> = None;
     let window = match slot {
-        Slot::Open(i) => &mut dev.open[i].stats,
-        Slot::Closed(i) => match &mut dev.closed[i].kept {
-            Kept::Here(w) => &mut **w,
-            Kept::Spilled(r) => {
-                let got = match cx.spill.as_ref().map(|s| (s, s.get(*r))) {
-                    Some((_, Ok(w))) => w,
-                    Some((s, Err(e))) => {
-                        // Not read back as written: the reading cannot
-                        // update the window exactly, so it goes to the late store.
-                        s.error("reading a closed window for a late reading", &e);
-                        return Err(late_values(dev, cx.log, values));
-                    }
-                    None => return Err(late_values(dev, cx.log, values)),
-                };
-                loaded.insert(got)
-            }
-        },
+        Slot::Open(i) => &mut dev.open[i],
+        Slot::Closed(i) => &mut dev.closed[i],
         Slot::NewOpen => {
             if dev.open.len() >= cx.limits.max_open_windows_per_device.max(1) {
                 // Close the oldest early rather than refuse data.
@@ -1040,16 +895,17 @@ fn record_in<'v>(
                 cx.out.push(emit(dev, &w, spec.size_ms, false, Trigger::Limit));
                 cx.counters.windows_closed += 1;
                 cx.counters.limit_hits[Limit::OpenWindowsPerDevice as usize] += 1;
-                close_into(&mut dev.closed, w, cx.spill);
+                insert_sorted(&mut dev.closed, w);
             }
-            let i = insert_sorted(
-                &mut dev.open,
-                Window { start, stats: WindowStats::with_capacity(dev.signals.len()) },
-                |w| w.start,
-            );
-            &mut dev.open[i].stats
+            let i =
+                insert_sorted(&mut dev.open, Window { start, stats: WindowStats::with_capacity(dev.signals.len()) });
+            &mut dev.open[i]
         }
-        Slot::NewClosed => loaded.insert(WindowStats::with_capacity(dev.signals.len())),
+        Slot::NewClosed => {
+            let i =
+                insert_sorted(&mut dev.closed, Window { start, stats: WindowStats::with_capacity(dev.signals.len()) });
+            &mut dev.closed[i]
+        }
     };
 
     // A name repeated within one reading counts once, with its first value.
@@ -1099,7 +955,7 @@ fn record_in<'v>(
         }
         cx.values.push((idx, v));
     }
-    window.push(cx.values, ts_ms, start);
+    window.stats.push(cx.values, ts_ms, start);
     cx.values.clear();
 
     if cx.log {
@@ -1115,25 +971,14 @@ fn record_in<'v>(
             Outcome::Accepted
         }
         Slot::Closed(i) => {
-            match loaded {
-                Some(stats) => {
-                    cx.out.push(emit_stats(dev, start, &stats, spec.size_ms, true, Trigger::Late));
-                    dev.closed[i].kept = kept(stats, cx.spill);
-                }
-                None => {
-                    if let Kept::Here(w) = &dev.closed[i].kept {
-                        cx.out.push(emit_stats(dev, start, w, spec.size_ms, true, Trigger::Late));
-                    }
-                }
-            }
+            cx.out.push(emit(dev, &dev.closed[i], spec.size_ms, true, Trigger::Late));
             cx.counters.updates += 1;
             cx.counters.windows_updated += 1;
             Outcome::Updated
         }
         Slot::NewClosed => {
-            if let Some(stats) = loaded {
-                cx.out.push(emit_stats(dev, start, &stats, spec.size_ms, false, Trigger::Late));
-                close_into(&mut dev.closed, Window { start, stats }, cx.spill);
+            if let Some(w) = dev.closed.iter().find(|w| w.start == start) {
+                cx.out.push(emit(dev, w, spec.size_ms, false, Trigger::Late));
             }
             cx.counters.updates += 1;
             cx.counters.windows_closed += 1;
@@ -1150,7 +995,7 @@ fn record_in<'v>(
             let w = dev.open.remove(0);
             cx.out.push(emit(dev, &w, spec.size_ms, false, Trigger::Watermark));
             cx.counters.windows_closed += 1;
-            close_into(&mut dev.closed, w, cx.spill);
+            insert_sorted(&mut dev.closed, w);
         }
         if dev.open.len() < open {
             // The reading that closed a window opened the next one first.
@@ -1192,41 +1037,30 @@ fn late_values<'v>(
     values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
-fn insert_sorted<T>(v: &mut Vec<T>, w: T, start: impl Fn(&T) -> i64) -> usize {
+fn insert_sorted(v: &mut Vec<Window>, w: Window) -> usize {
     // A device nearly always holds one open and one closed window: room
     // for one, not the four a first push makes (~1 MB per list at 10,000
     // devices).
     v.reserve_exact(1);
-    let i = v.partition_point(|x| start(x) < start(&w));
+    let i = v.partition_point(|x| x.start < w.start);
     v.insert(i, w);
     i
 }
 
 fn emit(dev: &Device, w: &Window, size_ms: i64, update: bool, trigger: Trigger) -> ClosedWindow {
-    emit_stats(dev, w.start, &w.stats, size_ms, update, trigger)
-}
-
-fn emit_stats(
-    dev: &Device,
-    start: i64,
-    stats: &WindowStats,
-    size_ms: i64,
-    update: bool,
-    trigger: Trigger,
-) -> ClosedWindow {
     ClosedWindow {
         device_id: dev.id.clone(),
-        start_ms: start,
-        end_ms: start.saturating_add(size_ms),
+        start_ms: w.start,
+        end_ms: w.start.saturating_add(size_ms),
         update,
         trigger,
         signals: dev
             .signals
             .iter()
             .enumerate()
-            .take(stats.len())
-            .filter(|(i, _)| stats.count(*i) > 0)
-            .map(|(i, sig)| (sig.name.clone(), stats.finish(i)))
+            .take(w.stats.len())
+            .filter(|(i, _)| w.stats.count(*i) > 0)
+            .map(|(i, sig)| (sig.name.clone(), w.stats.finish(i)))
             .collect(),
     }
 }
@@ -1766,183 +1600,7 @@ mod tests {
         assert_eq!(ch.forgotten, vec![Arc::<str>::from("gone")]);
     }
 
-    /// One step of [`a_spilled_engine_does_exactly_what_one_in_memory_does`].
-    #[derive(Debug, Clone)]
-    enum Op {
-        /// Device, event time back from the device's latest (ms, may be
-        /// negative: forward), signals present (bits), value.
-        Reading(usize, i64, u8, f64),
-        Checkpoint,
-        /// Processing time passes (ms).
-        Idle(i64),
-    }
-
-    fn ops() -> impl Strategy<Value = Vec<Op>> {
-        let op = prop_oneof![
-            8 => (0..3usize, -20 * S..150 * S, 1..8u8, -1e3..1e3f64).prop_map(|(d, back, m, x)| Op::Reading(d, back, m, x)),
-            1 => Just(Op::Checkpoint),
-            1 => (0..20 * MIN).prop_map(Op::Idle),
-        ];
-        proptest::collection::vec(op, 1..300)
-    }
-
-    fn spilled(sp: WindowSpec, dir: &std::path::Path) -> Engine {
-        let mut e = Engine::new(sp, StateLimits::default(), Cleaning::default());
-        e.set_journal(4);
-        // Small segments: records rotate, go and move within a few hundred readings.
-        e.set_spill(Spill::with_segments(dir, 1500).expect("spill"));
-        e
-    }
-
-    fn sorted(mut v: Vec<DeviceSnapshot>) -> String {
-        v.sort_by(|a, b| a.id.cmp(&b.id));
-        format!("{v:?}")
-    }
-
-    /// A device whose event time stands still keeps its closed window
-    /// forever: its record moves to the newest file, and the older files go.
-    #[test]
-    fn a_closed_window_that_never_expires_does_not_hold_the_spills_older_files() {
-        let sp = WindowSpec {
-            size_ms: MIN,
-            max_out_of_orderness_ms: 5 * S,
-            allowed_lateness_ms: MIN,
-            idle_timeout_ms: 10 * MIN,
-        };
-        let dir = tempfile::tempdir().expect("tempdir");
-        let seg = 1500;
-        let mut b = Engine::new(sp, StateLimits::default(), Cleaning::default());
-        b.set_spill(Spill::with_segments(dir.path(), seg).expect("spill"));
-        let mut a = Engine::new(sp, StateLimits::default(), Cleaning::default());
-        let both = |a: &mut Engine, b: &mut Engine, dev: &str, ts: i64, x: f64, now: i64| {
-            let (mut oa, mut ob) = (Vec::new(), Vec::new());
-            let v = [("x", x), ("y", -x), ("z", 2.0 * x)];
-            let (ra, rb) = (a.record(dev, ts, v, now, &mut oa), b.record(dev, ts, v, now, &mut ob));
-            assert_eq!((ra, format!("{oa:?}")), (rb, format!("{ob:?}")));
-        };
-        // Sixteen devices get stuck, one every 6 rounds, each with a closed
-        // window in a newer file, while one device moves on.
-        let stuck = |k: i64| format!("stuck{k}");
-        let seg_of = |e: &Engine, k: i64| match e.devices[stuck(k).as_str()].closed[0].kept {
-            Kept::Spilled(r) => r.segment(),
-            Kept::Here(_) => u32::MAX,
-        };
-        let mut first = Vec::new();
-        for round in 0..120i64 {
-            let now = round * 1000;
-            for k in 0..16 {
-                match round - 6 * k {
-                    0 => both(&mut a, &mut b, &stuck(k), 10 * S, 1.0, now),
-                    // Then at the same event time: not idle, never past the lateness.
-                    r if r > 0 => both(&mut a, &mut b, &stuck(k), 70 * S, r as f64, now),
-                    _ => {}
-                }
-                if round - 6 * k == 1 {
-                    first.push(seg_of(&b, k));
-                }
-            }
-            both(&mut a, &mut b, "moving", round * MIN, round as f64, now);
-            b.checkpoint_changes(round as u64, false);
-            let st = b.spill_stats().expect("a spill");
-            assert!(st.bytes <= 2 * 400 * st.windows + 3 * seg, "round {round}: {st:?}");
-            assert_eq!(st.errors, 0);
-        }
-        assert!(first.iter().all(|s| *s != u32::MAX), "spilled");
-        let moved: Vec<i64> = (0..16).filter(|k| seg_of(&b, *k) != first[*k as usize]).collect();
-        assert!(!moved.is_empty(), "records moved to newer files");
-        for k in &moved {
-            let gone = first[*k as usize];
-            assert!((0..16).all(|j| seg_of(&b, j) != gone), "nothing refers to {gone}");
-            assert!(!dir.path().join(format!("{gone:08x}")).exists(), "file {gone} went");
-        }
-        // It still takes late readings, exactly.
-        for k in 0..16 {
-            both(&mut a, &mut b, &stuck(k), 30 * S, 9.0, 120_000);
-        }
-        assert_eq!(sorted(a.snapshot_all()), sorted(b.snapshot_all()));
-    }
-
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
-        /// Late readings, idle closes, expiry, checkpoints and a restart:
-        /// closed windows in the spill give the same windows and snapshots,
-        /// bit for bit, as closed windows in memory.
-        #[test]
-        fn a_spilled_engine_does_exactly_what_one_in_memory_does(ops in ops()) {
-            let sp = WindowSpec {
-                size_ms: MIN,
-                max_out_of_orderness_ms: 5 * S,
-                allowed_lateness_ms: MIN,
-                idle_timeout_ms: 10 * MIN,
-            };
-            let dir = tempfile::tempdir().expect("tempdir");
-            let mut a = Engine::new(sp, StateLimits::default(), Cleaning::default());
-            a.set_journal(4);
-            let mut b = spilled(sp, &dir.path().join("b"));
-            let (mut now, mut latest, mut seq) = (0i64, [0i64; 3], 0u64);
-            let names = ["x", "y", "z"];
-            // A reading of device `d` at `ts`, or an idle close: what came out.
-            let step = |e: &mut Engine, op: &Op, ts: i64, now: i64| -> String {
-                let mut out = Vec::new();
-                match *op {
-                    Op::Reading(d, _, mask, x) => {
-                        let values: Vec<(&str, f64)> =
-                            (0..3).filter(|i| mask & (1 << i) != 0).map(|i| (names[i], x + i as f64)).collect();
-                        let o = e.record(["d0", "d1", "d2"][d], ts, values, now, &mut out);
-                        format!("{o:?} {out:?}")
-                    }
-                    Op::Checkpoint => String::new(),
-                    Op::Idle(_) => {
-                        e.close_idle(now, &mut out);
-                        // Devices in the table's order, which is random.
-                        out.sort_by(|a, b| a.device_id.cmp(&b.device_id));
-                        format!("{out:?}")
-                    }
-                }
-            };
-            for op in &ops {
-                let mut ts = 0;
-                match *op {
-                    Op::Reading(d, back, _, _) => {
-                        now += 100;
-                        ts = latest[d] - back;
-                        latest[d] = latest[d].max(ts);
-                    }
-                    Op::Idle(dt) => now += dt,
-                    Op::Checkpoint => {
-                        seq += 1;
-                        let (mut ca, mut cb) = (a.checkpoint_changes(seq, false), b.checkpoint_changes(seq, false));
-                        prop_assert_eq!(sorted(ca.updated), sorted(cb.updated));
-                        ca.logged.sort();
-                        cb.logged.sort();
-                        prop_assert_eq!(ca.logged, cb.logged);
-                        prop_assert_eq!(ca.journal_from, cb.journal_from);
-                    }
-                }
-                prop_assert_eq!(step(&mut a, op, ts, now), step(&mut b, op, ts, now));
-            }
-            prop_assert_eq!(sorted(a.snapshot_all()), sorted(b.snapshot_all()));
-            // Every closed window is in the spill, none in memory.
-            let closed: usize = a.devices.values().map(|d| d.closed.len()).sum();
-            prop_assert_eq!(b.spill_stats().map(|s| (s.windows, s.errors)), Some((closed as u64, 0)));
-            prop_assert!(b.devices.values().all(|d| d.closed.iter().all(|c| matches!(c.kept, Kept::Spilled(_)))));
-            // A restart from the snapshots goes on alike.
-            let mut c = spilled(sp, &dir.path().join("c"));
-            for s in b.snapshot_all() {
-                prop_assert!(c.restore(s, u64::MAX));
-            }
-            prop_assert_eq!(sorted(a.snapshot_all()), sorted(c.snapshot_all()));
-            // Forward for d0, back into its closed windows for d1 and d2.
-            for (d, back) in [(0usize, -20 * S), (1, 20 * S), (2, 50 * S)] {
-                for k in 1..4 {
-                    let op = Op::Reading(d, 0, 7, k as f64);
-                    let ts = latest[d] - back * k;
-                    now += 100;
-                    prop_assert_eq!(step(&mut a, &op, ts, now), step(&mut c, &op, ts, now));
-                }
-            }
-        }
-
         #[test]
         fn disorder_within_the_bound_gives_the_sorted_result(items in arrivals(10 * S)) {
             let mut e = engine(spec(10 * S, 0));
