@@ -39,9 +39,10 @@
 //! [`JOURNAL_SPREAD`] checkpoints, silent or not ([`state_turn`]), so the
 //! files kept stay few; a checkpoint with nothing else to write takes no
 //! turns, so an idle daemon writes nothing. A restore reads them oldest
-//! first: the latest record of a device wins. The trees of older versions are read first, and emptied once a
-//! full checkpoint has written everything to its file; an older version
-//! reading a newer database takes the records from the files.
+//! first: the latest record of a device wins. The trees of older versions
+//! are read first, and emptied once a full checkpoint has written
+//! everything to its file; an older version reading a newer database takes
+//! the records from the files.
 //! The window and alert history go outside any transaction: alert records
 //! as the daemon scores windows ([`Store::write_history`]; what could not
 //! be written then goes just before the next checkpoint's transaction),
