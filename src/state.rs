@@ -10,7 +10,8 @@
 //! | `devices` | device id | older versions: postcard [`DeviceSnapshot`]: open windows, watermark (its `closed` empty), then the checkpoint number (u64 BE); read at a restart, emptied by the first full checkpoint |
 //! | `closed` | device id | older versions: postcard `Vec<WindowSnapshot>`, the closed windows still open to late updates; as `devices` |
 //! | `alert_state` | device id | older versions: postcard [`DeviceState`]: recent scores, the alert not cleared (without its features; see [`Store::restore`]); then, with baselines, postcard [`DeviceBaseline`]; emptied by the first checkpoint with every alert state |
-//! | `alert_history` | the start in the alert id (i64 BE, the window that opened it), then the id | postcard [`Alert`]: latest record of every alert (history); the older `alerts` tree, keyed by id, moves here when the store opens |
+//! | `alert_history` | the start in the alert id (i64 BE, the window that opened it), then the id | postcard [`Alert`] without its feature values, then postcard (names id, values) when it has any ([`Store::encode_alert`]; older records hold postcard [`Alert`] with the names): latest record of every alert (history); the older `alerts` tree, keyed by id, moves here when the store opens |
+//! | `feature_names` | id, u64 BE | postcard `Vec<String>`: a list of feature names the `alert_history` records refer to ([`names`]) |
 //! | `window_groups` | start i64 BE, bucket u16 BE, checkpoint number u64 BE | the scored windows of the newest window starts, of the devices in one bucket, written by one checkpoint ([`history`]; the `window_history` tree of earlier versions, one record per window keyed start then device, and the older `windows`, keyed device first, move here when the store opens) |
 //! | `positions` | `kafka/<group>/<topic>/<partition>` | i64 BE: next offset |
 //! | | `mqtt/<client id>`, 0x00, checkpoint number u64 BE | the MQTT messages that checkpoint acknowledged, the ones still remembered (`daemon::acked`): a format byte (1), then packet id u16 LE and hash u32 LE for each; `mqtt/<client id>` alone is the older form, postcard `Vec<Vec<(u16, u64)>>`, newest checkpoint first, moved by the next checkpoint with messages |
@@ -79,6 +80,7 @@ use crate::reading::Reading;
 use crate::window::{journal, Changes, DeviceSnapshot, Engine, WindowSnapshot};
 
 mod history;
+mod names;
 
 /// Every device is snapshotted, and every alert state written, at least
 /// once in this many checkpoints, so older journal files can go: at the
@@ -578,6 +580,8 @@ pub struct Store {
     window_devices: std::sync::atomic::AtomicUsize,
     alert_state: sled::Tree,
     alerts: sled::Tree,
+    /// `feature_names`: the names of the feature values in `alerts`.
+    names: names::FeatureNames,
     /// `window_groups`.
     windows: sled::Tree,
     /// Window records not written yet, by start and bucket, grouped as in
@@ -698,6 +702,7 @@ impl Store {
             alert_trim_at: std::sync::atomic::AtomicUsize::new(ALERT_HISTORY),
             cleared_alerts: std::sync::Mutex::new(cleared_alerts),
             alerts,
+            names: names::FeatureNames::open(&db)?,
             windows: open_history(&db)?,
             pending_windows: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             late: db.open_tree("late")?,
@@ -1067,7 +1072,7 @@ impl Store {
             w.records += windows.len();
         }
         for a in alerts {
-            let v = encode(a)?;
+            let v = self.encode_alert(a)?;
             w.bytes += v.len();
             if self.alerts.insert(alert_key(&a.alert_id), v)?.is_none() {
                 self.alert_count.fetch_add(1, Ordering::Relaxed);
@@ -1304,6 +1309,38 @@ impl Store {
         Ok(())
     }
 
+    /// An `alert_history` record: the postcard [`Alert`] without its
+    /// feature values, then, if it has any, postcard `(u64, Vec<f64>)`: the
+    /// id of their names in `feature_names` ([`names`]) and the values. An
+    /// older faultline reads such a record with no features.
+    fn encode_alert(&self, a: &Alert) -> Result<Vec<u8>, StateError> {
+        if a.features.is_empty() {
+            return encode(a);
+        }
+        let id = self.names.id(a.features.names())?;
+        let v = encode(&Alert { features: crate::alerts::Features::default(), ..a.clone() })?;
+        postcard::to_extend(&(id, a.features.values()), v).map_err(StateError::Encode)
+    }
+
+    /// An `alert_history` record ([`Store::encode_alert`]; older ones hold
+    /// the names beside the values). Values whose names are not found read
+    /// as no features.
+    fn decode_alert(&self, key: &[u8], v: &[u8]) -> Result<Alert, StateError> {
+        let (mut a, rest) = postcard::take_from_bytes::<Alert>(v).map_err(corrupt("alert_history", key))?;
+        if rest.is_empty() {
+            return Ok(a);
+        }
+        let (id, values): (u64, Vec<f64>) = decode("alert_history", key, rest)?;
+        match self.names.get(id)? {
+            Some(names) => a.features = crate::alerts::Features::new(names, values),
+            None => tracing::warn!(
+                alert_id = a.alert_id,
+                "the names of the alert's feature values (list {id:016x}) are not in the state: read without features"
+            ),
+        }
+        Ok(a)
+    }
+
     /// Latest record of every alert (history), by the start in the id, then id.
     pub fn alerts(&self) -> Result<Vec<Alert>, StateError> {
         self.alerts_where(|_| true)
@@ -1312,7 +1349,7 @@ impl Store {
     /// The latest record of alert `alert_id`, if the history has it.
     pub fn alert(&self, alert_id: &str) -> Result<Option<Alert>, StateError> {
         let key = alert_key(alert_id);
-        self.alerts.get(&key)?.map(|v| decode("alert_history", &key, &v)).transpose()
+        self.alerts.get(&key)?.map(|v| self.decode_alert(&key, &v)).transpose()
     }
 
     /// The alerts whose head `keep` chooses, by the start in the id, then
@@ -1322,7 +1359,7 @@ impl Store {
         for kv in self.alerts.iter() {
             let (k, v) = kv?;
             if keep(&decode("alert_history", &k, &v)?) {
-                out.push(decode("alert_history", &k, &v)?);
+                out.push(self.decode_alert(&k, &v)?);
             }
         }
         Ok(out)
@@ -1359,7 +1396,7 @@ impl Store {
         for (_, k) in chosen.iter().skip(skip).take(take) {
             // Trimmed since the scan: the page is one shorter.
             if let Some(v) = self.alerts.get(k)? {
-                page.push(decode("alert_history", k, &v)?);
+                page.push(self.decode_alert(k, &v)?);
             }
         }
         Ok((chosen.len(), page))
@@ -1894,6 +1931,66 @@ mod tests {
         assert_eq!(s.alert("a1").unwrap().as_ref(), Some(&odd));
         assert_eq!(s.alert_count.load(Ordering::Relaxed), 5);
         assert_eq!(s.cleared_alerts.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn alert_records_hold_the_feature_values_and_the_names_once() {
+        use crate::alerts::{Features, Origin};
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let names: std::sync::Arc<[String]> = (0..56).map(|i| format!("Accelerometer{i}RMS.kurtosis")).collect();
+        let all: Vec<Alert> = (0..40)
+            .map(|i| {
+                let mut a = sample_alert(&format!("pump-{i}/2026-11-21T10:15:00Z"));
+                a.features = Features::new(names.clone(), (0..56).map(|j| f64::from(i * 100 + j) / 7.0));
+                if i == 3 {
+                    // A baseline alert: its contributions keep their names.
+                    a.origin = Origin::Baseline;
+                    a.contributions = Features::from_iter([("x.std".to_owned(), 0.75)]);
+                }
+                if i == 4 {
+                    a.features = Features::default();
+                }
+                a
+            })
+            .collect();
+        s.write_history(&all, &[]).unwrap();
+        // As the history orders them: by the start in the id, then the id.
+        let mut all = all;
+        all.sort_by_key(|a| alert_key(&a.alert_id));
+        assert!(s.alerts().unwrap() == all);
+        let key = alert_key(&all[0].alert_id);
+        let stored = s.alerts.get(&key).unwrap().unwrap();
+        let with_names = encode(&all[0]).unwrap();
+        assert!(
+            stored.len() + 56 * 26 <= with_names.len(),
+            "{} bytes stored against {} with the names",
+            stored.len(),
+            with_names.len()
+        );
+        assert_eq!(s.names.tree.len(), 1, "one list of names for every alert of the model");
+        // An older faultline reads the record, without its features.
+        let old: Alert = decode("alert_history", &key, &stored).unwrap();
+        assert_eq!(old, Alert { features: Features::default(), ..all[0].clone() });
+        // Read back after a restart, the names shared by the records.
+        drop(s);
+        let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
+        let back = s.alerts().unwrap();
+        assert!(back == all);
+        assert!(std::sync::Arc::ptr_eq(back[0].features.names(), back[39].features.names()));
+        let (n, page) = s.alerts_page(|_| true, 3, 1).unwrap();
+        assert_eq!((n, page.len()), (40, 1));
+        assert_eq!(Some(&page[0]), all.iter().find(|a| a.alert_id == page[0].alert_id));
+        // Names gone from the state: the record reads, without its features.
+        s.names.tree.clear().unwrap();
+        drop(s);
+        let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
+        let a = s.alert(&all[0].alert_id).unwrap().unwrap();
+        assert_eq!(a, Alert { features: Features::default(), ..all[0].clone() });
+        // A record cut inside its values is corrupt, not another alert.
+        let cut = &stored[..stored.len() - 3];
+        s.alerts.insert(&key, cut).unwrap();
+        assert!(matches!(s.alert(&all[0].alert_id), Err(StateError::Corrupt { .. })));
     }
 
     #[test]

@@ -98,6 +98,15 @@ impl Features {
         self.values.len()
     }
 
+    /// The names, shared with the model (more than the values when fewer were given).
+    pub fn names(&self) -> &std::sync::Arc<[String]> {
+        &self.names
+    }
+
+    pub fn values(&self) -> &[f64] {
+        &self.values
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
         self.names.iter().map(String::as_str).zip(self.values.iter().copied())
     }
