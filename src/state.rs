@@ -12,7 +12,7 @@
 //! | `alert_state` | device id | older versions: postcard [`DeviceState`]: recent scores, the alert not cleared (without its features; see [`Store::restore`]); then, with baselines, postcard [`DeviceBaseline`]; emptied by the first checkpoint with every alert state |
 //! | `alert_history` | the start in the alert id (i64 BE, the window that opened it), then the id | postcard [`Alert`] without its feature values, then postcard (names id, values) when it has any ([`Store::encode_alert`]; older records hold postcard [`Alert`] with the names): latest record of every alert (history); the older `alerts` tree, keyed by id, moves here when the store opens |
 //! | `feature_names` | id, u64 BE | postcard `Vec<String>`: a list of feature names the `alert_history` records refer to ([`names`]) |
-//! | `window_groups` | start i64 BE, bucket u16 BE, checkpoint number u64 BE | the scored windows of the newest window starts, of the devices in one bucket, written by one checkpoint ([`history`]; the `window_history` tree of earlier versions, one record per window keyed start then device, and the older `windows`, keyed device first, move here when the store opens) |
+//! | `window_groups` | start i64 BE, bucket u16 BE, checkpoint number u64 BE | the scored windows of the newest window starts, of the devices in one bucket, written by one checkpoint, each record without its signals' names ([`history`], [`Store::encode_window`]; the `window_history` tree of earlier versions, one record per window keyed start then device, and the older `windows`, keyed device first, move here when the store opens) |
 //! | `positions` | `kafka/<group>/<topic>/<partition>` | i64 BE: next offset |
 //! | | `mqtt/<client id>`, 0x00, checkpoint number u64 BE | the MQTT messages that checkpoint acknowledged, the ones still remembered (`daemon::acked`): a format byte (1), then packet id u16 LE and hash u32 LE for each; `mqtt/<client id>` alone is the older form, postcard `Vec<Vec<(u16, u64)>>`, newest checkpoint first, moved by the next checkpoint with messages |
 //! | `late` | u64 BE sequence | postcard [`Reading`]: the late store |
@@ -145,6 +145,31 @@ pub struct OutboxRecord {
     pub device_id: String,
     /// The record's value: SPEC 4 JSON.
     pub payload: String,
+}
+
+/// A [`WindowRecord`] by reference, encoded exactly as one (postcard
+/// writes `&str` as `String` and slices as `Vec`): the stored record's
+/// head, its signals left empty ([`Store::encode_window`]).
+#[derive(Serialize)]
+struct WindowHead<'a> {
+    device_id: &'a str,
+    start_ms: i64,
+    end_ms: i64,
+    readings: u64,
+    score: f32,
+    model: &'a str,
+    model_version: &'a str,
+    update: bool,
+    signals: &'a [(String, f64, f64)],
+}
+
+/// The means and deviations of a [`WindowRecord`]'s signals, as a sequence of pairs.
+struct MeansAndDeviations<'a>(&'a [(String, f64, f64)]);
+
+impl Serialize for MeansAndDeviations<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|(_, m, sd)| (m, sd)))
+    }
 }
 
 /// A closed window as the dashboard and the API show it.
@@ -1065,7 +1090,7 @@ impl Store {
         if self.window_keep() > 0 && !windows.is_empty() {
             let mut pending = self.pending_windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for r in windows {
-                let v = encode(r)?;
+                let v = self.encode_window(r)?;
                 w.bytes += v.len();
                 history::push(pending.entry((r.start_ms, history::bucket(&r.device_id))).or_default(), &v);
             }
@@ -1341,6 +1366,50 @@ impl Store {
         Ok(a)
     }
 
+    /// A `window_groups` record: the postcard [`WindowRecord`] without its
+    /// signals, then, if it has any, postcard `(u64, Vec<(f64, f64)>)`: the
+    /// id of the signals' names in `feature_names` ([`names`]) and each
+    /// one's mean and deviation. An older faultline reads such a record
+    /// with no signals.
+    fn encode_window(&self, r: &WindowRecord) -> Result<Vec<u8>, StateError> {
+        let head = WindowHead {
+            device_id: &r.device_id,
+            start_ms: r.start_ms,
+            end_ms: r.end_ms,
+            readings: r.readings,
+            score: r.score,
+            model: &r.model,
+            model_version: &r.model_version,
+            update: r.update,
+            signals: &[],
+        };
+        let v = encode(&head)?;
+        if r.signals.is_empty() {
+            return Ok(v);
+        }
+        let id = self.names.id_of(r.signals.iter().map(|(n, _, _)| n.as_str()), None)?;
+        postcard::to_extend(&(id, MeansAndDeviations(&r.signals)), v).map_err(StateError::Encode)
+    }
+
+    /// A `window_groups` record ([`Store::encode_window`]; older ones hold
+    /// the names beside the values). Values whose names are not found read
+    /// as no signals.
+    fn decode_window(&self, key: &[u8], v: &[u8]) -> Result<WindowRecord, StateError> {
+        let (mut w, rest) = postcard::take_from_bytes::<WindowRecord>(v).map_err(corrupt("window_groups", key))?;
+        if rest.is_empty() {
+            return Ok(w);
+        }
+        let (id, values): (u64, Vec<(f64, f64)>) = decode("window_groups", key, rest)?;
+        match self.names.get(id)? {
+            Some(names) => w.signals = names.iter().zip(values).map(|(n, (m, sd))| (n.clone(), m, sd)).collect(),
+            None => tracing::warn!(
+                device_id = w.device_id,
+                "the names of a window's signals (list {id:016x}) are not in the state: read without signals"
+            ),
+        }
+        Ok(w)
+    }
+
     /// Latest record of every alert (history), by the start in the id, then id.
     pub fn alerts(&self) -> Result<Vec<Alert>, StateError> {
         self.alerts_where(|_| true)
@@ -1419,11 +1488,11 @@ impl Store {
             found.clear();
             for kv in self.windows.scan_prefix(history::prefix(start, bucket)) {
                 let (k, v) = kv?;
-                history::of_device(&k, &v, device_id, &mut found)?;
+                history::of_device(&k, &v, device_id, &mut found, |k, r| self.decode_window(k, r))?;
             }
             let pending = self.pending_windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(g) = pending.get(&(start, bucket)) {
-                history::of_device(b"pending", g, device_id, &mut found)?;
+                history::of_device(b"pending", g, device_id, &mut found, |k, r| self.decode_window(k, r))?;
             }
             drop(pending);
             out.extend(found.pop());
@@ -1436,7 +1505,7 @@ impl Store {
         let mut all = std::collections::BTreeMap::new();
         let mut add = |k: &[u8], v: &[u8]| {
             for r in history::records(v) {
-                let w: WindowRecord = decode("window_groups", k, r.map_err(|e| history::corrupt(k, e))?)?;
+                let w = self.decode_window(k, r.map_err(|e| history::corrupt(k, e))?)?;
                 all.insert((w.start_ms, w.device_id.clone()), w);
             }
             Ok::<_, StateError>(())
@@ -2003,6 +2072,47 @@ mod tests {
         let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
         assert_eq!(s.alert_count.load(Ordering::Relaxed), 1);
         assert!(s.cleared_alerts.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn window_records_hold_the_signals_values_and_their_names_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let names = ["Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature"];
+        let w = |d: &str, i: i64| WindowRecord {
+            signals: names.iter().enumerate().map(|(j, n)| ((*n).to_owned(), i as f64 + j as f64 / 3.0, 0.1)).collect(),
+            ..minute_window(d, i)
+        };
+        let mut all = vec![w("pump-1", 0), w("pump-2", 0), w("pump-1", 1)];
+        // Another list of signals, and none.
+        all.push(WindowRecord { signals: vec![("Voltage".into(), 230.5, f64::NAN)], ..minute_window("pump-3", 1) });
+        all.push(WindowRecord { signals: Vec::new(), ..minute_window("pump-4", 1) });
+        s.write_history(&[], &all).unwrap();
+        let same = |a: &[WindowRecord], b: &[WindowRecord]| format!("{a:?}") == format!("{b:?}"); // NaN
+                                                                                                  // Not written yet, then written by a checkpoint, then after a restart.
+        assert!(same(&s.windows("pump-1", 5).unwrap(), &[w("pump-1", 1), w("pump-1", 0)]));
+        assert!(same(&s.all_windows().unwrap(), &all));
+        s.checkpoint(&Checkpoint { seq: 1, ..Default::default() }).unwrap();
+        assert!(same(&s.all_windows().unwrap(), &all));
+        assert_eq!(s.names.tree.len(), 2, "one list of names for each set of signals");
+        let (k, group) = s.windows.iter().next().unwrap().unwrap();
+        let first = history::records(&group).next().unwrap().unwrap();
+        let d = history::device_of(first).unwrap();
+        let with_names = encode(&w(d, 0)).unwrap();
+        // The names out, the id of their list in (a varint, at most 10 bytes).
+        assert!(first.len() + names.iter().map(|n| n.len() + 1).sum::<usize>() <= with_names.len() + 10);
+        // An older faultline reads the record, without its signals.
+        let old: WindowRecord = decode("window_groups", &k, first).unwrap();
+        assert_eq!(old, WindowRecord { signals: Vec::new(), ..w(d, 0) });
+        drop(s);
+        let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
+        assert!(same(&s.windows("pump-3", 5).unwrap(), &all[3..4]));
+        assert!(same(&s.all_windows().unwrap(), &all));
+        // Names gone from the state: the windows read, without their signals.
+        s.names.tree.clear().unwrap();
+        drop(s);
+        let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
+        assert_eq!(s.windows("pump-2", 5).unwrap(), [WindowRecord { signals: Vec::new(), ..w("pump-2", 0) }]);
     }
 
     #[test]

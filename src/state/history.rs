@@ -10,7 +10,8 @@
 //!
 //! Key: start (8 bytes, [`start_bytes`](super::start_bytes)), bucket (u16
 //! BE), checkpoint number (u64 BE). Value: the records one after the
-//! other, each as its length (u32 LE) and its postcard [`WindowRecord`].
+//! other, each as its length (u32 LE) and the record
+//! ([`Store::encode_window`](super::Store::encode_window)).
 //! A device's windows are in one bucket at every start; a window written
 //! again (late readings, or the same readings again after a crash) is in
 //! a later record or later in the same one, and the last one counts.
@@ -85,12 +86,19 @@ pub fn corrupt(key: &[u8], source: postcard::Error) -> StateError {
     StateError::Corrupt { tree: "window_groups", key: String::from_utf8_lossy(key).into_owned(), source }
 }
 
-/// Decodes the records of `device` in a group, in order.
-pub fn of_device(key: &[u8], group: &[u8], device: &str, out: &mut Vec<WindowRecord>) -> Result<(), StateError> {
+/// Decodes the records of `device` in a group, in order, with `decode`
+/// (key, record).
+pub fn of_device(
+    key: &[u8],
+    group: &[u8],
+    device: &str,
+    out: &mut Vec<WindowRecord>,
+    decode: impl Fn(&[u8], &[u8]) -> Result<WindowRecord, StateError>,
+) -> Result<(), StateError> {
     for r in records(group) {
         let r = r.map_err(|e| corrupt(key, e))?;
         if device_of(r).map_err(|e| corrupt(key, e))? == device {
-            out.push(postcard::from_bytes(r).map_err(|e| corrupt(key, e))?);
+            out.push(decode(key, r)?);
         }
     }
     Ok(())

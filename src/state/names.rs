@@ -1,13 +1,15 @@
-//! The `feature_names` tree: every list of feature names an alert record
-//! was stored with, once, under a 64-bit id. An `alert_history` record
-//! holds its window's feature values and the id of their names, not the
-//! names themselves.
+//! The `feature_names` tree: every list of names a history record was
+//! stored with, once, under a 64-bit id. An `alert_history` record holds
+//! its window's feature values and the id of their names; a
+//! `window_groups` record its signals' means and deviations and the id of
+//! the signals' names; neither holds the names themselves.
 //!
 //! Why: the names were most of a record. With the shipped model an alert
-//! record was ~1.6 KB, ~1 KB of it the same 56 names; a window close of
-//! the 10,000-device soak wrote ~3,800 of them, and sled held copies of
-//! the leaves they went into, the largest part of a close's burst (README
-//! "Where the memory goes", 30).
+//! record was ~1.6 KB, ~1 KB of it the same 56 names, and a window record
+//! ~280 bytes, ~105 of them its 8 signal names. A window close of the
+//! 10,000-device soak wrote ~3,800 alert records and 10,000 window
+//! records, and sled held them in its leaves and cache, the largest part
+//! of a close's burst (README "Where the memory goes", 30).
 //!
 //! Key: the id, u64 BE. Value: postcard `Vec<String>`. The id is FNV-1a
 //! over the names; a different list already under it (a collision) takes
@@ -22,9 +24,9 @@ use super::StateError;
 const KNOWN: usize = 16;
 
 /// FNV-1a over the names, each followed by a 0 byte.
-fn hash(names: &[String]) -> u64 {
+fn hash(names: &[impl AsRef<str>]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in names.iter().flat_map(|n| n.bytes().chain([0])) {
+    for b in names.iter().flat_map(|n| n.as_ref().bytes().chain([0])) {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     h
@@ -50,13 +52,27 @@ impl FeatureNames {
 
     /// The id of `names`, stored under it the first time.
     pub fn id(&self, names: &Arc<[String]>) -> Result<u64, StateError> {
+        self.id_of(names.iter().map(String::as_str), Some(names))
+    }
+
+    /// The id of the names `names` gives, stored under it the first time
+    /// (`shared`: the same names, already as a list).
+    pub fn id_of<'a>(
+        &self,
+        names: impl Iterator<Item = &'a str> + Clone,
+        shared: Option<&Arc<[String]>>,
+    ) -> Result<u64, StateError> {
         let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // The model's own list, mostly: the same allocation.
-        if let Some((id, _)) = known.iter().rev().find(|(_, n)| Arc::ptr_eq(n, names) || **n == **names) {
+        let same = |n: &Arc<[String]>| {
+            shared.is_some_and(|s| Arc::ptr_eq(n, s)) || n.iter().map(String::as_str).eq(names.clone())
+        };
+        if let Some((id, _)) = known.iter().rev().find(|(_, n)| same(n)) {
             return Ok(*id);
         }
-        let encoded = super::encode(&&**names)?;
-        let mut id = hash(names);
+        let list: Vec<&str> = names.collect();
+        let encoded = super::encode(&list)?;
+        let mut id = hash(&list);
         loop {
             match self.tree.compare_and_swap(id.to_be_bytes(), None::<&[u8]>, Some(encoded.as_slice()))? {
                 Ok(()) => break,
@@ -64,7 +80,8 @@ impl FeatureNames {
                 Err(_) => id = id.wrapping_add(1),
             }
         }
-        Self::remember(&mut known, id, names.clone());
+        let list = shared.cloned().unwrap_or_else(|| list.iter().map(|n| (*n).to_owned()).collect());
+        Self::remember(&mut known, id, list);
         Ok(id)
     }
 
@@ -119,11 +136,11 @@ mod tests {
         let f = FeatureNames::open(&db).unwrap();
         let (a, b) = (list(&["a.mean"]), list(&["b.mean"]));
         // Another list already under `a`'s hash, as a collision would leave it.
-        f.tree.insert(hash(&a).to_be_bytes(), super::super::encode(&&*b).unwrap()).unwrap();
+        f.tree.insert(hash(&a[..]).to_be_bytes(), super::super::encode(&&*b).unwrap()).unwrap();
         let id = f.id(&a).unwrap();
-        assert_eq!(id, hash(&a).wrapping_add(1));
+        assert_eq!(id, hash(&a[..]).wrapping_add(1));
         assert_eq!(f.get(id).unwrap().as_deref(), Some(&*a));
-        assert_eq!(f.get(hash(&a)).unwrap().as_deref(), Some(&*b));
+        assert_eq!(f.get(hash(&a[..])).unwrap().as_deref(), Some(&*b));
     }
 
     #[test]
