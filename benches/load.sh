@@ -25,7 +25,9 @@
 # FAULTLINE_LOG sets the daemon's log filter (default warn), e.g. faultline=debug.
 # Environment: READINGS (default 2000000), DEVICES (1000), SOAK (3m),
 # DEVICES_MEM (10000), LATENCY_RATE (25000), KAFKA_WAIT_MS (10),
-# KAFKA_OPTIONS (TOML for the daemon's Kafka source), FAULTLINE_TANSU (default
+# KAFKA_OPTIONS (TOML for the daemon's Kafka source), LIMITS (TOML lines
+# added to the daemon's [limits], e.g. "window_history_total = 30000"),
+# FAULTLINE_TANSU (default
 # target/tools/bin/tansu). Needs mosquitto; mosquitto_sub (Debian
 # mosquitto-clients) for the MQTT ceiling; curl.
 set -euo pipefail
@@ -144,6 +146,7 @@ allowed_lateness = "1m"
 idle_timeout = "10m"
 [limits]
 max_devices = 100000
+${LIMITS:-}
 [model]
 path = "$ROOT/models/pump-skab"
 $3
