@@ -11,7 +11,7 @@
 //! | `closed` | device id | older versions: postcard `Vec<WindowSnapshot>`, the closed windows still open to late updates; as `devices` |
 //! | `alert_state` | device id | older versions: postcard [`DeviceState`]: recent scores, the alert not cleared (without its features; see [`Store::restore`]); then, with baselines, postcard [`DeviceBaseline`]; emptied by the first checkpoint with every alert state |
 //! | `alert_history` | the start in the alert id (i64 BE, the window that opened it), then the id | postcard [`Alert`] without its feature values, then postcard (names id, values) when it has any ([`Store::encode_alert`]; older records hold postcard [`Alert`] with the names): latest record of every alert (history); the older `alerts` tree, keyed by id, moves here when the store opens |
-//! | `feature_names` | id, u64 BE | postcard `Vec<String>`: a list of feature names the `alert_history` records refer to ([`names`]) |
+//! | `feature_names` | id, u64 BE | postcard `Vec<String>`: a list of names the `alert_history` records (feature names) and `window_groups` records (signal names) refer to ([`names`]) |
 //! | `window_groups` | start i64 BE, bucket u16 BE, checkpoint number u64 BE | the scored windows of the newest window starts, of the devices in one bucket, written by one checkpoint, each record without its signals' names ([`history`], [`Store::encode_window`]; the `window_history` tree of earlier versions, one record per window keyed start then device, and the older `windows`, keyed device first, move here when the store opens) |
 //! | `positions` | `kafka/<group>/<topic>/<partition>` | i64 BE: next offset |
 //! | | `mqtt/<client id>`, 0x00, checkpoint number u64 BE | the MQTT messages that checkpoint acknowledged, the ones still remembered (`daemon::acked`): a format byte (1), then packet id u16 LE and hash u32 LE for each; `mqtt/<client id>` alone is the older form, postcard `Vec<Vec<(u16, u64)>>`, newest checkpoint first, moved by the next checkpoint with messages |
@@ -162,6 +162,9 @@ struct WindowHead<'a> {
     update: bool,
     signals: &'a [(String, f64, f64)],
 }
+
+/// Values stored without their names, with the names found for them.
+type Named<V> = (std::sync::Arc<[String]>, Vec<V>);
 
 /// The means and deviations of a [`WindowRecord`]'s signals, as a sequence of pairs.
 struct MeansAndDeviations<'a>(&'a [(String, f64, f64)]);
@@ -605,7 +608,7 @@ pub struct Store {
     window_devices: std::sync::atomic::AtomicUsize,
     alert_state: sled::Tree,
     alerts: sled::Tree,
-    /// `feature_names`: the names of the feature values in `alerts`.
+    /// `feature_names`: the names of the values in `alerts` and `windows`.
     names: names::FeatureNames,
     /// `window_groups`.
     windows: sled::Tree,
@@ -1351,19 +1354,29 @@ impl Store {
     /// the names beside the values). Values whose names are not found read
     /// as no features.
     fn decode_alert(&self, key: &[u8], v: &[u8]) -> Result<Alert, StateError> {
-        let (mut a, rest) = postcard::take_from_bytes::<Alert>(v).map_err(corrupt("alert_history", key))?;
-        if rest.is_empty() {
-            return Ok(a);
-        }
-        let (id, values): (u64, Vec<f64>) = decode("alert_history", key, rest)?;
-        match self.names.get(id)? {
-            Some(names) => a.features = crate::alerts::Features::new(names, values),
-            None => tracing::warn!(
-                alert_id = a.alert_id,
-                "the names of the alert's feature values (list {id:016x}) are not in the state: read without features"
-            ),
+        let (mut a, values) = self.decode_named::<Alert, f64>("alert_history", key, v)?;
+        if let Some((names, values)) = values {
+            a.features = crate::alerts::Features::new(names, values);
         }
         Ok(a)
+    }
+
+    /// A record of `tree` that may end in values stored without their
+    /// names ([`Store::encode_alert`], [`Store::encode_window`]): the
+    /// record before them, and the values with their names if there are
+    /// any and the names are found ([`names::FeatureNames::get`]).
+    fn decode_named<T: serde::de::DeserializeOwned, V: serde::de::DeserializeOwned>(
+        &self,
+        tree: &'static str,
+        key: &[u8],
+        v: &[u8],
+    ) -> Result<(T, Option<Named<V>>), StateError> {
+        let (record, rest) = postcard::take_from_bytes::<T>(v).map_err(corrupt(tree, key))?;
+        if rest.is_empty() {
+            return Ok((record, None));
+        }
+        let (id, values): (u64, Vec<V>) = decode(tree, key, rest)?;
+        Ok((record, self.names.get(id)?.map(|names| (names, values))))
     }
 
     /// A `window_groups` record: the postcard [`WindowRecord`] without its
@@ -1395,17 +1408,9 @@ impl Store {
     /// the names beside the values). Values whose names are not found read
     /// as no signals.
     fn decode_window(&self, key: &[u8], v: &[u8]) -> Result<WindowRecord, StateError> {
-        let (mut w, rest) = postcard::take_from_bytes::<WindowRecord>(v).map_err(corrupt("window_groups", key))?;
-        if rest.is_empty() {
-            return Ok(w);
-        }
-        let (id, values): (u64, Vec<(f64, f64)>) = decode("window_groups", key, rest)?;
-        match self.names.get(id)? {
-            Some(names) => w.signals = names.iter().zip(values).map(|(n, (m, sd))| (n.clone(), m, sd)).collect(),
-            None => tracing::warn!(
-                device_id = w.device_id,
-                "the names of a window's signals (list {id:016x}) are not in the state: read without signals"
-            ),
+        let (mut w, values) = self.decode_named::<WindowRecord, (f64, f64)>("window_groups", key, v)?;
+        if let Some((names, values)) = values {
+            w.signals = names.iter().zip(values).map(|(n, (m, sd))| (n.clone(), m, sd)).collect();
         }
         Ok(w)
     }

@@ -36,11 +36,17 @@ pub struct FeatureNames {
     pub(super) tree: sled::Tree,
     /// Lists by id, the latest used last; at most [`KNOWN`].
     known: std::sync::Mutex<Vec<(u64, Arc<[String]>)>>,
+    /// Ids looked for and not found, logged once.
+    missing: std::sync::Mutex<Vec<u64>>,
 }
 
 impl FeatureNames {
     pub fn open(db: &sled::Db) -> Result<FeatureNames, StateError> {
-        Ok(FeatureNames { tree: db.open_tree("feature_names")?, known: std::sync::Mutex::new(Vec::new()) })
+        Ok(FeatureNames {
+            tree: db.open_tree("feature_names")?,
+            known: std::sync::Mutex::new(Vec::new()),
+            missing: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
     fn remember(known: &mut Vec<(u64, Arc<[String]>)>, id: u64, names: Arc<[String]>) {
@@ -85,14 +91,25 @@ impl FeatureNames {
         Ok(id)
     }
 
-    /// The list stored under `id`, if any.
+    /// The list stored under `id`, if any. A list not found is logged,
+    /// once for each id (up to [`KNOWN`] of them).
     pub fn get(&self, id: u64) -> Result<Option<Arc<[String]>>, StateError> {
         let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((_, n)) = known.iter().find(|(i, _)| *i == id) {
             return Ok(Some(n.clone()));
         }
         let key = id.to_be_bytes();
-        let Some(v) = self.tree.get(key)? else { return Ok(None) };
+        let Some(v) = self.tree.get(key)? else {
+            let mut missing = self.missing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if missing.len() < KNOWN && !missing.contains(&id) {
+                missing.push(id);
+                tracing::warn!(
+                    "a list of names history records refer to ({id:016x}) is not in the state: \
+                     they read without their features or signals"
+                );
+            }
+            return Ok(None);
+        };
         let names: Arc<[String]> = super::decode::<Vec<String>>("feature_names", &key, &v)?.into();
         Self::remember(&mut known, id, names.clone());
         Ok(Some(names))
@@ -126,6 +143,8 @@ mod tests {
         let f = FeatureNames::open(&db).unwrap();
         assert_eq!(f.get(id).unwrap().as_deref(), Some(&*a));
         assert_eq!(f.get(id ^ 1).unwrap(), None);
+        assert_eq!(f.get(id ^ 1).unwrap(), None);
+        assert_eq!(*f.missing.lock().unwrap(), [id ^ 1], "a list not found is logged once");
         assert_eq!(f.id(&a).unwrap(), id);
     }
 
