@@ -2093,8 +2093,9 @@ mod tests {
         all.push(WindowRecord { signals: vec![("Voltage".into(), 230.5, f64::NAN)], ..minute_window("pump-3", 1) });
         all.push(WindowRecord { signals: Vec::new(), ..minute_window("pump-4", 1) });
         s.write_history(&[], &all).unwrap();
-        let same = |a: &[WindowRecord], b: &[WindowRecord]| format!("{a:?}") == format!("{b:?}"); // NaN
-                                                                                                  // Not written yet, then written by a checkpoint, then after a restart.
+        // Compared as printed: NaN is not equal to itself.
+        let same = |a: &[WindowRecord], b: &[WindowRecord]| format!("{a:?}") == format!("{b:?}");
+        // Not written yet, then written by a checkpoint, then after a restart.
         assert!(same(&s.windows("pump-1", 5).unwrap(), &[w("pump-1", 1), w("pump-1", 0)]));
         assert!(same(&s.all_windows().unwrap(), &all));
         s.checkpoint(&Checkpoint { seq: 1, ..Default::default() }).unwrap();

@@ -34,7 +34,8 @@ fn hash(names: &[impl AsRef<str>]) -> u64 {
 
 pub struct FeatureNames {
     pub(super) tree: sled::Tree,
-    /// Lists by id, the latest used last; at most [`KNOWN`].
+    /// Lists by id, in the order they were first used; at most [`KNOWN`],
+    /// the oldest going first.
     known: std::sync::Mutex<Vec<(u64, Arc<[String]>)>>,
     /// Ids looked for and not found, logged once.
     missing: std::sync::Mutex<Vec<u64>>,
