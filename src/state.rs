@@ -1340,12 +1340,16 @@ impl Store {
     /// An `alert_history` record: the postcard [`Alert`] without its
     /// feature values, then, if it has any, postcard `(u64, Vec<f64>)`: the
     /// id of their names in `feature_names` ([`names`]) and the values. An
-    /// older faultline reads such a record with no features.
+    /// older faultline reads such a record with no features. With the
+    /// names table full and the names not in it, the [`Alert`] as it is,
+    /// names and all, as records were before the table.
     fn encode_alert(&self, a: &Alert) -> Result<Vec<u8>, StateError> {
         if a.features.is_empty() {
             return encode(a);
         }
-        let id = self.names.id(a.features.names())?;
+        let Some(id) = self.names.id(a.features.names())? else {
+            return encode(a);
+        };
         let v = encode(&Alert { features: crate::alerts::Features::default(), ..a.clone() })?;
         postcard::to_extend(&(id, a.features.values()), v).map_err(StateError::Encode)
     }
@@ -1383,8 +1387,18 @@ impl Store {
     /// signals, then, if it has any, postcard `(u64, Vec<(f64, f64)>)`: the
     /// id of the signals' names in `feature_names` ([`names`]) and each
     /// one's mean and deviation. An older faultline reads such a record
-    /// with no signals.
+    /// with no signals. With the names table full and the names not in
+    /// it, the [`WindowRecord`] as it is, names and all.
     fn encode_window(&self, r: &WindowRecord) -> Result<Vec<u8>, StateError> {
+        let id = if r.signals.is_empty() {
+            None
+        } else {
+            match self.names.id_of(r.signals.iter().map(|(n, _, _)| n.as_str()), None)? {
+                Some(id) => Some(id),
+                // The names table full: the record as before it, names and all.
+                None => return encode(r),
+            }
+        };
         let head = WindowHead {
             device_id: &r.device_id,
             start_ms: r.start_ms,
@@ -1397,11 +1411,10 @@ impl Store {
             signals: &[],
         };
         let v = encode(&head)?;
-        if r.signals.is_empty() {
-            return Ok(v);
+        match id {
+            Some(id) => postcard::to_extend(&(id, MeansAndDeviations(&r.signals)), v).map_err(StateError::Encode),
+            None => Ok(v),
         }
-        let id = self.names.id_of(r.signals.iter().map(|(n, _, _)| n.as_str()), None)?;
-        postcard::to_extend(&(id, MeansAndDeviations(&r.signals)), v).map_err(StateError::Encode)
     }
 
     /// A `window_groups` record ([`Store::encode_window`]; older ones hold
@@ -1535,6 +1548,12 @@ impl Store {
     pub fn labels(&self, device_id: &str) -> Result<Vec<(i64, i64, bool)>, StateError> {
         let all: Vec<(sled::IVec, (i64, bool))> = decode_all(&self.labels, "labels", &device_prefix(device_id))?;
         Ok(all.into_iter().map(|(k, (end, fault))| (start_of(&k), end, fault)).collect())
+    }
+
+    /// History records stored with their names since the store opened,
+    /// the names table being full ([`names::MAX_LISTS`]).
+    pub fn names_inline(&self) -> u64 {
+        self.names.inline()
     }
 
     /// Size of the database on disk, bytes, journal files included.
@@ -2119,6 +2138,32 @@ mod tests {
         drop(s);
         let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
         assert_eq!(s.windows("pump-2", 5).unwrap(), [WindowRecord { signals: Vec::new(), ..w("pump-2", 0) }]);
+    }
+
+    #[test]
+    fn with_the_names_table_full_records_hold_their_names_and_read_back_whole() {
+        use crate::alerts::Features;
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        // A table of one list, taken by the first window's signals.
+        s.names = names::FeatureNames::open_with(&s.db, 1).unwrap();
+        let w = |d: &str, signal: &str| WindowRecord {
+            signals: vec![(signal.to_owned(), 1.5, 0.25)],
+            ..minute_window(d, 0)
+        };
+        let windows = [w("pump-1", "Current"), w("pump-2", "Voltage"), w("pump-3", "Current")];
+        let mut a = sample_alert("pump-2/2026-11-21T10:15:00Z");
+        a.features = Features::from_iter([("Voltage.mean".to_owned(), 230.5)]);
+        s.write_history(std::slice::from_ref(&a), &windows).unwrap();
+        s.checkpoint(&Checkpoint { seq: 1, ..Default::default() }).unwrap();
+        assert_eq!((s.names.tree.len(), s.names_inline()), (1, 2), "pump-2's window and the alert");
+        let stored = s.alerts.get(alert_key(&a.alert_id)).unwrap().unwrap();
+        assert_eq!(stored, encode(&a).unwrap(), "as before the table");
+        // Read back after a restart, with every name.
+        drop(s);
+        let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
+        assert_eq!(s.all_windows().unwrap(), windows);
+        assert_eq!(s.alert(&a.alert_id).unwrap(), Some(a));
     }
 
     #[test]

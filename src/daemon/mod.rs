@@ -1272,6 +1272,8 @@ async fn run_async(config: Config, feed: Option<LocalFeed>, path: Option<std::pa
                 if notify.every_10s() {
                     h.run_upkeep();
                     metrics::gauge!(crate::metrics::STATE_BYTES).set(store.size_on_disk() as f64);
+                    metrics::counter!(crate::metrics::LIMIT_HITS_TOTAL, "limit" => "name_lists")
+                        .absolute(store.names_inline());
                 }
             }
         }
