@@ -13,7 +13,10 @@
 #               alert record made -> broker's ack, p50 / p99
 #   memory      DEVICES_MEM devices x 8 signals at one reading per device per
 #               second for SOAK (default 3m; the issue's soak is 30m), RSS sampled;
-#               ends with kill -9
+#               ends with kill -9. INTERVAL (default 1s) is the event time
+#               between a device's readings: 10s runs event time 10 times
+#               faster than the clock (windows close every 12 s; the window
+#               history reaches its default bound, 100 starts, in 20 minutes)
 #   restart     the memory case's state (every device with open windows):
 #               start -> /readyz answering, once after the kill -9 (the
 #               journal replayed), then median of 5 after clean stops
@@ -38,6 +41,7 @@ READINGS=${READINGS:-2000000}
 DEVICES=${DEVICES:-1000}
 SOAK=${SOAK:-3m}
 DEVICES_MEM=${DEVICES_MEM:-10000}
+INTERVAL=${INTERVAL:-1s}
 LATENCY_RATE=${LATENCY_RATE:-25000}
 TANSU=${FAULTLINE_TANSU:-$ROOT/target/tools/bin/tansu}
 # tansu answers a fetch only when its wait (librdkafka's fetch.wait.max.ms,
@@ -321,8 +325,8 @@ case_memory() {
     start_rss=$(rss_kb "$DAEMON_PID")
     secs=$(awk -v s="$SOAK" 'BEGIN { n = s + 0; if (s ~ /m$/) n *= 60; if (s ~ /h$/) n *= 3600; print n }')
     n=$((DEVICES_MEM * secs))
-    say "memory: $DEVICES_MEM devices, one reading each per second, for $SOAK ($n readings)"
-    "$BIN" replay --devices "$DEVICES_MEM" --readings "$n" --rate "$DEVICES_MEM" \
+    say "memory: $DEVICES_MEM devices, one reading each per second ($INTERVAL of event time apart), for $SOAK ($n readings)"
+    "$BIN" replay --devices "$DEVICES_MEM" --readings "$n" --rate "$DEVICES_MEM" --interval "$INTERVAL" \
         --mqtt "mqtt://127.0.0.1:$port" --topic 'load/{device_id}' >"$dir/replay.log" 2>&1 &
     replay_pid=$!
     PIDS+=("$replay_pid")
@@ -339,7 +343,7 @@ case_memory() {
     local q=$(( ${#samples[@]} / 4 ))
     # The kernel's high-water mark catches what the 10 s samples miss (the
     # burst when 10,000 windows close together).
-    result "memory, $DEVICES_MEM devices × 8 signals, $SOAK at $DEVICES_MEM readings/s" "peak RSS $(mb "$(hwm_kb "$DAEMON_PID")")" \
+    result "memory, $DEVICES_MEM devices × 8 signals, $SOAK at $DEVICES_MEM readings/s$([ "$INTERVAL" = 1s ] || echo ", $INTERVAL of event time a second")" "peak RSS $(mb "$(hwm_kb "$DAEMON_PID")")" \
         "highest 10 s sample $(mb "$peak"); at ready $(mb "$start_rss"); after the first quarter $(( ${samples[$q]:-0} )) MB, at the end ${samples[-1]:-?} MB ($(rss_split "$DAEMON_PID")); $devices devices, $open open windows; state $(du -sh "$dir/state" | cut -f1)"
     # A crash, not a stop: the restart case's first run replays the journal.
     kill -9 "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true

@@ -211,7 +211,8 @@ struct ReplayArgs {
     /// With --devices: readings per second in all (default: as fast as the broker confirms).
     #[arg(long, value_name = "R", requires = "devices", help_heading = "Synthetic load")]
     rate: Option<f64>,
-    /// With --devices: event time between a device's readings.
+    /// With --devices: event time between a device's readings. Longer than --devices / --rate
+    /// seconds, event time runs faster than the clock (windows close sooner), ending about now.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration,
           requires = "devices", help_heading = "Synthetic load")]
     interval: std::time::Duration,
@@ -587,11 +588,17 @@ fn replay(a: ReplayArgs) -> Result<(), Failure> {
                     .map_err(|e| Failure::from(anyhow::anyhow!(e)))?,
             };
             let readings = a.readings.unwrap_or(devices.saturating_mul(60));
-            // Event times end about now when sent at full speed (or start
-            // now when paced), so none is refused as too far in the future.
+            // Event times end about now when sent at full speed; when paced
+            // they start now, or earlier when they run ahead of the pacing
+            // (an --interval longer than --devices / --rate seconds) so that
+            // they end about now: none is refused as too far in the future.
             let rounds = readings.div_ceil(devices) as i64;
             let now = faultline::time::now_ms();
-            let t0 = if a.rate.is_some() { now } else { now - rounds.saturating_mul(interval) };
+            let span = rounds.saturating_mul(interval);
+            let t0 = match a.rate {
+                Some(rate) => now - span.saturating_sub((readings as f64 / rate * 1000.0) as i64).max(0),
+                None => now - span,
+            };
             let plant = plant.starting_at(t0);
             rt.block_on(faultline::replay::run_synthetic(&plant, readings, a.rate, &opts)).context("replay")?
         }
