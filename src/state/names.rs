@@ -269,9 +269,14 @@ mod tests {
         let id = f.id(&first).unwrap().unwrap();
         for i in 0..KNOWN * 2 {
             f.id(&list(&[&format!("s{i}.mean")])).unwrap();
-            // The first list in use all along, as a model's is.
+            // The first list in use all along, as a model's is: found in
+            // memory, it moves to the end, the last to go.
             assert_eq!(f.id(&first).unwrap(), Some(id));
+            let known = f.known.lock().unwrap();
+            assert_eq!(known.last().map(|(i, _)| *i), Some(id));
+            assert_eq!(known.iter().filter(|(i, _)| *i == id).count(), 1);
         }
+        // The model's own allocation, not a copy.
         assert!(f.known.lock().unwrap().iter().any(|(i, n)| *i == id && Arc::ptr_eq(n, &first)));
     }
 }
