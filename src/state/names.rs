@@ -85,6 +85,12 @@ impl FeatureNames {
         known.push((id, names));
     }
 
+    /// The list at `i` of `known`, moved to the end: the last to go.
+    fn used(known: &mut [(u64, Arc<[String]>)], i: usize) -> &(u64, Arc<[String]>) {
+        known[i..].rotate_left(1);
+        &known[known.len() - 1]
+    }
+
     /// Records stored with their names, the tree being full, since the
     /// store opened.
     pub fn inline(&self) -> u64 {
@@ -111,10 +117,7 @@ impl FeatureNames {
             shared.is_some_and(|s| Arc::ptr_eq(n, s)) || n.iter().map(String::as_str).eq(names.clone())
         };
         if let Some(i) = known.iter().rposition(|(_, n)| same(n)) {
-            let hit = known.remove(i);
-            let id = hit.0;
-            known.push(hit);
-            return Ok(Some(id));
+            return Ok(Some(Self::used(&mut known, i).0));
         }
         let list: Vec<&str> = names.collect();
         let encoded = super::encode(&list)?;
@@ -154,10 +157,7 @@ impl FeatureNames {
     pub fn get(&self, id: u64) -> Result<Option<Arc<[String]>>, StateError> {
         let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(i) = known.iter().position(|(i, _)| *i == id) {
-            let hit = known.remove(i);
-            let names = hit.1.clone();
-            known.push(hit);
-            return Ok(Some(names));
+            return Ok(Some(Self::used(&mut known, i).1.clone()));
         }
         let key = id.to_be_bytes();
         let Some(v) = self.tree.get(key)? else {
