@@ -553,7 +553,10 @@ pub struct Restored {
     /// The checkpoint number each device's snapshot was written at.
     pub snapshot_seqs: std::collections::HashMap<String, u64>,
     /// Journal blobs by checkpoint number, ascending.
-    pub journal: Vec<(u64, sled::IVec)>,
+    pub journal: Vec<(u64, Vec<u8>)>,
+    /// The entries groups of `journal` newer than their device's snapshot,
+    /// in order: what [`restore_engine`] replays.
+    pub replay: Vec<ReplayGroup>,
     /// The number for the next checkpoint (above all the ones stored).
     pub next_seq: u64,
     pub alert_states: Vec<(String, DeviceState)>,
@@ -564,6 +567,45 @@ pub struct Restored {
     pub outbox: Vec<(u64, OutboxRecord)>,
     pub late: Vec<(u64, Reading)>,
     pub quarantine: Vec<(u64, Quarantined)>,
+}
+
+/// One device's journal entries from one checkpoint, to replay.
+#[derive(Debug)]
+pub struct ReplayGroup {
+    /// Index in [`Restored::journal`].
+    blob: usize,
+    device: std::sync::Arc<str>,
+    /// Where the entries are in the blob.
+    entries: std::ops::Range<usize>,
+}
+
+/// A device's latest record of one kind in the journal files, as the
+/// restore reads them oldest first.
+#[derive(Debug, Clone, Copy)]
+enum Rec<'a> {
+    /// None in the files: the tree's record (of an older version), if any.
+    Kept,
+    /// Removed (a device forgotten, an alert state removed).
+    Gone,
+    /// In the file of this checkpoint number, still encoded.
+    At(u64, &'a [u8]),
+}
+
+/// Everything the journal files hold for one device but its entries.
+#[derive(Debug)]
+struct Latest<'a> {
+    device: &'a str,
+    snapshot: Rec<'a>,
+    closed: Rec<'a>,
+    alert: Rec<'a>,
+    /// The position, over all files, of its last "forgotten" (0: none).
+    forgotten: usize,
+}
+
+impl<'a> Latest<'a> {
+    fn new(device: &'a str) -> Self {
+        Latest { device, snapshot: Rec::Kept, closed: Rec::Kept, alert: Rec::Kept, forgotten: 0 }
+    }
 }
 
 /// Sizes of a written checkpoint, for metrics and logs.
@@ -584,6 +626,9 @@ pub struct Store {
     journal_files: sled::Tree,
     /// Where the journal files are: `journal` beside sled's own files.
     journal_dir: PathBuf,
+    /// The journal files read while the database opened, by checkpoint
+    /// number, each with the marker it would have: taken by the restore.
+    early: std::sync::Mutex<std::collections::HashMap<u64, (Vec<u8>, Marker)>>,
     /// The `devices` and `closed` trees of an older version hold records:
     /// the next full checkpoint writes them all to its journal file and
     /// empties the trees.
@@ -680,6 +725,14 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StateError> {
         let open_err = |source| StateError::Open { dir: dir.to_owned(), source };
         std::fs::create_dir_all(dir).map_err(|e| open_err(sled::Error::Io(e)))?;
+        let journal_dir = dir.join("journal");
+        // After a crash sled reads back its log written since it last
+        // opened, as much as its whole file: the journal files are read on
+        // the other core meanwhile (README "Performance", 32).
+        let early = {
+            let d = journal_dir.clone();
+            std::thread::Builder::new().name("journal-read".into()).spawn(move || read_ahead(&d)).ok()
+        };
         // Checkpoints flush explicitly; the background flush only bounds
         // how much of the outbox a crash can make us send twice.
         let db = sled::Config::new()
@@ -688,13 +741,13 @@ impl Store {
             .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(open_err)?;
+        let early = early.and_then(|t| t.join().ok()).unwrap_or_default();
         let meta = db.open_tree("meta")?;
         let found =
             meta.get("layout")?.map(|v| <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes).unwrap_or(u32::MAX));
         if let Some(found) = found.filter(|&f| !(1..=LAYOUT).contains(&f)) {
             return Err(StateError::Layout { dir: dir.to_owned(), found });
         }
-        let journal_dir = dir.join("journal");
         std::fs::create_dir_all(&journal_dir).map_err(|source| StateError::File {
             what: "create",
             path: journal_dir.clone(),
@@ -722,6 +775,7 @@ impl Store {
             journal: db.open_tree("journal")?,
             journal_files,
             journal_dir,
+            early: std::sync::Mutex::new(early),
             legacy_devices: std::sync::atomic::AtomicBool::new(legacy_devices),
             legacy_states: std::sync::atomic::AtomicBool::new(legacy_states),
             window_starts: std::sync::Mutex::new(None),
@@ -806,12 +860,13 @@ impl Store {
         let mut journal = Vec::new();
         for kv in self.journal.iter() {
             let (k, v) = kv?;
-            journal.push((seq_of(&k), v));
+            journal.push((seq_of(&k), v.to_vec()));
         }
+        let mut early = std::mem::take(&mut *self.early.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         for kv in self.journal_files.iter() {
             let (k, marker) = kv?;
             let seq = seq_of(&k);
-            journal.push((seq, self.read_journal_file(seq, &marker)?));
+            journal.push((seq, self.read_journal_file(seq, &marker, early.remove(&seq))?));
         }
         // Layout 1's blobs come before the files (they were written before
         // the upgrade); sorting keeps the order whatever the trees hold.
@@ -826,7 +881,15 @@ impl Store {
             let (k, v) = kv?;
             scoring.insert(String::from_utf8_lossy(&k).into_owned(), decode_scoring("alert_state", &k, &v)?);
         }
-        for (key, blob) in &journal {
+        // The journal files: each device's latest records, decoded once
+        // known to be the latest (a device has snapshots and alert states
+        // in several files), and its entries groups, replayed when newer
+        // than its snapshot.
+        let mut index: std::collections::HashMap<&str, usize, foldhash::fast::RandomState> = Default::default();
+        let mut found: Vec<Latest<'_>> = Vec::new();
+        let mut entries: Vec<(usize, usize, usize, &[u8])> = Vec::new();
+        let mut ordinal = 0;
+        for (i, (key, blob)) in journal.iter().enumerate() {
             let groups = journal::groups(blob).map_err(|source| StateError::Journal {
                 key: *key,
                 device: String::new(),
@@ -834,30 +897,82 @@ impl Store {
             })?;
             let newer = |device: &str| tree_seqs.get(device).is_none_or(|s| s < key);
             for g in groups {
+                ordinal += 1;
+                let device = g.device();
+                let at = *index.entry(device).or_insert_with(|| {
+                    found.push(Latest::new(device));
+                    found.len() - 1
+                });
+                let l = &mut found[at];
                 match g {
-                    journal::Group::AlertState { device, state: Some(v) } => {
-                        scoring.insert(device.to_owned(), decode_scoring("journal", &key.to_be_bytes(), v)?);
-                    }
-                    journal::Group::AlertState { device, state: None } => {
-                        scoring.remove(device);
-                    }
+                    journal::Group::Entries { entries: e, .. } => entries.push((ordinal, i, at, e)),
+                    journal::Group::AlertState { state, .. } => l.alert = state.map_or(Rec::Gone, |v| Rec::At(*key, v)),
                     // What the device had before it was forgotten went with
                     // it (the trees' records went in this checkpoint's
-                    // transaction).
-                    journal::Group::Forgotten { device } if snapshots.get(device).is_none_or(|(_, s)| s < key) => {
-                        snapshots.remove(device);
-                        closed.remove(device);
+                    // transaction). A file's snapshots carry its number.
+                    journal::Group::Forgotten { .. } => {
+                        l.forgotten = ordinal;
+                        let seq = match l.snapshot {
+                            Rec::Kept => tree_seqs.get(device).copied(),
+                            Rec::Gone => None,
+                            Rec::At(k, _) => Some(k),
+                        };
+                        if seq.is_none_or(|s| s < *key) {
+                            (l.snapshot, l.closed) = (Rec::Gone, Rec::Gone);
+                        }
                     }
-                    journal::Group::Snapshot { device, record } if newer(device) => {
-                        let (d, seq) = decode_snapshot("journal", &key.to_be_bytes(), record)?;
-                        snapshots.insert(device.to_owned(), (d, seq));
-                    }
-                    journal::Group::Closed { device, record } if newer(device) => {
-                        closed.insert(device.to_owned(), decode("journal", &key.to_be_bytes(), record)?);
-                    }
+                    journal::Group::Snapshot { record, .. } if newer(device) => l.snapshot = Rec::At(*key, record),
+                    journal::Group::Closed { record, .. } if newer(device) => l.closed = Rec::At(*key, record),
                     _ => {}
                 }
             }
+        }
+        // Each device's snapshot from now on: the number it was written at.
+        let mut snapshot_at = vec![None; found.len()];
+        for (l, at) in found.iter().zip(&mut snapshot_at) {
+            match l.snapshot {
+                Rec::Kept => *at = snapshots.get(l.device).map(|(_, s)| *s),
+                Rec::Gone => {
+                    snapshots.remove(l.device);
+                }
+                Rec::At(key, v) => {
+                    let (d, seq) = decode_snapshot("journal", &key.to_be_bytes(), v)?;
+                    *at = Some(seq);
+                    snapshots.insert(l.device.to_owned(), (d, seq));
+                }
+            }
+            match l.closed {
+                Rec::Kept => {}
+                Rec::Gone => {
+                    closed.remove(l.device);
+                }
+                Rec::At(key, v) => {
+                    closed.insert(l.device.to_owned(), decode("journal", &key.to_be_bytes(), v)?);
+                }
+            }
+            match l.alert {
+                Rec::Kept => {}
+                Rec::Gone => {
+                    scoring.remove(l.device);
+                }
+                Rec::At(key, v) => {
+                    scoring.insert(l.device.to_owned(), decode_scoring("journal", &key.to_be_bytes(), v)?);
+                }
+            }
+        }
+        // Entries of a device before it was forgotten belong to a snapshot
+        // that went with it: only what follows its last "forgotten" counts.
+        let mut replay = Vec::new();
+        let mut names: Vec<Option<std::sync::Arc<str>>> = vec![None; found.len()];
+        for (ordinal, i, at, e) in entries {
+            let l = &found[at];
+            let key = journal[i].0;
+            if snapshot_at[at].is_some_and(|s| s >= key) || l.forgotten > ordinal {
+                continue;
+            }
+            let device = names[at].get_or_insert_with(|| std::sync::Arc::from(l.device)).clone();
+            let from = e.as_ptr() as usize - journal[i].1.as_ptr() as usize;
+            replay.push(ReplayGroup { blob: i, device, entries: from..from + e.len() });
         }
         let mut devices = Vec::with_capacity(snapshots.len());
         let mut snapshot_seqs = std::collections::HashMap::with_capacity(snapshots.len());
@@ -880,6 +995,7 @@ impl Store {
             devices,
             snapshot_seqs,
             journal,
+            replay,
             next_seq,
             alert_states,
             baselines,
@@ -1570,15 +1686,22 @@ impl Store {
         self.journal_dir.join(format!("{seq:016x}"))
     }
 
-    /// Writes checkpoint `seq`'s journal file and syncs it and its
-    /// directory; returns its marker.
-    /// Reads checkpoint `seq`'s journal file and checks it against its marker.
-    fn read_journal_file(&self, seq: u64, m: &[u8]) -> Result<sled::IVec, StateError> {
+    /// Reads checkpoint `seq`'s journal file and checks it against its
+    /// marker `m`; `early`: the file as read while the database opened,
+    /// with its marker.
+    fn read_journal_file(&self, seq: u64, m: &[u8], early: Option<(Vec<u8>, Marker)>) -> Result<Vec<u8>, StateError> {
         let path = self.journal_path(seq);
-        let blob =
-            std::fs::read(&path).map_err(|source| StateError::File { what: "read", path: path.clone(), source })?;
+        let (blob, marker) = match early {
+            Some((b, marker)) => (b, Some(marker)),
+            None => (
+                std::fs::read(&path).map_err(|source| StateError::File { what: "read", path: path.clone(), source })?,
+                None,
+            ),
+        };
         let fits = match m.len() {
-            MARKER_BYTES => m[0] == MARKER_CHUNKED && ChunkHash::of(&blob).marker().as_slice() == m,
+            MARKER_BYTES => {
+                m[0] == MARKER_CHUNKED && marker.unwrap_or_else(|| ChunkHash::of(&blob).marker()).as_slice() == m
+            }
             // Layout 2's: the whole file hashed at once.
             OLD_MARKER_BYTES => old_marker(&blob).as_slice() == m,
             _ => false,
@@ -1586,7 +1709,7 @@ impl Store {
         if !fits {
             return Err(StateError::JournalFile { path, seq, dir: self.dir.clone() });
         }
-        Ok(blob.into())
+        Ok(blob)
     }
 
     /// Removes checkpoint `seq`'s journal file, if it is there.
@@ -1734,6 +1857,27 @@ fn encode_state(s: Option<&DeviceState>, b: Option<&DeviceBaseline>, out: &mut V
     Ok(true)
 }
 
+/// Checkpoint number of a journal file's name (16 hex digits).
+fn journal_seq(name: &std::ffi::OsStr) -> Option<u64> {
+    name.to_str().filter(|n| n.len() == 16).and_then(|n| u64::from_str_radix(n, 16).ok())
+}
+
+/// Every journal file in `dir` with the marker it would have, by
+/// checkpoint number; what cannot be read is left to the restore, which
+/// reads the files with markers again and reports what fails.
+fn read_ahead(dir: &Path) -> std::collections::HashMap<u64, (Vec<u8>, Marker)> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let Some(seq) = journal_seq(&e.file_name()) else { continue };
+        if let Ok(blob) = std::fs::read(e.path()) {
+            let marker = ChunkHash::of(&blob).marker();
+            out.insert(seq, (blob, marker));
+        }
+    }
+    out
+}
+
 /// Removes the journal files without a marker: written by a checkpoint
 /// whose transaction did not commit (a crash or an error between the two).
 /// Files not named by a checkpoint number are not ours and stay.
@@ -1744,10 +1888,7 @@ fn remove_orphans(dir: &Path, markers: &sled::Tree) -> Result<(), StateError> {
     };
     for e in std::fs::read_dir(dir).map_err(err("read", dir))? {
         let e = e.map_err(err("read", dir))?;
-        let name = e.file_name();
-        let Some(seq) = name.to_str().filter(|n| n.len() == 16).and_then(|n| u64::from_str_radix(n, 16).ok()) else {
-            continue;
-        };
+        let Some(seq) = journal_seq(&e.file_name()) else { continue };
         if !markers.contains_key(seq.to_be_bytes())? {
             let path = e.path();
             std::fs::remove_file(&path).map_err(err("remove", &path))?;
@@ -1768,33 +1909,13 @@ pub fn restore_engine(engine: &mut Engine, r: &mut Restored) -> Result<(usize, u
         }
     }
     let blobs = std::mem::take(&mut r.journal);
-    let mut groups = Vec::new();
-    for (key, blob) in &blobs {
-        let gs =
-            journal::groups(blob).map_err(|source| StateError::Journal { key: *key, device: String::new(), source })?;
-        groups.extend(gs.into_iter().map(|g| (*key, g)));
-    }
-    // Entries of a device before it was forgotten belong to a snapshot that
-    // went with it: only what follows its last "forgotten" counts.
-    let mut last_forgotten = std::collections::HashMap::new();
-    for (i, (_, g)) in groups.iter().enumerate() {
-        if let journal::Group::Forgotten { device } = g {
-            last_forgotten.insert(*device, i);
-        }
-    }
-    let mut todo = Vec::new();
-    for (i, (key, g)) in groups.iter().enumerate() {
-        let journal::Group::Entries { device, entries } = g else { continue };
-        if r.snapshot_seqs.get(*device).is_some_and(|s| s >= key) || last_forgotten.get(device).is_some_and(|&f| f > i)
-        {
-            continue;
-        }
-        todo.push((*key, *device, *entries));
-    }
-    let replayed = engine.replay(todo.iter().map(|(_, d, e)| (*d, *e))).map_err(|(i, source)| {
-        let (key, device, _) = todo[i];
-        StateError::Journal { key, device: device.to_string(), source }
-    })?;
+    let replay = std::mem::take(&mut r.replay);
+    let replayed = engine
+        .replay(replay.iter().map(|g| (&*g.device, blobs[g.blob].1.get(g.entries.clone()).unwrap_or_default())))
+        .map_err(|(i, source)| {
+            let g = &replay[i];
+            StateError::Journal { key: blobs[g.blob].0, device: g.device.to_string(), source }
+        })?;
     Ok((refused, replayed))
 }
 
@@ -2687,6 +2808,40 @@ mod tests {
     /// The alert states a restore finds, by device.
     fn state_ids(s: &Store) -> Vec<String> {
         s.restore().unwrap().alert_states.into_iter().map(|(id, _)| id).collect()
+    }
+
+    #[test]
+    fn the_journal_files_read_while_the_database_opens_count_and_are_checked_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = DeviceState::default();
+        let open = || retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
+        {
+            let s = open();
+            let c =
+                Checkpoint { seq: 7, alert_states: vec![("p1".into(), (Some(&empty), None))], ..Default::default() };
+            s.checkpoint(&c).unwrap();
+        }
+        // A crash between a file and its marker: read early too, yet it
+        // does not count.
+        std::fs::write(dir.path().join("journal/0000000000000008"), b"half a checkpoint").unwrap();
+        let s = open();
+        let early: Vec<u64> = s.early.lock().unwrap().keys().copied().collect();
+        assert_eq!(early.len(), 2, "{early:?}");
+        let r = s.restore().unwrap();
+        assert_eq!(r.alert_states.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["p1"]);
+        assert_eq!(r.next_seq, 8);
+        assert!(s.early.lock().unwrap().is_empty(), "the restore took them");
+        drop(s);
+        // A file changed before the open is refused as if read after it.
+        let path = dir.path().join("journal/0000000000000007");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let s = open();
+        assert!(s.early.lock().unwrap().contains_key(&7));
+        let e = crate::error_chain(&s.restore().unwrap_err());
+        assert!(e.contains("0000000000000007") && e.contains("checkpoint 7"), "{e}");
     }
 
     #[test]

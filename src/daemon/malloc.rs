@@ -21,7 +21,15 @@
 //! second: RSS rose 19 MB and fell back 12 MB at the next trim (`perf` on
 //! `brk`: 28 of 35 heap extensions were sled's buffers). glibc would map
 //! them too, but raises its threshold above any mapped block freed, so
-//! after the first one they all came from the heap. Elsewhere (musl,
+//! after the first one they all came from the heap.
+//!
+//! The threshold is fixed only once the state is restored ([`settle`]).
+//! After a crash sled reads back the log it wrote since it last opened (as
+//! much as its whole file) through a buffer per segment, and the restore
+//! reads each journal file whole: mapped one by one, each block came with
+//! its page faults and an `munmap`. With the window history at its bound,
+//! sled's open after a `kill -9` took 340-480 ms that way, 130-200 ms with
+//! glibc's own threshold (README "Performance", 32). Elsewhere (musl,
 //! other systems) all of this is a no-op.
 
 /// The least time between two [`trim`]s: about every checkpoint at the
@@ -32,15 +40,25 @@ pub const TRIM_EVERY: std::time::Duration = std::time::Duration::from_millis(900
 /// threshold, where glibc's own moves up to the largest block freed).
 pub const MMAP_THRESHOLD: usize = 256 << 10;
 
-/// Limits the arenas and fixes the threshold for mapped blocks; call
-/// before any thread is started.
+/// Limits the arenas; call before any thread is started.
 pub fn tune() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; it is called before
     // the runtime starts its threads.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Fixes the threshold for mapped blocks and gives back what the restore
+/// freed; call once the state is restored.
+pub fn settle() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt takes the main arena's lock to set the parameter,
+    // malloc_trim the arenas' own; neither has a precondition.
+    unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
+        libc::malloc_trim(0);
     }
 }
 

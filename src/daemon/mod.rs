@@ -1096,7 +1096,10 @@ async fn run_async(config: Config, feed: Option<LocalFeed>, path: Option<std::pa
     let auth = Arc::new(
         crate::http::auth::Auth::from_config(config.http.auth.as_ref(), tls.is_some()).map_err(anyhow::Error::msg)?,
     );
+    let opened = Instant::now();
     let store = Arc::new(Store::open(&config.state.dir)?);
+    // After a crash sled reads its log back first: the time shows it.
+    tracing::info!("state database opened from {} in {:.0?}", config.state.dir.display(), opened.elapsed());
     store.set_window_history(config.limits.window_history, config.limits.window_history_total);
     let model = match &config.model {
         Some(m) => {
@@ -1109,6 +1112,7 @@ async fn run_async(config: Config, feed: Option<LocalFeed>, path: Option<std::pa
         None => None,
     };
     let mut core = Core::new(&config, store.clone(), model).map_err(anyhow::Error::msg)?;
+    malloc::settle();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (tx, mut rx) = mpsc::channel::<Input>(4096);

@@ -129,6 +129,19 @@ pub enum Group<'a> {
     },
 }
 
+impl<'a> Group<'a> {
+    /// The device the group is about.
+    pub fn device(&self) -> &'a str {
+        match *self {
+            Group::Entries { device, .. }
+            | Group::Forgotten { device }
+            | Group::AlertState { device, .. }
+            | Group::Snapshot { device, .. }
+            | Group::Closed { device, .. } => device,
+        }
+    }
+}
+
 const ENTRIES: u64 = 0;
 const FORGOTTEN: u64 = 1;
 const ALERT_STATE: u64 = 2;

@@ -564,8 +564,10 @@ impl Engine {
         let (counters, cleaning) = (self.counters.clone(), self.cleaning.clone());
         let mut n = 0;
         let mut result = Ok(());
+        // Buffers for all the groups: most hold one entry.
+        let (mut values, mut out) = (Vec::new(), Vec::new());
         for (i, (device_id, entries)) in groups.into_iter().enumerate() {
-            match self.replay_entries(device_id, entries) {
+            match self.replay_entries(device_id, entries, &mut values, &mut out) {
                 Ok(k) => n += k,
                 Err(e) => {
                     result = Err((i, e));
@@ -581,10 +583,14 @@ impl Engine {
         result.map(|()| n)
     }
 
-    fn replay_entries(&mut self, device_id: &str, entries: &[u8]) -> Result<usize, journal::Corrupt> {
+    fn replay_entries(
+        &mut self,
+        device_id: &str,
+        entries: &[u8],
+        values: &mut Vec<(Arc<str>, f64)>,
+        out: &mut Vec<ClosedWindow>,
+    ) -> Result<usize, journal::Corrupt> {
         let mut c = journal::Cursor::new(entries);
-        let mut values: Vec<(Arc<str>, f64)> = Vec::new();
-        let mut out = Vec::new();
         let mut n = 0;
         while !c.is_empty() {
             let ts = c.i()?;
@@ -602,7 +608,7 @@ impl Engine {
                 };
                 values.push((name, c.f64()?));
             }
-            self.record_as(device_id, ts, values.iter().map(|(k, v)| (&**k, *v)), now, &mut out, true);
+            self.record_as(device_id, ts, values.iter().map(|(k, v)| (&**k, *v)), now, out, true);
             out.clear();
             n += 1;
         }
