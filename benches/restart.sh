@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Restart time on copies of one kept state, to compare builds: each binary
+# in turn starts on a fresh copy of STATE, and the time from exec to
+# /readyz answering is printed with what the daemon logged about it, then
+# each binary's times sorted and its median. The binaries take turns, so a
+# noisy VM slows them alike.
+#
+#   benches/restart.sh crash SECS     # the memory case's state, then SECS of
+#                                     # load, then kill -9: kept as target/load/crashed
+#   benches/restart.sh [-n RUNS] STATE [BIN...]
+#                                     # default: 5 runs, target/release/faultline
+#
+# `crash` starts from target/load/memory/state (left by `benches/load.sh
+# memory`) and drives 10,000 devices at one reading each a second, INTERVAL
+# (default 10s) of event time apart, as the memory case does. Each run's
+# state is a copy, so the kept one stays as it was: after a kill -9 every
+# run replays the same journal and sled reads back the same log.
+# Needs mosquitto and curl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+WORK=$ROOT/target/load/restart
+RUNS=5
+mkdir -p "$WORK"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 40000))
+        (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo "$p"; return; }
+    done
+}
+
+MQ=$(free_port)
+printf 'persistence false\nmax_queued_messages 0\nmax_inflight_messages 0\nlistener %s 127.0.0.1\nallow_anonymous true\n' "$MQ" >"$WORK/mosquitto.conf"
+mosquitto -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
+PIDS+=($!)
+HTTP=$(free_port)
+cat >"$WORK/faultline.toml" <<EOF
+[state]
+dir = "$WORK/state"
+[http]
+listen = "127.0.0.1:$HTTP"
+[window]
+size = "2m"
+max_out_of_orderness = "10s"
+allowed_lateness = "1m"
+idle_timeout = "10m"
+[limits]
+max_devices = 100000
+[model]
+path = "$ROOT/models/pump-skab"
+[[source]]
+type = "mqtt"
+url = "mqtt://127.0.0.1:$MQ"
+topics = ["load/+"]
+client_id = "faultline-load"
+EOF
+
+# bin -> DAEMON_PID, and READY: the seconds from exec to /readyz
+start() {
+    local t0 t1
+    t0=$(date +%s.%N)
+    FAULTLINE_LOG=faultline::daemon=info "$1" run --config "$WORK/faultline.toml" >>"$WORK/faultline.log" 2>&1 &
+    DAEMON_PID=$!
+    PIDS+=("$DAEMON_PID")
+    until curl -fsS "http://127.0.0.1:$HTTP/readyz" >/dev/null 2>&1; do
+        kill -0 "$DAEMON_PID" 2>/dev/null || { tail "$WORK/faultline.log" >&2; exit 1; }
+        sleep 0.01
+    done
+    t1=$(date +%s.%N)
+    READY=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+}
+
+if [ "${1:-}" = crash ]; then
+    secs=${2:?seconds of load}
+    [ -d target/load/memory/state ] || { echo "no target/load/memory/state: run benches/load.sh memory first" >&2; exit 1; }
+    cargo build --release --locked --quiet --bin faultline
+    rm -rf "$WORK/state" target/load/crashed
+    cp -a target/load/memory/state "$WORK/state"
+    : >"$WORK/faultline.log"
+    start "$ROOT/target/release/faultline"
+    echo "ready in $READY s; $secs s of load"
+    "$ROOT/target/release/faultline" replay --devices 10000 --readings $((10000 * secs)) --rate 10000 \
+        --interval "${INTERVAL:-10s}" --mqtt "mqtt://127.0.0.1:$MQ" --topic 'load/{device_id}'
+    sleep 2
+    kill -9 "$DAEMON_PID"
+    wait "$DAEMON_PID" 2>/dev/null || true
+    mv "$WORK/state" target/load/crashed
+    du -sh target/load/crashed target/load/crashed/journal
+    exit 0
+fi
+
+[ "${1:-}" != -n ] || { RUNS=$2; shift 2; }
+STATE=${1:?a state directory}
+shift
+BINS=("$@")
+[ ${#BINS[@]} -gt 0 ] || BINS=("$ROOT/target/release/faultline")
+declare -A TIMES
+: >"$WORK/faultline.log"
+for _ in $(seq 1 "$RUNS"); do
+    for b in "${BINS[@]}"; do
+        rm -rf "$WORK/state"
+        cp -a "$STATE" "$WORK/state"
+        sync
+        start "$b"
+        t=$READY
+        kill -TERM "$DAEMON_PID"
+        wait "$DAEMON_PID" 2>/dev/null || true
+        TIMES[$b]="${TIMES[$b]:-} $t"
+        opened=$(grep 'database opened' "$WORK/faultline.log" | tail -1 | sed 's/.* in //')
+        restored=$(grep 'state restored' "$WORK/faultline.log" | tail -1 | sed 's/.* in \([^ ]*\) \(.*\)/\1; \2/')
+        echo "$b: ready in $t s (database opened in $opened, state restored in $restored)"
+    done
+done
+for b in "${BINS[@]}"; do
+    # shellcheck disable=SC2086
+    sorted=$(printf '%s\n' ${TIMES[$b]} | sort -n)
+    echo "$b: $(echo $sorted) s; median $(echo "$sorted" | sed -n "$(( (RUNS + 1) / 2 ))p") s"
+done
