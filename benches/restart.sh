@@ -15,6 +15,7 @@
 # (default 10s) of event time apart, as the memory case does. Each run's
 # state is a copy, so the kept one stays as it was: after a kill -9 every
 # run replays the same journal and sled reads back the same log.
+# Both take the memory case's configuration (target/load/memory/faultline.toml).
 # Needs mosquitto and curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,26 +43,12 @@ printf 'persistence false\nmax_queued_messages 0\nmax_inflight_messages 0\nliste
 mosquitto -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
 PIDS+=($!)
 HTTP=$(free_port)
-cat >"$WORK/faultline.toml" <<EOF
-[state]
-dir = "$WORK/state"
-[http]
-listen = "127.0.0.1:$HTTP"
-[window]
-size = "2m"
-max_out_of_orderness = "10s"
-allowed_lateness = "1m"
-idle_timeout = "10m"
-[limits]
-max_devices = 100000
-[model]
-path = "$ROOT/models/pump-skab"
-[[source]]
-type = "mqtt"
-url = "mqtt://127.0.0.1:$MQ"
-topics = ["load/+"]
-client_id = "faultline-load"
-EOF
+# The memory case's configuration (the windows and limits its state was
+# made with), on this directory and these ports.
+CONFIG=target/load/memory/faultline.toml
+[ -f "$CONFIG" ] || { echo "no $CONFIG: run benches/load.sh memory first" >&2; exit 1; }
+sed "s#^dir = .*#dir = \"$WORK/state\"#; s#^listen = .*#listen = \"127.0.0.1:$HTTP\"#; s#^url = .*#url = \"mqtt://127.0.0.1:$MQ\"#" \
+    "$CONFIG" >"$WORK/faultline.toml"
 
 # bin -> DAEMON_PID, and READY: the seconds from exec to /readyz
 start() {
