@@ -82,13 +82,8 @@ result() {
     RESULTS+=("$(printf '| %s | %s | %s |' "$1" "$2" "$d")"); say "  => $1: $2 ($d)"
 }
 
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo "$p"; return; }
-    done
-}
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 
 wait_port() {
     for _ in $(seq 1 500); do

@@ -30,13 +30,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo "$p"; return; }
-    done
-}
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 
 MQ=$(free_port)
 printf 'persistence false\nmax_queued_messages 0\nmax_inflight_messages 0\nlistener %s 127.0.0.1\nallow_anonymous true\n' "$MQ" >"$WORK/mosquitto.conf"
