@@ -17,6 +17,10 @@
 #               between a device's readings: 10s runs event time 10 times
 #               faster than the clock (windows close every 12 s; the window
 #               history reaches its default bound, 100 starts, in 20 minutes)
+#   late        DEVICES_MEM devices for 60 s at 10s of event time a second, then
+#               the same 60 s again: its first ~50 s come late, every reading
+#               past the allowed lateness, so the late store (10,000) turns
+#               over every second; peak RSS
 #   restart     the memory case's state (every device with open windows):
 #               start -> /readyz answering, once after the kill -9 (the
 #               journal replayed), then median of 5 after clean stops
@@ -54,7 +58,7 @@ KAFKA_OPTIONS=${KAFKA_OPTIONS:-"[source.options]
 BIN=$ROOT/target/release/faultline
 WORK=$ROOT/target/load
 CASES=("$@")
-[ ${#CASES[@]} -gt 0 ] || CASES=(ceilings mqtt mqtt-batch kafka latency memory restart)
+[ ${#CASES[@]} -gt 0 ] || CASES=(ceilings mqtt mqtt-batch kafka latency memory late restart)
 
 cargo build --release --locked --quiet --bin faultline --example kafka_drain
 mkdir -p "$WORK"
@@ -348,6 +352,24 @@ case_memory() {
     MEMORY_PORT=$port
 }
 
+case_late() {
+    local dir=$WORK/late port http n=$((DEVICES_MEM * 60)) i late
+    rm -rf "$dir"; mkdir -p "$dir"
+    mqtt_daemon "$dir"; port=$MQ_PORT http=$HTTP_PORT
+    say "late: $DEVICES_MEM devices, 60 s at 10s of event time a second, twice (the second mostly late)"
+    for i in 1 2; do
+        "$BIN" replay --devices "$DEVICES_MEM" --readings "$n" --rate "$DEVICES_MEM" --interval 10s \
+            --mqtt "mqtt://127.0.0.1:$port" --topic 'load/{device_id}' >"$dir/replay.log" 2>&1 || { cat "$dir/replay.log" >&2; exit 1; }
+    done
+    wait_counted "$http" mqtt $((2 * n)) >/dev/null
+    sleep 2
+    late=$(metric "$http" faultline_readings_late_total)
+    result "late readings, $DEVICES_MEM devices at $DEVICES_MEM readings/s" "peak RSS $(mb "$(hwm_kb "$DAEMON_PID")")" \
+        "${late%.*} of $((2 * n)) readings late (the late store keeps 10,000); RSS at the end $(mb "$(rss_kb "$DAEMON_PID")")"
+    stop_daemon
+    kill "$MOSQUITTO_PID"
+}
+
 case_restart() {
     local dir=$WORK/memory http port t0 t1 runs=() i
     [ -d "$dir/state" ] || case_memory
@@ -417,6 +439,7 @@ for c in "${CASES[@]}"; do
         kafka) case_kafka ;;
         latency) case_latency ;;
         memory) case_memory ;;
+        late) case_late ;;
         restart) case_restart ;;
         ceilings) case_ceilings ;;
         *) say "unknown case $c"; exit 2 ;;
