@@ -21,9 +21,10 @@
 //! | `outbox` | u64 BE sequence | postcard [`OutboxRecord`]: alert records not yet on the topic |
 //!
 //! A checkpoint writes its journal file and syncs it, then writes the
-//! journal marker, position, late, quarantine and outbox trees (and removes
-//! forgotten devices) in one sled transaction and flushes; sources are
-//! acknowledged only after that. A journal file counts only once its marker
+//! journal marker, position and outbox trees (and removes forgotten
+//! devices) in one sled transaction and flushes; sources are acknowledged
+//! only after that. The late and quarantine trees, kept for inspection, go
+//! just before the transaction, a record at a time ([`Store::checkpoint`]). A journal file counts only once its marker
 //! is committed: one without (a crash or a failed commit between the two)
 //! is removed when the store opens. The journal is a file of its own
 //! because sled keeps up to 16 records in a leaf and reads and rewrites a
