@@ -24,9 +24,10 @@
 //! journal marker, position and outbox trees (and removes forgotten
 //! devices) in one sled transaction and flushes; sources are acknowledged
 //! only after that. The late and quarantine trees, kept for inspection, go
-//! just before the transaction, a record at a time ([`Store::checkpoint`]). A journal file counts only once its marker
-//! is committed: one without (a crash or a failed commit between the two)
-//! is removed when the store opens. The journal is a file of its own
+//! just before the transaction, a record at a time ([`Store::checkpoint`]).
+//! A journal file counts only once its marker is committed: one without (a
+//! crash or a failed commit between the two) is removed when the store
+//! opens. The journal is a file of its own
 //! because sled keeps up to 16 records in a leaf and reads and rewrites a
 //! whole leaf for every insert: journal records of ~1 MB made leaves of
 //! ~16 MB, read back and held in memory by every checkpoint's transaction
@@ -601,11 +602,23 @@ struct Latest<'a> {
     alert: Rec<'a>,
     /// The position, over all files, of its last "forgotten" (0: none).
     forgotten: usize,
+    /// Once all files are read: the number its snapshot was written at.
+    snapshot_seq: Option<u64>,
+    /// The device's id for [`ReplayGroup`]s, made at the first.
+    name: Option<std::sync::Arc<str>>,
 }
 
 impl<'a> Latest<'a> {
     fn new(device: &'a str) -> Self {
-        Latest { device, snapshot: Rec::Kept, closed: Rec::Kept, alert: Rec::Kept, forgotten: 0 }
+        Latest {
+            device,
+            snapshot: Rec::Kept,
+            closed: Rec::Kept,
+            alert: Rec::Kept,
+            forgotten: 0,
+            snapshot_seq: None,
+            name: None,
+        }
     }
 }
 
@@ -928,17 +941,15 @@ impl Store {
                 }
             }
         }
-        // Each device's snapshot from now on: the number it was written at.
-        let mut snapshot_at = vec![None; found.len()];
-        for (l, at) in found.iter().zip(&mut snapshot_at) {
+        for l in &mut found {
             match l.snapshot {
-                Rec::Kept => *at = snapshots.get(l.device).map(|(_, s)| *s),
+                Rec::Kept => l.snapshot_seq = snapshots.get(l.device).map(|(_, s)| *s),
                 Rec::Gone => {
                     snapshots.remove(l.device);
                 }
                 Rec::At(key, v) => {
                     let (d, seq) = decode_snapshot("journal", &key.to_be_bytes(), v)?;
-                    *at = Some(seq);
+                    l.snapshot_seq = Some(seq);
                     snapshots.insert(l.device.to_owned(), (d, seq));
                 }
             }
@@ -964,14 +975,13 @@ impl Store {
         // Entries of a device before it was forgotten belong to a snapshot
         // that went with it: only what follows its last "forgotten" counts.
         let mut replay = Vec::new();
-        let mut names: Vec<Option<std::sync::Arc<str>>> = vec![None; found.len()];
         for (ordinal, i, at, e) in entries {
-            let l = &found[at];
+            let l = &mut found[at];
             let key = journal[i].0;
-            if snapshot_at[at].is_some_and(|s| s >= key) || l.forgotten > ordinal {
+            if l.snapshot_seq.is_some_and(|s| s >= key) || l.forgotten > ordinal {
                 continue;
             }
-            let device = names[at].get_or_insert_with(|| std::sync::Arc::from(l.device)).clone();
+            let device = l.name.get_or_insert_with(|| std::sync::Arc::from(l.device)).clone();
             let from = e.as_ptr() as usize - journal[i].1.as_ptr() as usize;
             replay.push(ReplayGroup { blob: i, device, entries: from..from + e.len() });
         }
