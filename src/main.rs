@@ -216,6 +216,11 @@ struct ReplayArgs {
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration,
           requires = "devices", help_heading = "Synthetic load")]
     interval: std::time::Duration,
+    /// With --devices: event time of the first round, in ms since the epoch (default: chosen so that
+    /// the last round ends about now). A load resumed after a restart starts where the last one
+    /// ended; ahead of the clock, the daemon's ingest.max_future must allow it.
+    #[arg(long, value_name = "MS", requires = "devices", help_heading = "Synthetic load")]
+    start: Option<i64>,
     #[command(flatten)]
     csv: CsvArgs,
     /// MQTT broker, mqtt://host:port (QoS 1).
@@ -595,9 +600,10 @@ fn replay(a: ReplayArgs) -> Result<(), Failure> {
             let rounds = readings.div_ceil(devices) as i64;
             let now = faultline::time::now_ms();
             let span = rounds.saturating_mul(interval);
-            let t0 = match a.rate {
-                Some(rate) => now - span.saturating_sub((readings as f64 / rate * 1000.0) as i64).max(0),
-                None => now - span,
+            let t0 = match (a.start, a.rate) {
+                (Some(t0), _) => t0,
+                (None, Some(rate)) => now - span.saturating_sub((readings as f64 / rate * 1000.0) as i64).max(0),
+                (None, None) => now - span,
             };
             let plant = plant.starting_at(t0);
             rt.block_on(faultline::replay::run_synthetic(&plant, readings, a.rate, &opts)).context("replay")?

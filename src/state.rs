@@ -1911,7 +1911,10 @@ pub fn restore_engine(engine: &mut Engine, r: &mut Restored) -> Result<(usize, u
     let blobs = std::mem::take(&mut r.journal);
     let replay = std::mem::take(&mut r.replay);
     let replayed = engine
-        .replay(replay.iter().map(|g| (&*g.device, blobs[g.blob].1.get(g.entries.clone()).unwrap_or_default())))
+        .replay(replay.iter().map(|g| {
+            let (seq, blob) = &blobs[g.blob];
+            (&*g.device, *seq, blob.get(g.entries.clone()).unwrap_or_default())
+        }))
         .map_err(|(i, source)| {
             let g = &replay[i];
             StateError::Journal { key: blobs[g.blob].0, device: g.device.to_string(), source }
@@ -2474,7 +2477,9 @@ mod tests {
         };
         for i in 0..3000i64 {
             let r = next();
-            let dev = format!("p{}", r % 7);
+            // Seven devices, and now and then a new one: a device whose
+            // only state is in the journal when the crash comes.
+            let dev = if r % 53 == 0 { format!("n{i}") } else { format!("p{}", r % 7) };
             // Mostly in order, some out of order, some late; a new signal now and then.
             let ts = i * 700 - if r % 11 == 0 { 90 * S } else { (r % 4000) as i64 };
             let x = ((r >> 8) % 1000) as f64 / 10.0 - 10.0;
@@ -2538,6 +2543,14 @@ mod tests {
                 assert!(!oa.is_empty());
                 assert_eq!(format!("{oa:?}"), format!("{ob:?}"));
                 assert_eq!(sorted(&a), sorted(&b));
+                // Every other time the restored engine goes on instead, so
+                // the next restore starts from what a restored engine
+                // wrote: its replayed devices' journals stay in the older
+                // files until their turn.
+                if (i / 450) % 4 < 2 {
+                    b.set_snapshots_per_checkpoint(1);
+                    a = b;
+                }
             }
         }
         assert!(total_replayed > 100, "the journal was used: {total_replayed} entries replayed");
@@ -2644,6 +2657,67 @@ mod tests {
             seq += 1;
             assert!(seq < 8, "p1 is snapshotted at its turn");
         }
+    }
+
+    #[test]
+    fn devices_replayed_keep_their_journal_files_until_they_are_snapshotted() {
+        // A restart replays the devices' journals and leaves them in their
+        // files: the first checkpoint writes no snapshots, the devices are
+        // snapshotted at their turn or when their journal is due, and a
+        // crash at any checkpoint in between finds them all again.
+        use crate::window::{StateLimits, WindowSpec};
+        let spec = WindowSpec {
+            size_ms: 60_000,
+            max_out_of_orderness_ms: 0,
+            allowed_lateness_ms: 60_000,
+            idle_timeout_ms: 600_000,
+        };
+        let engine = || {
+            let mut e = Engine::new(spec, StateLimits::default(), crate::clean::Cleaning::new(vec![]));
+            e.set_journal(4);
+            e
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let restore = || {
+            let mut r = store.restore().unwrap();
+            let mut e = engine();
+            restore_engine(&mut e, &mut r).unwrap();
+            e
+        };
+        let of = |e: &Engine, id: &str| format!("{:?}", e.snapshot_all().into_iter().find(|d| d.id == id));
+        let mut a = engine();
+        let mut out = Vec::new();
+        // Three devices, of three phases, none at its turn at checkpoint 0:
+        // they have nothing but journal entries.
+        let new = ["n0", "n1", "n2"];
+        for (k, id) in new.iter().enumerate() {
+            a.record(id, 1000, [("a", k as f64)], 0, &mut out);
+        }
+        let c = a.checkpoint_changes(0, false);
+        assert!(c.updated.is_empty() && c.logged.len() == 3, "{c:?}");
+        store.checkpoint(&Checkpoint { seq: 0, devices: c, ..Default::default() }).unwrap();
+        // A crash.
+        let mut b = restore();
+        let mut snapshotted = std::collections::HashSet::new();
+        for seq in 1..8 {
+            // Another device reports from checkpoint 2 on.
+            if seq > 1 {
+                b.record("busy", seq as i64 * 1000, [("a", 3.0)], 0, &mut out);
+            }
+            let c = b.checkpoint_changes(seq, false);
+            if seq == 1 {
+                assert!(c.updated.is_empty() && c.logged.is_empty(), "nothing to write at first: {c:?}");
+            }
+            snapshotted.extend(c.updated.iter().map(|d| d.id.clone()));
+            store.checkpoint(&Checkpoint { seq, devices: c, ..Default::default() }).unwrap();
+            let again = restore();
+            for id in new {
+                assert_eq!(of(&again, id), of(&a, id), "{id} after checkpoint {seq}");
+            }
+        }
+        assert!(new.iter().all(|id| snapshotted.contains(*id)), "each is snapshotted in time: {snapshotted:?}");
+        assert!(store.journal_files.get(0u64.to_be_bytes()).unwrap().is_none(), "and the file goes");
     }
 
     #[test]

@@ -552,21 +552,28 @@ impl Engine {
     }
 
     /// Applies journal entries, one device's group at a time, in order (a
-    /// restart, after the snapshots). Windows they close are not emitted
-    /// again: their results were stored when it happened. Each device
-    /// replayed is snapshotted at the next checkpoint. Returns the entries
-    /// applied, or the index of a corrupt group.
+    /// restart, after the snapshots); each group comes with the checkpoint
+    /// that wrote it. Windows they close are not emitted again: their
+    /// results were stored when it happened. A device replayed keeps its
+    /// journal where it is, in the files of those checkpoints, and is
+    /// snapshotted at its turn or when its journal is due, as if there had
+    /// been no restart. Snapshotting every device replayed at the next
+    /// checkpoint made that one hold nearly all of them: after a crash
+    /// under load, 9,490 snapshots, 14 MB and 163 ms against the usual 167
+    /// and 20 ms (README "Performance", 34). Returns the entries applied,
+    /// or the index of a corrupt group.
     pub fn replay<'a>(
         &mut self,
-        groups: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+        groups: impl IntoIterator<Item = (&'a str, u64, &'a [u8])>,
     ) -> Result<usize, (usize, journal::Corrupt)> {
         // Counters count what came in, once: the replay leaves them as they were.
         let (counters, cleaning) = (self.counters.clone(), self.cleaning.clone());
+        let spread = self.journal_spread;
         let mut n = 0;
         let mut result = Ok(());
         // Buffers for all the groups: most hold one entry.
         let (mut values, mut out) = (Vec::new(), Vec::new());
-        for (i, (device_id, entries)) in groups.into_iter().enumerate() {
+        for (i, (device_id, seq, entries)) in groups.into_iter().enumerate() {
             match self.replay_entries(device_id, entries, &mut values, &mut out) {
                 Ok(k) => n += k,
                 Err(e) => {
@@ -575,9 +582,17 @@ impl Engine {
                 }
             }
             if let Some(d) = self.devices.get_mut(device_id) {
-                d.mark_snapshot();
+                // Those entries are on disk already: nothing to write.
+                d.dirty = false;
+                d.journal_since.get_or_insert(seq);
+                d.logged = d.logged.saturating_add(entries.len());
+                if !d.snap_wanted && d.journal_full(spread) {
+                    d.snap_wanted = true;
+                }
             }
         }
+        let devices = &self.devices;
+        self.changed.retain(|id| devices.get(&**id).is_some_and(|d| d.dirty));
         self.counters = counters;
         self.cleaning = cleaning;
         result.map(|()| n)
