@@ -74,7 +74,7 @@ impl Plant {
     /// Event time of reading `k`.
     pub fn ts_ms(&self, k: u64) -> i64 {
         let round = (k / self.devices) as i64;
-        self.t0_ms + round * self.interval_ms
+        self.t0_ms.saturating_add(round.saturating_mul(self.interval_ms))
     }
 
     /// Appends reading `k` as a SPEC 1 JSON object to `out`.

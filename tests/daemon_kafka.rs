@@ -265,3 +265,22 @@ fn mqtt_and_kafka_sources_at_once() {
     assert!(!per("pump-m").is_empty());
     assert!(alerts.keys().any(|a| a.starts_with("pump-m/")) && alerts.keys().any(|a| a.starts_with("pump-k/")));
 }
+
+#[test]
+fn synthetic_load_starts_at_the_event_time_given() {
+    // `benches/restart.sh resume` goes on with a load from where it stopped.
+    let t = Tansu::start();
+    t.create_topic("synthetic", 1);
+    let args = ["--devices", "3", "--readings", "6", "--interval", "10s", "--start", "1700000000000"];
+    replay(&[&args[..], &["--kafka", &t.brokers(), "--topic", "synthetic"]].concat());
+    let got: Vec<(String, i64)> = t
+        .read("synthetic", 0)
+        .iter()
+        .map(|v| (v["device_id"].as_str().unwrap_or("?").to_owned(), v["ts"].as_i64().unwrap_or(-1)))
+        .collect();
+    let want: Vec<(String, i64)> = [1_700_000_000_000, 1_700_000_010_000]
+        .into_iter()
+        .flat_map(|ts| (0..3).map(move |d| (format!("dev-{d:05}"), ts)))
+        .collect();
+    assert_eq!(got, want);
+}
