@@ -2581,11 +2581,8 @@ mod tests {
         assert_eq!(files, store.journal_files.len(), "and their files");
     }
 
-    #[test]
-    fn a_journal_file_stays_while_it_holds_a_devices_latest_snapshot() {
-        // A clean stop's full checkpoint holds the device and its alert
-        // state; the restored daemon's checkpoints, with nothing to write,
-        // keep that file until the device is snapshotted again.
+    /// An engine of 1-minute windows, one device snapshot in 4 checkpoints.
+    fn journaled_engine() -> Engine {
         use crate::window::{StateLimits, WindowSpec};
         let spec = WindowSpec {
             size_ms: 60_000,
@@ -2593,11 +2590,17 @@ mod tests {
             allowed_lateness_ms: 60_000,
             idle_timeout_ms: 600_000,
         };
-        let engine = || {
-            let mut e = Engine::new(spec, StateLimits::default(), crate::clean::Cleaning::new(vec![]));
-            e.set_journal(4);
-            e
-        };
+        let mut e = Engine::new(spec, StateLimits::default(), crate::clean::Cleaning::new(vec![]));
+        e.set_journal(4);
+        e
+    }
+
+    #[test]
+    fn a_journal_file_stays_while_it_holds_a_devices_latest_snapshot() {
+        // A clean stop's full checkpoint holds the device and its alert
+        // state; the restored daemon's checkpoints, with nothing to write,
+        // keep that file until the device is snapshotted again.
+        let engine = journaled_engine;
         let snapshots = |e: &Engine| format!("{:?}", e.snapshot_all());
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -2665,18 +2668,7 @@ mod tests {
         // files: the first checkpoint writes no snapshots, the devices are
         // snapshotted at their turn or when their journal is due, and a
         // crash at any checkpoint in between finds them all again.
-        use crate::window::{StateLimits, WindowSpec};
-        let spec = WindowSpec {
-            size_ms: 60_000,
-            max_out_of_orderness_ms: 0,
-            allowed_lateness_ms: 60_000,
-            idle_timeout_ms: 600_000,
-        };
-        let engine = || {
-            let mut e = Engine::new(spec, StateLimits::default(), crate::clean::Cleaning::new(vec![]));
-            e.set_journal(4);
-            e
-        };
+        let engine = journaled_engine;
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let restore = || {
