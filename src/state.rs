@@ -483,6 +483,12 @@ pub type ScoringState<'a> = (Option<&'a DeviceState>, Option<&'a DeviceBaseline>
 /// it has one (a record written before baselines existed has none).
 /// A `devices` record: the snapshot, then the number of the checkpoint
 /// that wrote it (0 in records older than the journal).
+/// The checkpoint number at the end of an encoded snapshot, if it has one.
+fn snapshot_seq_of(v: &[u8]) -> Option<u64> {
+    let tail = v.len().checked_sub(8).and_then(|at| v.get(at..))?;
+    <[u8; 8]>::try_from(tail).ok().map(u64::from_be_bytes)
+}
+
 fn decode_snapshot(tree: &'static str, key: &[u8], v: &[u8]) -> Result<(DeviceSnapshot, u64), StateError> {
     let (d, rest): (DeviceSnapshot, &[u8]) = postcard::take_from_bytes(v).map_err(corrupt(tree, key))?;
     Ok((d, <[u8; 8]>::try_from(rest).map_or(0, u64::from_be_bytes)))
@@ -554,11 +560,14 @@ pub struct Restored {
     pub devices: Vec<DeviceSnapshot>,
     /// The checkpoint number each device's snapshot was written at.
     pub snapshot_seqs: std::collections::HashMap<String, u64>,
-    /// Journal blobs by checkpoint number, ascending.
-    pub journal: Vec<(u64, Vec<u8>)>,
-    /// The entries groups of `journal` newer than their device's snapshot,
-    /// in order: what [`restore_engine`] replays.
+    /// The oldest checkpoint with a journal file (or an older version's
+    /// blob) still kept.
+    pub oldest_journal: Option<u64>,
+    /// The entries groups of the journal newer than their device's
+    /// snapshot, in order: what [`restore_engine`] replays.
     pub replay: Vec<ReplayGroup>,
+    /// Their entries, one after the other.
+    pub entries: Vec<u8>,
     /// The number for the next checkpoint (above all the ones stored).
     pub next_seq: u64,
     pub alert_states: Vec<(String, DeviceState)>,
@@ -574,52 +583,65 @@ pub struct Restored {
 /// One device's journal entries from one checkpoint, to replay.
 #[derive(Debug)]
 pub struct ReplayGroup {
-    /// Index in [`Restored::journal`].
-    blob: usize,
+    /// The checkpoint whose journal file holds them.
+    seq: u64,
     device: std::sync::Arc<str>,
-    /// Where the entries are in the blob.
+    /// Where they are in [`Restored::entries`].
     entries: std::ops::Range<usize>,
 }
 
-/// A device's latest record of one kind in the journal files, as the
-/// restore reads them oldest first.
-#[derive(Debug, Clone, Copy)]
-enum Rec<'a> {
+/// A device's latest record of one kind in the journal, as the restore
+/// reads it oldest first.
+#[derive(Debug, Clone)]
+enum Rec {
     /// None in the files: the tree's record (of an older version), if any.
     Kept,
     /// Removed (a device forgotten, an alert state removed).
     Gone,
-    /// In the file of this checkpoint number, still encoded.
-    At(u64, &'a [u8]),
+    /// In the journal source of this index (its checkpoint number, and
+    /// where the file or blob is read from), at these bytes.
+    At(usize, std::ops::Range<usize>),
 }
 
-/// Everything the journal files hold for one device but its entries.
+/// Everything the journal holds for one device but its entries.
 #[derive(Debug)]
-struct Latest<'a> {
-    device: &'a str,
-    snapshot: Rec<'a>,
-    closed: Rec<'a>,
-    alert: Rec<'a>,
+struct Latest {
+    device: std::sync::Arc<str>,
+    snapshot: Rec,
+    closed: Rec,
+    alert: Rec,
     /// The position, over all files, of its last "forgotten" (0: none).
     forgotten: usize,
     /// Once all files are read: the number its snapshot was written at.
     snapshot_seq: Option<u64>,
-    /// The device's id for [`ReplayGroup`]s, made at the first.
-    name: Option<std::sync::Arc<str>>,
 }
 
-impl<'a> Latest<'a> {
-    fn new(device: &'a str) -> Self {
-        Latest {
-            device,
-            snapshot: Rec::Kept,
-            closed: Rec::Kept,
-            alert: Rec::Kept,
-            forgotten: 0,
-            snapshot_seq: None,
-            name: None,
-        }
+impl Latest {
+    fn new(device: std::sync::Arc<str>) -> Self {
+        Latest { device, snapshot: Rec::Kept, closed: Rec::Kept, alert: Rec::Kept, forgotten: 0, snapshot_seq: None }
     }
+}
+
+/// One device's entries group, as the restore reads the journal.
+#[derive(Debug)]
+struct Pending {
+    /// The group's position over all files.
+    ordinal: usize,
+    /// The journal source that holds it.
+    source: usize,
+    /// The device's index among the restore's [`Latest`].
+    at: usize,
+    bytes: std::ops::Range<usize>,
+}
+
+/// What the restore's second reading of a journal source takes from it.
+#[derive(Debug)]
+enum Take {
+    Snapshot(usize),
+    Closed(usize),
+    Alert(usize),
+    /// A [`Pending`] group to replay.
+    Entries(usize),
 }
 
 /// Sizes of a written checkpoint, for metrics and logs.
@@ -640,9 +662,6 @@ pub struct Store {
     journal_files: sled::Tree,
     /// Where the journal files are: `journal` beside sled's own files.
     journal_dir: PathBuf,
-    /// The journal files read while the database opened, by checkpoint
-    /// number, each with the marker it would have: taken by the restore.
-    early: std::sync::Mutex<std::collections::HashMap<u64, (Vec<u8>, Marker)>>,
     /// The `devices` and `closed` trees of an older version hold records:
     /// the next full checkpoint writes them all to its journal file and
     /// empties the trees.
@@ -755,7 +774,9 @@ impl Store {
             .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(open_err)?;
-        let early = early.and_then(|t| t.join().ok()).unwrap_or_default();
+        if let Some(t) = early {
+            let _ = t.join();
+        }
         let meta = db.open_tree("meta")?;
         let found =
             meta.get("layout")?.map(|v| <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes).unwrap_or(u32::MAX));
@@ -789,7 +810,6 @@ impl Store {
             journal: db.open_tree("journal")?,
             journal_files,
             journal_dir,
-            early: std::sync::Mutex::new(early),
             legacy_devices: std::sync::atomic::AtomicBool::new(legacy_devices),
             legacy_states: std::sync::atomic::AtomicBool::new(legacy_states),
             window_starts: std::sync::Mutex::new(None),
@@ -871,56 +891,76 @@ impl Store {
             tree_seqs.insert(d.id.clone(), seq);
             snapshots.insert(d.id.clone(), (d, seq));
         }
-        let mut journal = Vec::new();
-        for kv in self.journal.iter() {
-            let (k, v) = kv?;
-            journal.push((seq_of(&k), v.to_vec()));
+        // Layout 1's blobs (in the `journal` tree) and the files, oldest
+        // first, read one at a time, twice: once to find each device's
+        // latest records and the entries that count, then again to decode
+        // those and copy these. Holding all of them at once made most of
+        // the restore's peak (93 of 190 MB after a crash under load, README
+        // "Performance", 35).
+        let mut sources: Vec<(u64, Option<sled::IVec>)> = Vec::new();
+        for k in self.journal.iter().keys() {
+            sources.push((seq_of(&k?), None));
         }
-        let mut early = std::mem::take(&mut *self.early.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         for kv in self.journal_files.iter() {
             let (k, marker) = kv?;
-            let seq = seq_of(&k);
-            journal.push((seq, self.read_journal_file(seq, &marker, early.remove(&seq))?));
+            sources.push((seq_of(&k), Some(marker)));
         }
-        // Layout 1's blobs come before the files (they were written before
-        // the upgrade); sorting keeps the order whatever the trees hold.
-        journal.sort_by_key(|(seq, _)| *seq);
-        if let Some((seq, _)) = journal.last() {
+        sources.sort_by_key(|(seq, _)| *seq);
+        if let Some((seq, _)) = sources.last() {
             next_seq = next_seq.max(seq.saturating_add(1));
         }
-        // Alert states likewise: the tree, then the blobs, oldest first.
+        let mut file = Vec::new();
+        let mut tree_blob = sled::IVec::default();
+        let read = |i: usize, file: &mut Vec<u8>, tree_blob: &mut sled::IVec| -> Result<(), StateError> {
+            let (key, marker) = &sources[i];
+            match marker {
+                Some(m) => self.read_journal_file(*key, m, file),
+                None => {
+                    *tree_blob = self.journal.get(key.to_be_bytes())?.unwrap_or_default();
+                    Ok(())
+                }
+            }
+        };
+        let corrupt_journal = |key: u64| move |source| StateError::Journal { key, device: String::new(), source };
+        // Alert states likewise: the tree, then the journal, oldest first.
         let mut scoring: std::collections::BTreeMap<String, (DeviceState, Option<DeviceBaseline>)> =
             std::collections::BTreeMap::new();
         for kv in self.alert_state.iter() {
             let (k, v) = kv?;
             scoring.insert(String::from_utf8_lossy(&k).into_owned(), decode_scoring("alert_state", &k, &v)?);
         }
-        // The journal files: each device's latest records, decoded once
-        // known to be the latest (a device has snapshots and alert states
-        // in several files), and its entries groups, replayed when newer
-        // than its snapshot.
-        let mut index: std::collections::HashMap<&str, usize, foldhash::fast::RandomState> = Default::default();
-        let mut found: Vec<Latest<'_>> = Vec::new();
-        let mut entries: Vec<(usize, usize, usize, &[u8])> = Vec::new();
+        let mut index: std::collections::HashMap<std::sync::Arc<str>, usize, foldhash::fast::RandomState> =
+            Default::default();
+        let mut found: Vec<Latest> = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
         let mut ordinal = 0;
-        for (i, (key, blob)) in journal.iter().enumerate() {
-            let groups = journal::groups(blob).map_err(|source| StateError::Journal {
-                key: *key,
-                device: String::new(),
-                source,
-            })?;
-            let newer = |device: &str| tree_seqs.get(device).is_none_or(|s| s < key);
-            for g in groups {
+        for i in 0..sources.len() {
+            read(i, &mut file, &mut tree_blob)?;
+            let key = sources[i].0;
+            let blob: &[u8] = if sources[i].1.is_some() { &file } else { &tree_blob };
+            let at_of = |part: &[u8]| part.as_ptr() as usize - blob.as_ptr() as usize;
+            let here = |part: &[u8]| at_of(part)..at_of(part) + part.len();
+            let newer = |device: &str| tree_seqs.get(device).is_none_or(|s| *s < key);
+            for g in journal::groups(blob).map_err(corrupt_journal(key))? {
                 ordinal += 1;
                 let device = g.device();
-                let at = *index.entry(device).or_insert_with(|| {
-                    found.push(Latest::new(device));
-                    found.len() - 1
-                });
+                let at = match index.get(device) {
+                    Some(&at) => at,
+                    None => {
+                        let name: std::sync::Arc<str> = std::sync::Arc::from(device);
+                        index.insert(name.clone(), found.len());
+                        found.push(Latest::new(name));
+                        found.len() - 1
+                    }
+                };
                 let l = &mut found[at];
                 match g {
-                    journal::Group::Entries { entries: e, .. } => entries.push((ordinal, i, at, e)),
-                    journal::Group::AlertState { state, .. } => l.alert = state.map_or(Rec::Gone, |v| Rec::At(*key, v)),
+                    journal::Group::Entries { entries: e, .. } => {
+                        pending.push(Pending { ordinal, source: i, at, bytes: here(e) })
+                    }
+                    journal::Group::AlertState { state, .. } => {
+                        l.alert = state.map_or(Rec::Gone, |v| Rec::At(i, here(v)))
+                    }
                     // What the device had before it was forgotten went with
                     // it (the trees' records went in this checkpoint's
                     // transaction). A file's snapshots carry its number.
@@ -929,62 +969,101 @@ impl Store {
                         let seq = match l.snapshot {
                             Rec::Kept => tree_seqs.get(device).copied(),
                             Rec::Gone => None,
-                            Rec::At(k, _) => Some(k),
+                            Rec::At(j, _) => Some(sources[j].0),
                         };
-                        if seq.is_none_or(|s| s < *key) {
+                        if seq.is_none_or(|s| s < key) {
                             (l.snapshot, l.closed) = (Rec::Gone, Rec::Gone);
                         }
                     }
-                    journal::Group::Snapshot { record, .. } if newer(device) => l.snapshot = Rec::At(*key, record),
-                    journal::Group::Closed { record, .. } if newer(device) => l.closed = Rec::At(*key, record),
+                    journal::Group::Snapshot { record, .. } if newer(device) => {
+                        l.snapshot = Rec::At(i, here(record));
+                        l.snapshot_seq = Some(snapshot_seq_of(record).unwrap_or(0));
+                    }
+                    journal::Group::Closed { record, .. } if newer(device) => l.closed = Rec::At(i, here(record)),
                     _ => {}
                 }
             }
         }
-        for l in &mut found {
+        // What to take from each source, in order.
+        let mut takes: Vec<(usize, Take)> = Vec::new();
+        for (at, l) in found.iter_mut().enumerate() {
             match l.snapshot {
-                Rec::Kept => l.snapshot_seq = snapshots.get(l.device).map(|(_, s)| *s),
+                Rec::Kept => l.snapshot_seq = snapshots.get(&*l.device).map(|(_, s)| *s),
                 Rec::Gone => {
-                    snapshots.remove(l.device);
+                    l.snapshot_seq = None;
+                    snapshots.remove(&*l.device);
                 }
-                Rec::At(key, v) => {
-                    let (d, seq) = decode_snapshot("journal", &key.to_be_bytes(), v)?;
-                    l.snapshot_seq = Some(seq);
-                    snapshots.insert(l.device.to_owned(), (d, seq));
-                }
+                Rec::At(i, _) => takes.push((i, Take::Snapshot(at))),
             }
             match l.closed {
                 Rec::Kept => {}
                 Rec::Gone => {
-                    closed.remove(l.device);
+                    closed.remove(&*l.device);
                 }
-                Rec::At(key, v) => {
-                    closed.insert(l.device.to_owned(), decode("journal", &key.to_be_bytes(), v)?);
-                }
+                Rec::At(i, _) => takes.push((i, Take::Closed(at))),
             }
             match l.alert {
                 Rec::Kept => {}
                 Rec::Gone => {
-                    scoring.remove(l.device);
+                    scoring.remove(&*l.device);
                 }
-                Rec::At(key, v) => {
-                    scoring.insert(l.device.to_owned(), decode_scoring("journal", &key.to_be_bytes(), v)?);
-                }
+                Rec::At(i, _) => takes.push((i, Take::Alert(at))),
             }
         }
         // Entries of a device before it was forgotten belong to a snapshot
         // that went with it: only what follows its last "forgotten" counts.
-        let mut replay = Vec::new();
-        for (ordinal, i, at, e) in entries {
-            let l = &mut found[at];
-            let key = journal[i].0;
-            if l.snapshot_seq.is_some_and(|s| s >= key) || l.forgotten > ordinal {
-                continue;
+        let mut entries_len = 0;
+        for (k, p) in pending.iter().enumerate() {
+            let l = &found[p.at];
+            if !(l.snapshot_seq.is_some_and(|s| s >= sources[p.source].0) || l.forgotten > p.ordinal) {
+                entries_len += p.bytes.len();
+                takes.push((p.source, Take::Entries(k)));
             }
-            let device = l.name.get_or_insert_with(|| std::sync::Arc::from(l.device)).clone();
-            let from = e.as_ptr() as usize - journal[i].1.as_ptr() as usize;
-            replay.push(ReplayGroup { blob: i, device, entries: from..from + e.len() });
         }
+        // Stable: the entries stay in order.
+        takes.sort_by_key(|(i, _)| *i);
+        let mut entries = Vec::with_capacity(entries_len);
+        let mut replay = Vec::new();
+        let mut last = None;
+        for (i, take) in takes {
+            if last != Some(i) {
+                read(i, &mut file, &mut tree_blob)?;
+                last = Some(i);
+            }
+            let key = sources[i].0;
+            let blob: &[u8] = if sources[i].1.is_some() { &file } else { &tree_blob };
+            let part = |r: &Rec| match r {
+                Rec::At(_, range) => blob.get(range.clone()).unwrap_or_default(),
+                _ => &[],
+            };
+            let k = key.to_be_bytes();
+            match take {
+                Take::Snapshot(at) => {
+                    let l = &found[at];
+                    let (d, seq) = decode_snapshot("journal", &k, part(&l.snapshot))?;
+                    snapshots.insert(l.device.to_string(), (d, seq));
+                }
+                Take::Closed(at) => {
+                    let l = &found[at];
+                    closed.insert(l.device.to_string(), decode("journal", &k, part(&l.closed))?);
+                }
+                Take::Alert(at) => {
+                    let l = &found[at];
+                    scoring.insert(l.device.to_string(), decode_scoring("journal", &k, part(&l.alert))?);
+                }
+                Take::Entries(n) => {
+                    let p = &pending[n];
+                    let from = entries.len();
+                    entries.extend_from_slice(blob.get(p.bytes.clone()).unwrap_or_default());
+                    replay.push(ReplayGroup {
+                        seq: key,
+                        device: found[p.at].device.clone(),
+                        entries: from..entries.len(),
+                    });
+                }
+            }
+        }
+        drop(file);
         let mut devices = Vec::with_capacity(snapshots.len());
         let mut snapshot_seqs = std::collections::HashMap::with_capacity(snapshots.len());
         for (id, (mut d, seq)) in snapshots {
@@ -1005,8 +1084,9 @@ impl Store {
         Ok(Restored {
             devices,
             snapshot_seqs,
-            journal,
+            oldest_journal: sources.first().map(|(seq, _)| *seq),
             replay,
+            entries,
             next_seq,
             alert_states,
             baselines,
@@ -1686,30 +1766,27 @@ impl Store {
         self.journal_dir.join(format!("{seq:016x}"))
     }
 
-    /// Reads checkpoint `seq`'s journal file and checks it against its
-    /// marker `m`; `early`: the file as read while the database opened,
-    /// with its marker.
-    fn read_journal_file(&self, seq: u64, m: &[u8], early: Option<(Vec<u8>, Marker)>) -> Result<Vec<u8>, StateError> {
+    /// Reads checkpoint `seq`'s journal file into `blob` and checks it
+    /// against its marker `m`.
+    fn read_journal_file(&self, seq: u64, m: &[u8], blob: &mut Vec<u8>) -> Result<(), StateError> {
+        use std::io::Read;
         let path = self.journal_path(seq);
-        let (blob, marker) = match early {
-            Some((b, marker)) => (b, Some(marker)),
-            None => (
-                std::fs::read(&path).map_err(|source| StateError::File { what: "read", path: path.clone(), source })?,
-                None,
-            ),
-        };
+        blob.clear();
+        std::fs::File::open(&path).and_then(|mut f| f.read_to_end(blob)).map_err(|source| StateError::File {
+            what: "read",
+            path: path.clone(),
+            source,
+        })?;
         let fits = match m.len() {
-            MARKER_BYTES => {
-                m[0] == MARKER_CHUNKED && marker.unwrap_or_else(|| ChunkHash::of(&blob).marker()).as_slice() == m
-            }
+            MARKER_BYTES => m[0] == MARKER_CHUNKED && ChunkHash::of(blob).marker().as_slice() == m,
             // Layout 2's: the whole file hashed at once.
-            OLD_MARKER_BYTES => old_marker(&blob).as_slice() == m,
+            OLD_MARKER_BYTES => old_marker(blob).as_slice() == m,
             _ => false,
         };
         if !fits {
             return Err(StateError::JournalFile { path, seq, dir: self.dir.clone() });
         }
-        Ok(blob)
+        Ok(())
     }
 
     /// Removes checkpoint `seq`'s journal file, if it is there.
@@ -1862,20 +1939,20 @@ fn journal_seq(name: &std::ffi::OsStr) -> Option<u64> {
     name.to_str().filter(|n| n.len() == 16).and_then(|n| u64::from_str_radix(n, 16).ok())
 }
 
-/// Every journal file in `dir` with the marker it would have, by
-/// checkpoint number; what cannot be read is left to the restore, which
-/// reads the files with markers again and reports what fails.
-fn read_ahead(dir: &Path) -> std::collections::HashMap<u64, (Vec<u8>, Marker)> {
-    let mut out = std::collections::HashMap::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+/// Reads every journal file in `dir` and forgets it: the restore finds
+/// them in the page cache. A megabyte at a time, whatever their sizes.
+fn read_ahead(dir: &Path) {
+    use std::io::Read;
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut buf = vec![0u8; 1 << 20];
     for e in entries.flatten() {
-        let Some(seq) = journal_seq(&e.file_name()) else { continue };
-        if let Ok(blob) = std::fs::read(e.path()) {
-            let marker = ChunkHash::of(&blob).marker();
-            out.insert(seq, (blob, marker));
+        if journal_seq(&e.file_name()).is_none() {
+            continue;
+        }
+        if let Ok(mut f) = std::fs::File::open(e.path()) {
+            while matches!(f.read(&mut buf), Ok(n) if n > 0) {}
         }
     }
-    out
 }
 
 /// Removes the journal files without a marker: written by a checkpoint
@@ -1908,16 +1985,13 @@ pub fn restore_engine(engine: &mut Engine, r: &mut Restored) -> Result<(usize, u
             refused += 1;
         }
     }
-    let blobs = std::mem::take(&mut r.journal);
     let replay = std::mem::take(&mut r.replay);
+    let entries = std::mem::take(&mut r.entries);
     let replayed = engine
-        .replay(replay.iter().map(|g| {
-            let (seq, blob) = &blobs[g.blob];
-            (&*g.device, *seq, blob.get(g.entries.clone()).unwrap_or_default())
-        }))
+        .replay(replay.iter().map(|g| (&*g.device, g.seq, entries.get(g.entries.clone()).unwrap_or_default())))
         .map_err(|(i, source)| {
             let g = &replay[i];
-            StateError::Journal { key: blobs[g.blob].0, device: g.device.to_string(), source }
+            StateError::Journal { key: g.seq, device: g.device.to_string(), source }
         })?;
     Ok((refused, replayed))
 }
@@ -2663,6 +2737,42 @@ mod tests {
     }
 
     #[test]
+    fn a_device_forgotten_and_seen_again_is_restored_without_its_earlier_entries() {
+        // Its entries before "forgotten" belong to a state that went with it.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut a = journaled_engine();
+        let mut out = Vec::new();
+        let day = 24 * 3600 * 1000;
+        let checkpoint = |a: &mut Engine, seq: u64| {
+            let c = a.checkpoint_changes(seq, false);
+            let logged = c.logged.iter().any(|(id, _)| &**id == "p1");
+            store.checkpoint(&Checkpoint { seq, devices: c, ..Default::default() }).unwrap();
+            logged
+        };
+        // q keeps checkpoint 0's file (its journal starts there).
+        a.record("q", 1000, [("a", 1.0)], 0, &mut out);
+        a.record("p1", 1000, [("old", 1.0)], 0, &mut out);
+        assert!(checkpoint(&mut a, 0), "p1 has entries only");
+        a.record("q", 2 * day, [("a", 1.0)], 2 * day, &mut out);
+        // p1's window closes, then goes, then p1.
+        a.close_idle(2 * day, &mut out);
+        a.close_idle(2 * day, &mut out);
+        assert_eq!(a.device_count(), 1, "p1 is forgotten");
+        // Seen again, off its turn (the engine's fourth device).
+        a.record("r", 2 * day, [("a", 2.0)], 2 * day, &mut out);
+        a.record("p1", 2 * day, [("a", 2.0)], 2 * day, &mut out);
+        assert!(checkpoint(&mut a, 1));
+        assert!(store.journal_files.get(0u64.to_be_bytes()).unwrap().is_some());
+        let mut r = store.restore().unwrap();
+        let mut b = journaled_engine();
+        restore_engine(&mut b, &mut r).unwrap();
+        let p1 = |e: &Engine| format!("{:?}", e.snapshot_all().into_iter().find(|d| d.id == "p1"));
+        assert!(p1(&a).contains("signals: [\"a\"]"), "{}", p1(&a));
+        assert_eq!(p1(&b), p1(&a));
+    }
+
+    #[test]
     fn devices_replayed_keep_their_journal_files_until_they_are_snapshotted() {
         // A restart replays the devices' journals and leaves them in their
         // files: the first checkpoint writes no snapshots, the devices are
@@ -2892,7 +3002,7 @@ mod tests {
     }
 
     #[test]
-    fn the_journal_files_read_while_the_database_opens_count_and_are_checked_the_same() {
+    fn the_journal_files_read_ahead_while_the_database_opens_are_checked_by_the_restore() {
         let dir = tempfile::tempdir().unwrap();
         let empty = DeviceState::default();
         let open = || retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
@@ -2902,16 +3012,13 @@ mod tests {
                 Checkpoint { seq: 7, alert_states: vec![("p1".into(), (Some(&empty), None))], ..Default::default() };
             s.checkpoint(&c).unwrap();
         }
-        // A crash between a file and its marker: read early too, yet it
+        // A crash between a file and its marker: read ahead too, yet it
         // does not count.
         std::fs::write(dir.path().join("journal/0000000000000008"), b"half a checkpoint").unwrap();
         let s = open();
-        let early: Vec<u64> = s.early.lock().unwrap().keys().copied().collect();
-        assert_eq!(early.len(), 2, "{early:?}");
         let r = s.restore().unwrap();
         assert_eq!(r.alert_states.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["p1"]);
-        assert_eq!(r.next_seq, 8);
-        assert!(s.early.lock().unwrap().is_empty(), "the restore took them");
+        assert_eq!((r.next_seq, r.oldest_journal), (8, Some(7)));
         drop(s);
         // A file changed before the open is refused as if read after it.
         let path = dir.path().join("journal/0000000000000007");
@@ -2920,7 +3027,6 @@ mod tests {
         bytes[last] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         let s = open();
-        assert!(s.early.lock().unwrap().contains_key(&7));
         let e = crate::error_chain(&s.restore().unwrap_err());
         assert!(e.contains("0000000000000007") && e.contains("checkpoint 7"), "{e}");
     }

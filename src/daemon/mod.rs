@@ -297,7 +297,7 @@ impl Core {
         self.seq = r.next_seq;
         // Every alert state restored is in a journal file kept (or an older
         // version's tree): none may go before the turns have come round.
-        let kept = r.journal.iter().map(|(seq, _)| *seq).min().unwrap_or(r.next_seq);
+        let kept = r.oldest_journal.unwrap_or(r.next_seq);
         self.state_turns.fill(kept);
         let pending = r.outbox.len();
         self.outbox = Arc::new(Outbox::new(self.outbox.cap(), std::mem::take(&mut r.outbox)));
