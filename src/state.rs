@@ -761,7 +761,8 @@ impl Store {
         let journal_dir = dir.join("journal");
         // After a crash sled reads back its log written since it last
         // opened, as much as its whole file: the journal files are read on
-        // the other core meanwhile (README "Performance", 32).
+        // the other core meanwhile, so that the restore finds them in the
+        // page cache (README "Performance", 32 and 35).
         let early = {
             let d = journal_dir.clone();
             std::thread::Builder::new().name("journal-read".into()).spawn(move || read_ahead(&d)).ok()
