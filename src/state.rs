@@ -479,21 +479,23 @@ impl OutboxDelta {
 /// them: one record, so that they are restored together.
 pub type ScoringState<'a> = (Option<&'a DeviceState>, Option<&'a DeviceBaseline>);
 
-/// A device's `alert_state` record: its alert state, then its baseline if
-/// it has one (a record written before baselines existed has none).
-/// A `devices` record: the snapshot, then the number of the checkpoint
-/// that wrote it (0 in records older than the journal).
-/// The checkpoint number at the end of an encoded snapshot, if it has one.
+/// The checkpoint number at the end of an encoded snapshot (what
+/// [`decode_snapshot`] finds there in a record that decodes), without
+/// decoding it.
 fn snapshot_seq_of(v: &[u8]) -> Option<u64> {
     let tail = v.len().checked_sub(8).and_then(|at| v.get(at..))?;
     <[u8; 8]>::try_from(tail).ok().map(u64::from_be_bytes)
 }
 
+/// A `devices` record: the snapshot, then the number of the checkpoint
+/// that wrote it (0 in records older than the journal).
 fn decode_snapshot(tree: &'static str, key: &[u8], v: &[u8]) -> Result<(DeviceSnapshot, u64), StateError> {
     let (d, rest): (DeviceSnapshot, &[u8]) = postcard::take_from_bytes(v).map_err(corrupt(tree, key))?;
     Ok((d, <[u8; 8]>::try_from(rest).map_or(0, u64::from_be_bytes)))
 }
 
+/// A device's `alert_state` record: its alert state, then its baseline if
+/// it has one (a record written before baselines existed has none).
 fn decode_scoring(
     tree: &'static str,
     key: &[u8],
