@@ -58,7 +58,10 @@
 //! at its turn (every device at least once in [`JOURNAL_SPREAD`]
 //! checkpoints), or when something other than a reading changed it. A
 //! restart restores the snapshots, then replays the journal entries newer
-//! than each. A clean shutdown snapshots every device. A `devices` record
+//! than each, which stay in their files until the device's turn; it reads
+//! the files one at a time, twice (the latest records and the entries that
+//! count, then those decoded and copied). A clean shutdown snapshots every
+//! device. A `devices` record
 //! of an older database (closed windows inside, no checkpoint number) still
 //! reads the same. The outbox is in memory while the daemon runs
 //! (`daemon::outbox`): each checkpoint adds the alert records made since
