@@ -597,7 +597,7 @@ pub struct ReplayGroup {
 
 /// A device's latest record of one kind in the journal, as the restore
 /// reads it oldest first.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Rec {
     /// None in the files: the tree's record (of an older version), if any.
     Kept,
@@ -639,13 +639,14 @@ struct Pending {
     bytes: std::ops::Range<usize>,
 }
 
-/// What the restore's second reading of a journal source takes from it.
+/// What the restore's second reading of a journal source takes from it,
+/// for the device of this index among the restore's [`Latest`].
 #[derive(Debug)]
 enum Take {
     Snapshot(usize),
     Closed(usize),
     Alert(usize),
-    /// A [`Pending`] group to replay.
+    /// An entries group to replay.
     Entries(usize),
 }
 
@@ -927,7 +928,6 @@ impl Store {
                 }
             }
         };
-        let corrupt_journal = |key: u64| move |source| StateError::Journal { key, device: String::new(), source };
         // Alert states likewise: the tree, then the journal, oldest first.
         let mut scoring: std::collections::BTreeMap<String, (DeviceState, Option<DeviceBaseline>)> =
             std::collections::BTreeMap::new();
@@ -947,7 +947,9 @@ impl Store {
             let at_of = |part: &[u8]| part.as_ptr() as usize - blob.as_ptr() as usize;
             let here = |part: &[u8]| at_of(part)..at_of(part) + part.len();
             let newer = |device: &str| tree_seqs.get(device).is_none_or(|s| *s < key);
-            for g in journal::groups(blob).map_err(corrupt_journal(key))? {
+            let groups =
+                journal::groups(blob).map_err(|source| StateError::Journal { key, device: String::new(), source })?;
+            for g in groups {
                 ordinal += 1;
                 let device = g.device();
                 let at = match index.get(device) {
@@ -991,79 +993,72 @@ impl Store {
             }
         }
         // What to take from each source, in order.
-        let mut takes: Vec<(usize, Take)> = Vec::new();
+        let mut takes: Vec<(usize, Take, std::ops::Range<usize>)> = Vec::new();
         for (at, l) in found.iter_mut().enumerate() {
-            match l.snapshot {
+            match &l.snapshot {
                 Rec::Kept => l.snapshot_seq = snapshots.get(&*l.device).map(|(_, s)| *s),
                 Rec::Gone => {
                     l.snapshot_seq = None;
                     snapshots.remove(&*l.device);
                 }
-                Rec::At(i, _) => takes.push((i, Take::Snapshot(at))),
+                Rec::At(i, bytes) => takes.push((*i, Take::Snapshot(at), bytes.clone())),
             }
-            match l.closed {
+            match &l.closed {
                 Rec::Kept => {}
                 Rec::Gone => {
                     closed.remove(&*l.device);
                 }
-                Rec::At(i, _) => takes.push((i, Take::Closed(at))),
+                Rec::At(i, bytes) => takes.push((*i, Take::Closed(at), bytes.clone())),
             }
-            match l.alert {
+            match &l.alert {
                 Rec::Kept => {}
                 Rec::Gone => {
                     scoring.remove(&*l.device);
                 }
-                Rec::At(i, _) => takes.push((i, Take::Alert(at))),
+                Rec::At(i, bytes) => takes.push((*i, Take::Alert(at), bytes.clone())),
             }
         }
         // Entries of a device before it was forgotten belong to a snapshot
         // that went with it: only what follows its last "forgotten" counts.
         let mut entries_len = 0;
-        for (k, p) in pending.iter().enumerate() {
+        for p in pending {
             let l = &found[p.at];
             if !(l.snapshot_seq.is_some_and(|s| s >= sources[p.source].0) || l.forgotten > p.ordinal) {
                 entries_len += p.bytes.len();
-                takes.push((p.source, Take::Entries(k)));
+                takes.push((p.source, Take::Entries(p.at), p.bytes));
             }
         }
         // Stable: the entries stay in order.
-        takes.sort_by_key(|(i, _)| *i);
+        takes.sort_by_key(|(i, _, _)| *i);
         let mut entries = Vec::with_capacity(entries_len);
         let mut replay = Vec::new();
         let mut last = None;
-        for (i, take) in takes {
+        for (i, take, bytes) in takes {
             if last != Some(i) {
                 read(i, &mut file, &mut tree_blob)?;
                 last = Some(i);
             }
             let key = sources[i].0;
             let blob: &[u8] = if sources[i].1.is_some() { &file } else { &tree_blob };
-            let part = |r: &Rec| match r {
-                Rec::At(_, range) => blob.get(range.clone()).unwrap_or_default(),
-                _ => &[],
-            };
+            let part = blob.get(bytes).unwrap_or_default();
             let k = key.to_be_bytes();
             match take {
                 Take::Snapshot(at) => {
-                    let l = &found[at];
-                    let (d, seq) = decode_snapshot("journal", &k, part(&l.snapshot))?;
-                    snapshots.insert(l.device.to_string(), (d, seq));
+                    let (d, seq) = decode_snapshot("journal", &k, part)?;
+                    snapshots.insert(found[at].device.to_string(), (d, seq));
                 }
                 Take::Closed(at) => {
-                    let l = &found[at];
-                    closed.insert(l.device.to_string(), decode("journal", &k, part(&l.closed))?);
+                    closed.insert(found[at].device.to_string(), decode("journal", &k, part)?);
                 }
                 Take::Alert(at) => {
-                    let l = &found[at];
-                    scoring.insert(l.device.to_string(), decode_scoring("journal", &k, part(&l.alert))?);
+                    scoring.insert(found[at].device.to_string(), decode_scoring("journal", &k, part)?);
                 }
-                Take::Entries(n) => {
-                    let p = &pending[n];
+                Take::Entries(at) => {
                     let from = entries.len();
-                    entries.extend_from_slice(blob.get(p.bytes.clone()).unwrap_or_default());
+                    entries.extend_from_slice(part);
                     replay.push(ReplayGroup {
                         seq: key,
-                        device: found[p.at].device.clone(),
+                        device: found[at].device.clone(),
                         entries: from..entries.len(),
                     });
                 }
