@@ -231,11 +231,8 @@ wait_first() { # http_port source
 cpu_s() { awk -v t="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat"; }
 us_per() { awk -v s="$1" -v n="$2" 'BEGIN { printf "%.1f", s * 1e6 / n }'; }
 
-rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
-hwm_kb() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status"; }
 # RSS split: anonymous (heap, stacks) and file-backed (the binary's code and data).
 rss_split() { awk '/^RssAnon/ { a = $2 } /^RssFile/ { f = $2 } END { printf "%.1f MB anonymous + %.1f MB file-backed", a / 1024, f / 1024 }' "/proc/$1/status"; }
-mb() { awk -v k="$1" 'BEGIN { printf "%.1f MB", k / 1024 }'; }
 
 # One throughput run over MQTT: batch -> result row.
 run_mqtt() { # name batch

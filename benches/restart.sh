@@ -100,12 +100,12 @@ load_from() {
     SAMPLES=()
     while kill -0 "$pid" 2>/dev/null; do
         sleep 5
-        SAMPLES+=("$(awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$DAEMON_PID/status")")
+        SAMPLES+=("$(mb "$(rss_kb "$DAEMON_PID")" | cut -d' ' -f1)")
     done
     wait "$pid" || { cat "$WORK/replay.log" >&2; exit 1; }
 }
 
-hwm() { awk '/^VmHWM/ { printf "%.1f MB", $2 / 1024 }' "/proc/$DAEMON_PID/status"; }
+hwm() { mb "$(hwm_kb "$DAEMON_PID")"; }
 
 if [ "${1:-}" = resume ]; then
     secs=${2:?seconds of load}
