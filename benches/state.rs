@@ -102,11 +102,9 @@ fn bench(c: &mut Criterion) {
     g.bench_function("restart: open + restore 10000 devices", |b| {
         b.iter(|| {
             let store = open(dir.path());
-            let r = store.restore().expect("restore");
+            let mut r = store.restore().expect("restore");
             let mut e = Engine::new(spec(), StateLimits::default(), Cleaning::default());
-            for d in r.devices {
-                e.restore(d, u64::MAX);
-            }
+            faultline::state::restore_engine(&mut e, &mut r).expect("restore the engine");
             assert_eq!(e.device_count(), DEVICES);
             e
         })

@@ -559,12 +559,19 @@ impl Checkpoint<'_> {
     }
 }
 
-/// Everything a restart restores.
+/// Everything a restart restores. The devices' snapshots, closed windows
+/// and alert states stay encoded, one after the other in one buffer, and
+/// are decoded a device at a time as the engine and the alert policy take
+/// them ([`Restored::devices`], [`Restored::alert_states`]): decoded all
+/// at once, ahead of the structures made from them, they left holes
+/// between those that the allocator could not give back (README
+/// "Performance", 36).
 #[derive(Debug, Default)]
 pub struct Restored {
-    pub devices: Vec<DeviceSnapshot>,
-    /// The checkpoint number each device's snapshot was written at.
-    pub snapshot_seqs: std::collections::HashMap<String, u64>,
+    /// Each device's records, by id.
+    held: Vec<Held>,
+    /// Their bytes.
+    records: Vec<u8>,
     /// The oldest checkpoint with a journal file (or an older version's
     /// blob) still kept.
     pub oldest_journal: Option<u64>,
@@ -575,14 +582,88 @@ pub struct Restored {
     pub entries: Vec<u8>,
     /// The number for the next checkpoint (above all the ones stored).
     pub next_seq: u64,
-    pub alert_states: Vec<(String, DeviceState)>,
-    /// Devices' baselines (stored with their alert states).
-    pub baselines: Vec<(String, DeviceBaseline)>,
     pub positions: Vec<(Vec<u8>, Vec<u8>)>,
     /// Alert records not yet on the topic, oldest first.
     pub outbox: Vec<(u64, OutboxRecord)>,
     pub late: Vec<(u64, Reading)>,
     pub quarantine: Vec<(u64, Quarantined)>,
+}
+
+impl Restored {
+    /// The devices with a snapshot.
+    pub fn snapshot_count(&self) -> usize {
+        self.held.iter().filter(|h| h.snapshot.is_some()).count()
+    }
+
+    /// Each device's snapshot, its closed windows in it, with the number of
+    /// the checkpoint that wrote it (0: older than the journal), by id.
+    pub fn devices(&self) -> impl Iterator<Item = Result<(DeviceSnapshot, u64), StateError>> + '_ {
+        self.held.iter().filter_map(|h| {
+            let at = h.snapshot.as_ref()?;
+            Some(self.decode_with(h, at, decode_snapshot).and_then(|(mut d, seq)| {
+                if let Some(c) = &h.closed {
+                    d.closed = self.decode_with(h, c, decode)?;
+                }
+                Ok((d, seq))
+            }))
+        })
+    }
+
+    /// Each device's alert state and its baseline, if any, by id.
+    pub fn alert_states(
+        &self,
+    ) -> impl Iterator<Item = Result<(&str, DeviceState, Option<DeviceBaseline>), StateError>> + '_ {
+        self.held.iter().filter_map(|h| {
+            let at = h.alert.as_ref()?;
+            Some(self.decode_with(h, at, decode_scoring).map(|(s, b)| (&*h.device, s, b)))
+        })
+    }
+
+    fn decode_with<'a, T>(
+        &'a self,
+        h: &Held,
+        at: &Bytes,
+        f: impl FnOnce(&'static str, &[u8], &'a [u8]) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let v = self.records.get(at.bytes.clone()).unwrap_or_default();
+        match at.from {
+            Origin::Tree(tree) => f(tree, h.device.as_bytes(), v),
+            Origin::Journal(seq) => f("journal", &seq.to_be_bytes(), v),
+        }
+    }
+}
+
+/// The device's entry in the restore's `held`, made empty if it has none.
+fn held_of<'a>(held: &'a mut std::collections::BTreeMap<std::sync::Arc<str>, Held>, device: &str) -> &'a mut Held {
+    if !held.contains_key(device) {
+        let device: std::sync::Arc<str> = std::sync::Arc::from(device);
+        held.insert(device.clone(), Held { device, snapshot: None, closed: None, alert: None });
+    }
+    held.get_mut(device).expect("inserted above")
+}
+
+/// A device's records to restore, as [`Restored`] holds them.
+#[derive(Debug)]
+struct Held {
+    device: std::sync::Arc<str>,
+    snapshot: Option<Bytes>,
+    closed: Option<Bytes>,
+    alert: Option<Bytes>,
+}
+
+/// One record in [`Restored::records`]: where it is, where it was read.
+#[derive(Debug)]
+struct Bytes {
+    from: Origin,
+    bytes: std::ops::Range<usize>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    /// An older version's tree, keyed by device id.
+    Tree(&'static str),
+    /// The journal file (or layout 1's blob) of this checkpoint.
+    Journal(u64),
 }
 
 /// One device's journal entries from one checkpoint, to replay.
@@ -879,16 +960,18 @@ impl Store {
             let (k, v) = kv?;
             positions.push((k.to_vec(), v.to_vec()));
         }
-        // Snapshots and closed windows: the trees, then what the blobs
-        // hold that is newer than the tree's snapshot of the device (a
-        // crash may have come between a commit and the trees' updates).
-        let mut closed: std::collections::HashMap<String, Vec<WindowSnapshot>> =
-            decode_all(&self.closed, "closed", &[])?
-                .into_iter()
-                .map(|(k, c)| (String::from_utf8_lossy(&k).into_owned(), c))
-                .collect();
-        let mut snapshots: std::collections::BTreeMap<String, (DeviceSnapshot, u64)> =
-            std::collections::BTreeMap::new();
+        // Snapshots, closed windows and alert states: an older version's
+        // trees, then what the journal holds that is newer than the tree's
+        // snapshot of the device (a crash may have come between a commit
+        // and the trees' updates). Each device's latest records are copied
+        // into one buffer, to be decoded as they are restored.
+        let mut held: std::collections::BTreeMap<std::sync::Arc<str>, Held> = std::collections::BTreeMap::new();
+        let mut records = Vec::new();
+        let keep = |records: &mut Vec<u8>, from: Origin, v: &[u8]| {
+            let at = records.len();
+            records.extend_from_slice(v);
+            Some(Bytes { from, bytes: at..records.len() })
+        };
         let mut tree_seqs = std::collections::HashMap::new();
         let mut next_seq = 0u64;
         for kv in self.devices.iter() {
@@ -896,7 +979,17 @@ impl Store {
             let (d, seq) = decode_snapshot("devices", &k, &v)?;
             next_seq = next_seq.max(seq.saturating_add(1));
             tree_seqs.insert(d.id.clone(), seq);
-            snapshots.insert(d.id.clone(), (d, seq));
+            held_of(&mut held, &d.id).snapshot = keep(&mut records, Origin::Tree("devices"), &v);
+        }
+        for kv in self.closed.iter() {
+            let (k, v) = kv?;
+            let id = String::from_utf8_lossy(&k);
+            held_of(&mut held, &id).closed = keep(&mut records, Origin::Tree("closed"), &v);
+        }
+        for kv in self.alert_state.iter() {
+            let (k, v) = kv?;
+            let id = String::from_utf8_lossy(&k);
+            held_of(&mut held, &id).alert = keep(&mut records, Origin::Tree("alert_state"), &v);
         }
         // Layout 1's blobs (in the `journal` tree) and the files, oldest
         // first, read one at a time, twice: once to find each device's
@@ -928,13 +1021,6 @@ impl Store {
                 }
             }
         };
-        // Alert states likewise: the tree, then the journal, oldest first.
-        let mut scoring: std::collections::BTreeMap<String, (DeviceState, Option<DeviceBaseline>)> =
-            std::collections::BTreeMap::new();
-        for kv in self.alert_state.iter() {
-            let (k, v) = kv?;
-            scoring.insert(String::from_utf8_lossy(&k).into_owned(), decode_scoring("alert_state", &k, &v)?);
-        }
         let mut index: std::collections::HashMap<std::sync::Arc<str>, usize, foldhash::fast::RandomState> =
             Default::default();
         let mut found: Vec<Latest> = Vec::new();
@@ -994,30 +1080,37 @@ impl Store {
         }
         // What to take from each source, in order.
         let mut takes: Vec<(usize, Take, std::ops::Range<usize>)> = Vec::new();
+        let mut records_len = records.len();
         for (at, l) in found.iter_mut().enumerate() {
+            let h = held.get_mut(&l.device);
+            let tree_seq = tree_seqs.get(&*l.device).copied();
+            let (snapshot, closed, alert) = match h {
+                Some(h) => (&mut h.snapshot, &mut h.closed, &mut h.alert),
+                None => (&mut None, &mut None, &mut None),
+            };
             match &l.snapshot {
-                Rec::Kept => l.snapshot_seq = snapshots.get(&*l.device).map(|(_, s)| *s),
+                Rec::Kept => l.snapshot_seq = snapshot.as_ref().and(tree_seq),
                 Rec::Gone => {
                     l.snapshot_seq = None;
-                    snapshots.remove(&*l.device);
+                    *snapshot = None;
                 }
                 Rec::At(i, bytes) => takes.push((*i, Take::Snapshot(at), bytes.clone())),
             }
             match &l.closed {
                 Rec::Kept => {}
-                Rec::Gone => {
-                    closed.remove(&*l.device);
-                }
+                Rec::Gone => *closed = None,
                 Rec::At(i, bytes) => takes.push((*i, Take::Closed(at), bytes.clone())),
             }
             match &l.alert {
                 Rec::Kept => {}
-                Rec::Gone => {
-                    scoring.remove(&*l.device);
-                }
+                Rec::Gone => *alert = None,
                 Rec::At(i, bytes) => takes.push((*i, Take::Alert(at), bytes.clone())),
             }
         }
+        for (_, _, bytes) in &takes {
+            records_len += bytes.len();
+        }
+        records.reserve_exact(records_len - records.len());
         // Entries of a device before it was forgotten belong to a snapshot
         // that went with it: only what follows its last "forgotten" counts.
         let mut entries_len = 0;
@@ -1041,18 +1134,11 @@ impl Store {
             let key = sources[i].0;
             let blob: &[u8] = if sources[i].1.is_some() { &file } else { &tree_blob };
             let part = blob.get(bytes).unwrap_or_default();
-            let k = key.to_be_bytes();
+            let from = Origin::Journal(key);
             match take {
-                Take::Snapshot(at) => {
-                    let (d, seq) = decode_snapshot("journal", &k, part)?;
-                    snapshots.insert(found[at].device.to_string(), (d, seq));
-                }
-                Take::Closed(at) => {
-                    closed.insert(found[at].device.to_string(), decode("journal", &k, part)?);
-                }
-                Take::Alert(at) => {
-                    scoring.insert(found[at].device.to_string(), decode_scoring("journal", &k, part)?);
-                }
+                Take::Snapshot(at) => held_of(&mut held, &found[at].device).snapshot = keep(&mut records, from, part),
+                Take::Closed(at) => held_of(&mut held, &found[at].device).closed = keep(&mut records, from, part),
+                Take::Alert(at) => held_of(&mut held, &found[at].device).alert = keep(&mut records, from, part),
                 Take::Entries(at) => {
                     let from = entries.len();
                     entries.extend_from_slice(part);
@@ -1065,32 +1151,13 @@ impl Store {
             }
         }
         drop(file);
-        let mut devices = Vec::with_capacity(snapshots.len());
-        let mut snapshot_seqs = std::collections::HashMap::with_capacity(snapshots.len());
-        for (id, (mut d, seq)) in snapshots {
-            if let Some(c) = closed.remove(&id) {
-                d.closed = c;
-            }
-            snapshot_seqs.insert(id, seq);
-            devices.push(d);
-        }
-        let mut baselines = Vec::new();
-        let mut alert_states = Vec::with_capacity(scoring.len());
-        for (id, (s, b)) in scoring {
-            if let Some(b) = b {
-                baselines.push((id.clone(), b));
-            }
-            alert_states.push((id, s));
-        }
         Ok(Restored {
-            devices,
-            snapshot_seqs,
+            held: held.into_values().filter(|h| h.snapshot.is_some() || h.alert.is_some()).collect(),
+            records,
             oldest_journal: sources.first().map(|(seq, _)| *seq),
             replay,
             entries,
             next_seq,
-            alert_states,
-            baselines,
             positions,
             outbox: decode_all(&self.outbox, "outbox", &[])?.into_iter().map(|(k, r)| (seq_of(&k), r)).collect(),
             late: decode_all(&self.late, "late", &[])?.into_iter().map(|(k, t)| (seq_of(&k), t)).collect(),
@@ -1980,9 +2047,9 @@ fn remove_orphans(dir: &Path, markers: &sled::Tree) -> Result<(), StateError> {
 /// devices refused (past `limits.max_devices`) and the entries replayed.
 pub fn restore_engine(engine: &mut Engine, r: &mut Restored) -> Result<(usize, usize), StateError> {
     let mut refused = 0;
-    for d in std::mem::take(&mut r.devices) {
-        let seq = r.snapshot_seqs.get(&d.id).copied().unwrap_or(u64::MAX);
-        if !engine.restore(d, seq) {
+    for d in r.devices() {
+        let (d, seq) = d?;
+        if !engine.restore(&d, seq) {
             refused += 1;
         }
     }
@@ -2071,6 +2138,25 @@ mod tests {
             comment: None,
             features: Features::from_iter([("T.mean".to_owned(), 71.5)]),
             contributions: Features::default(),
+        }
+    }
+
+    /// What a restore decodes, all at once, for tests to compare.
+    impl Restored {
+        fn snaps(&self) -> Vec<DeviceSnapshot> {
+            self.devices().map(|d| d.unwrap().0).collect()
+        }
+
+        fn seqs(&self) -> std::collections::HashMap<String, u64> {
+            self.devices().map(|d| d.unwrap()).map(|(d, seq)| (d.id, seq)).collect()
+        }
+
+        fn states(&self) -> Vec<(String, DeviceState)> {
+            self.alert_states().map(|s| s.unwrap()).map(|(id, s, _)| (id.to_owned(), s)).collect()
+        }
+
+        fn bases(&self) -> Vec<(String, DeviceBaseline)> {
+            self.alert_states().map(|s| s.unwrap()).filter_map(|(id, _, b)| Some((id.to_owned(), b?))).collect()
         }
     }
 
@@ -2464,9 +2550,9 @@ mod tests {
             let last = snap(vec![window(120, 3.0)], vec![]);
             assert_eq!(s.checkpoint(&Checkpoint { seq: 1, ..ckpt(last.clone()) }).unwrap().records, 2);
             let r = s.restore().unwrap();
-            assert_eq!(r.devices, vec![last]);
-            assert_eq!(r.snapshot_seqs["p"], 1);
-            assert_eq!(r.alert_states.len(), 1);
+            assert_eq!(r.snaps(), vec![last]);
+            assert_eq!(r.seqs()["p"], 1);
+            assert_eq!(r.states().len(), 1);
             for tree in [&s.devices, &s.closed, &s.alert_state] {
                 assert!(tree.is_empty(), "nothing in the trees");
             }
@@ -2485,8 +2571,8 @@ mod tests {
             let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
             assert_eq!(s.legacy(), (true, true));
             let r = s.restore().unwrap();
-            assert_eq!(r.devices, vec![old.clone()]);
-            assert_eq!(r.alert_states.len(), 1);
+            assert_eq!(r.snaps(), vec![old.clone()]);
+            assert_eq!(r.states().len(), 1);
             // A checkpoint that is not full leaves the trees.
             s.checkpoint(&Checkpoint { seq: 1, ..ckpt(old.clone()) }).unwrap();
             assert_eq!(s.legacy(), (true, true));
@@ -2503,9 +2589,9 @@ mod tests {
         let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
         assert_eq!(s.legacy(), (false, false));
         let r = s.restore().unwrap();
-        assert_eq!(r.devices, vec![old]);
-        assert_eq!(r.snapshot_seqs["p"], 2);
-        assert_eq!(r.alert_states.len(), 1);
+        assert_eq!(r.snaps(), vec![old]);
+        assert_eq!(r.seqs()["p"], 2);
+        assert_eq!(r.states().len(), 1);
     }
 
     /// A journaled engine checkpointed now and then, "crashed" at several
@@ -2646,7 +2732,7 @@ mod tests {
             ..Default::default()
         };
         store.checkpoint(&c).unwrap();
-        let ids = |r: Restored| r.alert_states.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+        let ids = |r: Restored| r.states().into_iter().map(|(id, _)| id).collect::<Vec<_>>();
         assert_eq!(ids(store.restore().unwrap()), vec!["p1"]);
         // A crash between a commit and the tree's update: the blob still has it.
         store.alert_state.remove("p1").unwrap();
@@ -2708,7 +2794,7 @@ mod tests {
             store.journal_files.get(0u64.to_be_bytes()).unwrap().is_none(),
             "a full checkpoint needs no older file"
         );
-        let ids = |r: &Restored| r.alert_states.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
+        let ids = |r: &Restored| r.states().iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
         let mut r = store.restore().unwrap();
         assert_eq!(ids(&r), vec!["p1"]);
         let mut b = engine();
@@ -2862,7 +2948,7 @@ mod tests {
         assert!(!stored.is_empty());
         assert!(!stored.windows(b"vibration".len()).any(|w| w == b"vibration"), "no feature names in the state");
         let r = s.restore().unwrap();
-        assert_eq!(r.alert_states, vec![("p1".to_owned(), state)]);
+        assert_eq!(r.states(), vec![("p1".to_owned(), state)]);
         assert_eq!(s.alert(&made[0].alert_id).unwrap().as_ref(), Some(&made[0]));
     }
 
@@ -2897,18 +2983,18 @@ mod tests {
         };
         s.checkpoint(&c).unwrap();
         let r = s.restore().unwrap();
-        assert_eq!(r.baselines, vec![("p1".to_owned(), active.clone()), ("p2".to_owned(), learning)]);
-        assert_eq!(r.alert_states.len(), 3);
+        assert_eq!(r.bases(), vec![("p1".to_owned(), active.clone()), ("p2".to_owned(), learning)]);
+        assert_eq!(r.states().len(), 3);
         // An older version's record in the tree, written before baselines
         // existed, is the alert state alone.
         s.alert_state.insert("p4", encode(&alerts).unwrap()).unwrap();
         let r = s.restore().unwrap();
-        assert!(r.alert_states.iter().any(|(id, _)| id == "p4"));
-        assert!(!r.baselines.iter().any(|(id, _)| id == "p4"));
+        assert!(r.states().iter().any(|(id, _)| id == "p4"));
+        assert!(!r.bases().iter().any(|(id, _)| id == "p4"));
         // Both gone: the record goes.
         let c = Checkpoint { seq: 1, alert_states: vec![("p2".to_owned(), (None, None))], ..Default::default() };
         s.checkpoint(&c).unwrap();
-        assert!(!s.restore().unwrap().baselines.iter().any(|(id, _)| id == "p2"));
+        assert!(!s.restore().unwrap().bases().iter().any(|(id, _)| id == "p2"));
     }
 
     #[test]
@@ -2962,7 +3048,7 @@ mod tests {
         }
         let s = retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
         let r = s.restore().unwrap();
-        assert_eq!(r.devices, vec![snap]);
+        assert_eq!(r.snaps(), vec![snap]);
         assert_eq!(r.positions.len(), 1);
         assert_eq!(r.outbox.iter().map(|(q, _)| *q).collect::<Vec<_>>(), vec![2, 4, 5]);
         assert_eq!(r.outbox[0].1, *rec(2).1);
@@ -2973,7 +3059,7 @@ mod tests {
             ..Default::default()
         };
         s.checkpoint(&c).unwrap();
-        assert!(s.restore().unwrap().devices.is_empty());
+        assert!(s.restore().unwrap().snaps().is_empty());
         drop(s);
         // Layout 2 (no snapshots in its journal files) is read and taken over.
         let db = retry(|| sled::open(dir.path()).map_err(|e| e.to_string()));
@@ -2999,7 +3085,7 @@ mod tests {
 
     /// The alert states a restore finds, by device.
     fn state_ids(s: &Store) -> Vec<String> {
-        s.restore().unwrap().alert_states.into_iter().map(|(id, _)| id).collect()
+        s.restore().unwrap().states().into_iter().map(|(id, _)| id).collect()
     }
 
     #[test]
@@ -3018,7 +3104,7 @@ mod tests {
         std::fs::write(dir.path().join("journal/0000000000000008"), b"half a checkpoint").unwrap();
         let s = open();
         let r = s.restore().unwrap();
-        assert_eq!(r.alert_states.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["p1"]);
+        assert_eq!(r.states().iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["p1"]);
         assert_eq!((r.next_seq, r.oldest_journal), (8, Some(7)));
         drop(s);
         // A file changed before the open is refused as if read after it.

@@ -126,7 +126,7 @@ fn bad_payloads_do_not_stop_the_source() {
     d.wait_for_log("reading refused", Duration::from_secs(5));
     assert!(d.terminate().success());
     let store = Store::open(&state).unwrap();
-    let devices = store.restore().unwrap().devices;
+    let devices: Vec<_> = store.restore().unwrap().devices().map(|d| d.unwrap().0).collect();
     assert_eq!(devices.len(), 1);
     assert_eq!(devices[0].id, "p9");
     let n: u64 = devices[0].open.iter().map(|w| w.stats.iter().map(|s| s.count()).max().unwrap_or(0)).sum();

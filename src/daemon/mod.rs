@@ -293,7 +293,7 @@ impl Core {
     fn restore(&mut self) -> Result<(), String> {
         let started = Instant::now();
         let mut r = self.store.restore().map_err(|e| crate::error_chain(&e))?;
-        let snapshots = r.devices.len();
+        let snapshots = r.snapshot_count();
         self.seq = r.next_seq;
         // Every alert state restored is in a journal file kept (or an older
         // version's tree): none may go before the turns have come round.
@@ -309,17 +309,16 @@ impl Core {
         // checkpoint writes everything to its journal file, and they go.
         let (devices, states) = self.store.legacy();
         self.full_next |= devices || (states && self.scorer.is_some());
-        self.pipeline.engine_mut().late_store_mut().restore(r.late);
+        self.pipeline.engine_mut().late_store_mut().restore(std::mem::take(&mut r.late));
         self.late_mark = LogMark::at(self.pipeline.engine().late_store());
-        self.pipeline.quarantine_mut().restore(r.quarantine);
+        self.pipeline.quarantine_mut().restore(std::mem::take(&mut r.quarantine));
         self.quarantine_mark = LogMark::at(self.pipeline.quarantine());
         if let Some(s) = &mut self.scorer {
-            for (id, st) in r.alert_states {
-                s.policy_mut().restore(&id, st);
-            }
-            if let Some(b) = s.baselines_mut() {
-                for (id, bl) in std::mem::take(&mut r.baselines) {
-                    b.restore(&id, bl);
+            for st in r.alert_states() {
+                let (id, st, baseline) = st.map_err(|e| crate::error_chain(&e))?;
+                s.policy_mut().restore(id, st);
+                if let (Some(b), Some(bl)) = (s.baselines_mut(), baseline) {
+                    b.restore(id, bl);
                 }
             }
         }

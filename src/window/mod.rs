@@ -756,20 +756,20 @@ impl Engine {
     /// `seq` is the checkpoint that wrote the snapshot (`u64::MAX`: none
     /// that must be kept). Devices past `max_devices` are refused
     /// (returns false).
-    pub fn restore(&mut self, s: DeviceSnapshot, seq: u64) -> bool {
+    pub fn restore(&mut self, s: &DeviceSnapshot, seq: u64) -> bool {
         if !self.devices.contains_key(s.id.as_str()) && self.devices.len() >= self.limits.max_devices {
             self.counters.limit_hits[Limit::Devices as usize] += 1;
             return false;
         }
         let signals: Vec<Signal> = s
             .signals
-            .into_iter()
-            .map(|name| Signal { rule: self.cleaning.rule_for(&name), name: self.names.get(&name) })
+            .iter()
+            .map(|name| Signal { rule: self.cleaning.rule_for(name), name: self.names.get(name) })
             .collect();
         let signals = self.lists.share(signals.into());
-        let window = |w: WindowSnapshot| Window { start: w.start, stats: WindowStats::from_signals(w.stats) };
-        let mut open: Vec<Window> = s.open.into_iter().map(window).collect();
-        let mut closed: Vec<Window> = s.closed.into_iter().map(window).collect();
+        let window = |w: &WindowSnapshot| Window { start: w.start, stats: WindowStats::from_signals(&w.stats) };
+        let mut open: Vec<Window> = s.open.iter().map(window).collect();
+        let mut closed: Vec<Window> = s.closed.iter().map(window).collect();
         open.sort_by_key(|w| w.start);
         closed.sort_by_key(|w| w.start);
         self.created += 1;
@@ -1402,7 +1402,7 @@ mod tests {
         // Restored from an older checkpoint's file: kept until its own turn.
         let mut restored = e.snapshot_all().remove(0);
         restored.id = "restored".into();
-        assert!(e.restore(restored, 3));
+        assert!(e.restore(&restored, 3));
         let first = e.checkpoint_changes(5, false);
         assert_eq!(first.journal_from, 3, "the restored device's snapshot is in checkpoint 3's file");
         // Only one device reports any more: the silent ones are still
@@ -1498,7 +1498,7 @@ mod tests {
         // A restored device takes the shared names too.
         let mut snap = e.snapshot_all().into_iter().find(|d| d.id == "p1").unwrap();
         snap.id = "p3".into();
-        assert!(e.restore(snap, u64::MAX));
+        assert!(e.restore(&snap, u64::MAX));
         let name = |e: &Engine, d: &str, i: usize| e.devices[d].signals[i].name.clone();
         assert!(Arc::ptr_eq(&name(&e, "p1", 0), &name(&e, "p2", 1)));
         assert!(Arc::ptr_eq(&name(&e, "p1", 1), &name(&e, "p2", 0)));
@@ -1533,7 +1533,7 @@ mod tests {
         // A restored device shares too.
         let mut snap = e.snapshot_all().into_iter().find(|d| d.id == "p1").unwrap();
         snap.id = "p4".into();
-        assert!(e.restore(snap, u64::MAX));
+        assert!(e.restore(&snap, u64::MAX));
         assert!(Arc::ptr_eq(&list(&e, "p1"), &list(&e, "p4")));
         // New cleaning rules: lists made again with them, still shared.
         e.set_cleaning(Cleaning::new(vec![Rule { signal: "b".into(), min: Some(0.0), max: None }]));
@@ -1598,7 +1598,7 @@ mod tests {
         assert_eq!(changes.updated.len(), 2);
         assert!(a.take_changes().updated.is_empty(), "nothing changed since");
         let mut b = Engine::new(sp, StateLimits::default(), Cleaning::default());
-        for s in changes.updated {
+        for s in &changes.updated {
             assert!(b.restore(s, u64::MAX));
         }
         let (mut rest_a, mut rest_b) = (Vec::new(), Vec::new());

@@ -416,23 +416,25 @@ impl WindowStats {
 
     /// From per-signal statistics: the signals with the most common times
     /// share them (any grouping computes the same).
-    pub fn from_signals(signals: Vec<SignalStats>) -> WindowStats {
-        let parts: Vec<(Times, Values)> = signals.iter().map(SignalStats::parts).collect();
+    pub fn from_signals(signals: &[SignalStats]) -> WindowStats {
+        let times = |i: usize| signals[i].parts().0;
         let mut best: Option<(Times, usize)> = None;
-        for (i, (t, _)) in parts.iter().enumerate().take(SHARED_SIGNALS) {
+        for i in 0..signals.len().min(SHARED_SIGNALS) {
+            let t = times(i);
             if t.n == 0 {
                 continue;
             }
-            let k = parts.iter().take(SHARED_SIGNALS).filter(|(u, _)| u.same(t)).count();
-            if best.is_none_or(|(_, b)| k > b) && parts[..i].iter().all(|(u, _)| !u.same(t)) {
-                best = Some((*t, k));
+            let k = (0..signals.len().min(SHARED_SIGNALS)).filter(|&j| times(j).same(&t)).count();
+            if best.is_none_or(|(_, b)| k > b) && (0..i).all(|j| !times(j).same(&t)) {
+                best = Some((t, k));
             }
         }
-        let mut w = WindowStats { values: Vec::with_capacity(parts.len()), ..WindowStats::default() };
+        let mut w = WindowStats { values: Vec::with_capacity(signals.len()), ..WindowStats::default() };
         if let Some((t, _)) = best {
             w.times = t;
         }
-        for (i, (t, v)) in parts.into_iter().enumerate() {
+        for (i, s) in signals.iter().enumerate() {
+            let (t, v) = s.parts();
             if t.n == 0 {
                 // Not seen: nothing to keep but the defaults.
             } else if i < SHARED_SIGNALS && best.is_some() && t.same(&w.times) {
@@ -598,7 +600,7 @@ mod tests {
             let mut w = WindowStats::default();
             for (k, (t, values)) in rs.iter().enumerate() {
                 if k == cut {
-                    w = WindowStats::from_signals(w.to_signals());
+                    w = WindowStats::from_signals(&w.to_signals());
                 }
                 let values: Vec<(usize, f64)> =
                     if full { (0..4).map(|i| (i, values.first().map_or(1.0, |v| v.1) + i as f64)).collect() } else { values.clone() };
@@ -637,7 +639,7 @@ mod tests {
         assert_eq!(w.count(3), 1);
         assert_eq!(w.shared, 0b101);
         // Restored from per-signal statistics, the largest group shares.
-        let r = WindowStats::from_signals(w.to_signals());
+        let r = WindowStats::from_signals(&w.to_signals());
         assert_eq!((r.shared, r.own.len()), (0b101, 2));
     }
 

@@ -89,10 +89,9 @@ pub fn stored(state: &Path) -> Stored {
     let open: u64 = store
         .restore()
         .expect("restore")
-        .devices
-        .iter()
-        .flat_map(|d| d.open.iter())
-        .map(|w| w.stats.iter().map(|s| s.count()).max().unwrap_or(0))
+        .devices()
+        .map(|d| d.expect("device").0)
+        .map(|d| d.open.iter().map(|w| w.stats.iter().map(|s| s.count()).max().unwrap_or(0)).sum::<u64>())
         .sum();
     (windows, alerts, open)
 }
