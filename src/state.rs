@@ -559,19 +559,22 @@ impl Checkpoint<'_> {
     }
 }
 
-/// Everything a restart restores. The devices' snapshots, closed windows
-/// and alert states stay encoded, one after the other in one buffer, and
-/// are decoded a device at a time as the engine and the alert policy take
-/// them ([`Restored::devices`], [`Restored::alert_states`]): decoded all
-/// at once, ahead of the structures made from them, they left holes
-/// between those that the allocator could not give back (README
-/// "Performance", 36).
+/// Everything a restart restores. The devices' snapshots and closed
+/// windows, and their alert states, stay encoded, one after the other in
+/// two buffers, and are decoded a device at a time as the engine and the
+/// alert policy take them ([`Restored::devices`],
+/// [`Restored::alert_states`]): decoded all at once, ahead of the
+/// structures made from them, they left holes between those that the
+/// allocator could not give back (README "Performance", 36).
 #[derive(Debug, Default)]
 pub struct Restored {
     /// Each device's records, by id.
     held: Vec<Held>,
-    /// Their bytes.
-    records: Vec<u8>,
+    /// The bytes of their snapshots and closed windows ([`restore_engine`]
+    /// lets them go once the devices are restored).
+    windows: Vec<u8>,
+    /// The bytes of their alert states.
+    states: Vec<u8>,
     /// The oldest checkpoint with a journal file (or an older version's
     /// blob) still kept.
     pub oldest_journal: Option<u64>,
@@ -600,9 +603,9 @@ impl Restored {
     pub fn devices(&self) -> impl Iterator<Item = Result<(DeviceSnapshot, u64), StateError>> + '_ {
         self.held.iter().filter_map(|h| {
             let at = h.snapshot.as_ref()?;
-            Some(self.decode_with(h, at, decode_snapshot).and_then(|(mut d, seq)| {
+            Some(decode_at(&self.windows, h, at, decode_snapshot).and_then(|(mut d, seq)| {
                 if let Some(c) = &h.closed {
-                    d.closed = self.decode_with(h, c, decode)?;
+                    d.closed = decode_at(&self.windows, h, c, decode)?;
                 }
                 Ok((d, seq))
             }))
@@ -615,21 +618,22 @@ impl Restored {
     ) -> impl Iterator<Item = Result<(&str, DeviceState, Option<DeviceBaseline>), StateError>> + '_ {
         self.held.iter().filter_map(|h| {
             let at = h.alert.as_ref()?;
-            Some(self.decode_with(h, at, decode_scoring).map(|(s, b)| (&*h.device, s, b)))
+            Some(decode_at(&self.states, h, at, decode_scoring).map(|(s, b)| (&*h.device, s, b)))
         })
     }
+}
 
-    fn decode_with<'a, T>(
-        &'a self,
-        h: &Held,
-        at: &Bytes,
-        f: impl FnOnce(&'static str, &[u8], &'a [u8]) -> Result<T, StateError>,
-    ) -> Result<T, StateError> {
-        let v = self.records.get(at.bytes.clone()).unwrap_or_default();
-        match at.from {
-            Origin::Tree(tree) => f(tree, h.device.as_bytes(), v),
-            Origin::Journal(seq) => f("journal", &seq.to_be_bytes(), v),
-        }
+/// Decodes with `f` device `h`'s record `at` in `buffer`.
+fn decode_at<'a, T>(
+    buffer: &'a [u8],
+    h: &Held,
+    at: &Bytes,
+    f: impl FnOnce(&'static str, &[u8], &'a [u8]) -> Result<T, StateError>,
+) -> Result<T, StateError> {
+    let v = buffer.get(at.bytes.clone()).unwrap_or_default();
+    match at.from {
+        Origin::Tree(tree) => f(tree, h.device.as_bytes(), v),
+        Origin::Journal(seq) => f("journal", &seq.to_be_bytes(), v),
     }
 }
 
@@ -651,7 +655,7 @@ struct Held {
     alert: Option<Bytes>,
 }
 
-/// One record in [`Restored::records`]: where it is, where it was read.
+/// One record in [`Restored`]'s buffers: where it is, where it was read.
 #[derive(Debug)]
 struct Bytes {
     from: Origin,
@@ -964,13 +968,13 @@ impl Store {
         // trees, then what the journal holds that is newer than the tree's
         // snapshot of the device (a crash may have come between a commit
         // and the trees' updates). Each device's latest records are copied
-        // into one buffer, to be decoded as they are restored.
+        // into two buffers, to be decoded as they are restored.
         let mut held: std::collections::BTreeMap<std::sync::Arc<str>, Held> = std::collections::BTreeMap::new();
-        let mut records = Vec::new();
-        let keep = |records: &mut Vec<u8>, from: Origin, v: &[u8]| {
-            let at = records.len();
-            records.extend_from_slice(v);
-            Some(Bytes { from, bytes: at..records.len() })
+        let (mut windows, mut states) = (Vec::new(), Vec::new());
+        let keep = |buffer: &mut Vec<u8>, from: Origin, v: &[u8]| {
+            let at = buffer.len();
+            buffer.extend_from_slice(v);
+            Some(Bytes { from, bytes: at..buffer.len() })
         };
         let mut tree_seqs = std::collections::HashMap::new();
         let mut next_seq = 0u64;
@@ -979,17 +983,17 @@ impl Store {
             let (d, seq) = decode_snapshot("devices", &k, &v)?;
             next_seq = next_seq.max(seq.saturating_add(1));
             tree_seqs.insert(d.id.clone(), seq);
-            held_of(&mut held, &d.id).snapshot = keep(&mut records, Origin::Tree("devices"), &v);
+            held_of(&mut held, &d.id).snapshot = keep(&mut windows, Origin::Tree("devices"), &v);
         }
         for kv in self.closed.iter() {
             let (k, v) = kv?;
             let id = String::from_utf8_lossy(&k);
-            held_of(&mut held, &id).closed = keep(&mut records, Origin::Tree("closed"), &v);
+            held_of(&mut held, &id).closed = keep(&mut windows, Origin::Tree("closed"), &v);
         }
         for kv in self.alert_state.iter() {
             let (k, v) = kv?;
             let id = String::from_utf8_lossy(&k);
-            held_of(&mut held, &id).alert = keep(&mut records, Origin::Tree("alert_state"), &v);
+            held_of(&mut held, &id).alert = keep(&mut states, Origin::Tree("alert_state"), &v);
         }
         // Layout 1's blobs (in the `journal` tree) and the files, oldest
         // first, read one at a time, twice: once to find each device's
@@ -1080,7 +1084,6 @@ impl Store {
         }
         // What to take from each source, in order.
         let mut takes: Vec<(usize, Take, std::ops::Range<usize>)> = Vec::new();
-        let mut records_len = records.len();
         for (at, l) in found.iter_mut().enumerate() {
             let h = held.get_mut(&l.device);
             let tree_seq = tree_seqs.get(&*l.device).copied();
@@ -1107,10 +1110,15 @@ impl Store {
                 Rec::At(i, bytes) => takes.push((*i, Take::Alert(at), bytes.clone())),
             }
         }
-        for (_, _, bytes) in &takes {
-            records_len += bytes.len();
+        let (mut windows_len, mut states_len) = (0, 0);
+        for (_, take, bytes) in &takes {
+            match take {
+                Take::Alert(_) => states_len += bytes.len(),
+                _ => windows_len += bytes.len(),
+            }
         }
-        records.reserve_exact(records_len - records.len());
+        windows.reserve_exact(windows_len);
+        states.reserve_exact(states_len);
         // Entries of a device before it was forgotten belong to a snapshot
         // that went with it: only what follows its last "forgotten" counts.
         let mut entries_len = 0;
@@ -1136,9 +1144,9 @@ impl Store {
             let part = blob.get(bytes).unwrap_or_default();
             let from = Origin::Journal(key);
             match take {
-                Take::Snapshot(at) => held_of(&mut held, &found[at].device).snapshot = keep(&mut records, from, part),
-                Take::Closed(at) => held_of(&mut held, &found[at].device).closed = keep(&mut records, from, part),
-                Take::Alert(at) => held_of(&mut held, &found[at].device).alert = keep(&mut records, from, part),
+                Take::Snapshot(at) => held_of(&mut held, &found[at].device).snapshot = keep(&mut windows, from, part),
+                Take::Closed(at) => held_of(&mut held, &found[at].device).closed = keep(&mut windows, from, part),
+                Take::Alert(at) => held_of(&mut held, &found[at].device).alert = keep(&mut states, from, part),
                 Take::Entries(at) => {
                     let from = entries.len();
                     entries.extend_from_slice(part);
@@ -1153,7 +1161,8 @@ impl Store {
         drop(file);
         Ok(Restored {
             held: held.into_values().filter(|h| h.snapshot.is_some() || h.alert.is_some()).collect(),
-            records,
+            windows,
+            states,
             oldest_journal: sources.first().map(|(seq, _)| *seq),
             replay,
             entries,
@@ -2043,7 +2052,8 @@ fn remove_orphans(dir: &Path, markers: &sled::Tree) -> Result<(), StateError> {
 }
 
 /// Puts the window state of `r` back into `engine`: each device's snapshot,
-/// then the journal entries newer than it, blob by blob. Returns the
+/// then the journal entries newer than it, blob by blob, and lets go of
+/// them (what is left of `r` for the alert policy is smaller). Returns the
 /// devices refused (past `limits.max_devices`) and the entries replayed.
 pub fn restore_engine(engine: &mut Engine, r: &mut Restored) -> Result<(usize, usize), StateError> {
     let mut refused = 0;
@@ -2052,6 +2062,10 @@ pub fn restore_engine(engine: &mut Engine, r: &mut Restored) -> Result<(usize, u
         if !engine.restore(&d, seq) {
             refused += 1;
         }
+    }
+    r.windows = Vec::new();
+    for h in &mut r.held {
+        (h.snapshot, h.closed) = (None, None);
     }
     let replay = std::mem::take(&mut r.replay);
     let entries = std::mem::take(&mut r.entries);
@@ -2821,6 +2835,46 @@ mod tests {
             seq += 1;
             assert!(seq < 8, "p1 is snapshotted at its turn");
         }
+    }
+
+    #[test]
+    fn the_restore_decodes_a_device_at_a_time_and_the_engine_lets_go_of_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut a = journaled_engine();
+        let mut out = Vec::new();
+        for (i, id) in ["p1", "p2", "p3"].into_iter().enumerate() {
+            a.record(id, 1000, [("a", i as f64), ("b", 1.0)], 0, &mut out);
+        }
+        let state = DeviceState::default();
+        let c = Checkpoint {
+            seq: 3,
+            devices: a.checkpoint_changes(3, true),
+            full: true,
+            alert_states: vec![("p2".into(), (Some(&state), None)), ("p4".into(), (Some(&state), None))],
+            all_states: true,
+            ..Default::default()
+        };
+        store.checkpoint(&c).unwrap();
+        let mut r = store.restore().unwrap();
+        assert_eq!(r.snapshot_count(), 3);
+        let mut b = journaled_engine();
+        assert_eq!(restore_engine(&mut b, &mut r).unwrap(), (0, 0));
+        let sorted = |e: &Engine| {
+            let mut v = e.snapshot_all();
+            v.sort_by(|x, y| x.id.cmp(&y.id));
+            v
+        };
+        assert_eq!(sorted(&b), sorted(&a));
+        // The windows' records are gone, the alert states still there.
+        assert!(r.windows.is_empty() && r.devices().next().is_none());
+        assert_eq!(r.states(), vec![("p2".to_owned(), state.clone()), ("p4".to_owned(), state)]);
+        // A record that does not decode is named when it is decoded.
+        store.alert_state.insert("p0", &[0xff_u8; 3][..]).unwrap();
+        let r = store.restore().unwrap();
+        let e = crate::error_chain(&r.alert_states().next().unwrap().unwrap_err());
+        assert!(e.contains("alert_state") && e.contains("p0"), "{e}");
+        assert_eq!(r.alert_states().filter(|s| s.is_ok()).count(), 2);
     }
 
     #[test]
