@@ -60,7 +60,8 @@
 //! restart restores the snapshots, then replays the journal entries newer
 //! than each, which stay in their files until the device's turn; it reads
 //! the files one at a time, twice (the latest records and the entries that
-//! count, then those decoded and copied). A clean shutdown snapshots every
+//! count, then those copied, still encoded: [`Restored`] decodes a device
+//! at a time as it is restored). A clean shutdown snapshots every
 //! device. A `devices` record
 //! of an older database (closed windows inside, no checkpoint number) still
 //! reads the same. The outbox is in memory while the daemon runs
@@ -639,11 +640,11 @@ fn decode_at<'a, T>(
 
 /// The device's entry in the restore's `held`, made empty if it has none.
 fn held_of<'a>(held: &'a mut std::collections::BTreeMap<std::sync::Arc<str>, Held>, device: &str) -> &'a mut Held {
-    if !held.contains_key(device) {
-        let device: std::sync::Arc<str> = std::sync::Arc::from(device);
-        held.insert(device.clone(), Held { device, snapshot: None, closed: None, alert: None });
-    }
-    held.get_mut(device).expect("inserted above")
+    let device: std::sync::Arc<str> = match held.get_key_value(device) {
+        Some((k, _)) => k.clone(),
+        None => std::sync::Arc::from(device),
+    };
+    held.entry(device.clone()).or_insert(Held { device, snapshot: None, closed: None, alert: None })
 }
 
 /// A device's records to restore, as [`Restored`] holds them.
