@@ -1086,28 +1086,24 @@ impl Store {
         // What to take from each source, in order.
         let mut takes: Vec<(usize, Take, std::ops::Range<usize>)> = Vec::new();
         for (at, l) in found.iter_mut().enumerate() {
-            let h = held.get_mut(&l.device);
-            let tree_seq = tree_seqs.get(&*l.device).copied();
-            let (snapshot, closed, alert) = match h {
-                Some(h) => (&mut h.snapshot, &mut h.closed, &mut h.alert),
-                None => (&mut None, &mut None, &mut None),
-            };
+            // (A device left with no records is dropped at the end.)
+            let h = held_of(&mut held, &l.device);
             match &l.snapshot {
-                Rec::Kept => l.snapshot_seq = snapshot.as_ref().and(tree_seq),
+                Rec::Kept => l.snapshot_seq = h.snapshot.as_ref().and(tree_seqs.get(&*l.device).copied()),
                 Rec::Gone => {
                     l.snapshot_seq = None;
-                    *snapshot = None;
+                    h.snapshot = None;
                 }
                 Rec::At(i, bytes) => takes.push((*i, Take::Snapshot(at), bytes.clone())),
             }
             match &l.closed {
                 Rec::Kept => {}
-                Rec::Gone => *closed = None,
+                Rec::Gone => h.closed = None,
                 Rec::At(i, bytes) => takes.push((*i, Take::Closed(at), bytes.clone())),
             }
             match &l.alert {
                 Rec::Kept => {}
-                Rec::Gone => *alert = None,
+                Rec::Gone => h.alert = None,
                 Rec::At(i, bytes) => takes.push((*i, Take::Alert(at), bytes.clone())),
             }
         }

@@ -87,9 +87,12 @@ impl SignalStats {
         finish(&times, &values)
     }
 
+    fn times(&self) -> Times {
+        Times { n: self.n, t_mean: self.t_mean, t_m2: self.t_m2, first_ts: self.first_ts, last_ts: self.last_ts }
+    }
+
     fn parts(&self) -> (Times, Values) {
-        let times =
-            Times { n: self.n, t_mean: self.t_mean, t_m2: self.t_m2, first_ts: self.first_ts, last_ts: self.last_ts };
+        let times = self.times();
         let values = Values {
             shift: self.shift,
             mean: self.mean,
@@ -417,15 +420,15 @@ impl WindowStats {
     /// From per-signal statistics: the signals with the most common times
     /// share them (any grouping computes the same).
     pub fn from_signals(signals: &[SignalStats]) -> WindowStats {
-        let times = |i: usize| signals[i].parts().0;
+        let shareable = &signals[..signals.len().min(SHARED_SIGNALS)];
         let mut best: Option<(Times, usize)> = None;
-        for i in 0..signals.len().min(SHARED_SIGNALS) {
-            let t = times(i);
+        for (i, s) in shareable.iter().enumerate() {
+            let t = s.times();
             if t.n == 0 {
                 continue;
             }
-            let k = (0..signals.len().min(SHARED_SIGNALS)).filter(|&j| times(j).same(&t)).count();
-            if best.is_none_or(|(_, b)| k > b) && (0..i).all(|j| !times(j).same(&t)) {
+            let k = shareable.iter().filter(|u| u.times().same(&t)).count();
+            if best.is_none_or(|(_, b)| k > b) && shareable[..i].iter().all(|u| !u.times().same(&t)) {
                 best = Some((t, k));
             }
         }
