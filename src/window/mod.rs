@@ -345,6 +345,10 @@ pub type LateStore = crate::bounded::BoundedLog<Reading>;
 /// (`Device::journal_full`).
 pub const JOURNAL_PER_SNAPSHOT: usize = 2;
 
+/// Journal bytes a device holds between checkpoints before they are
+/// weighed against a snapshot of it (which is at least this big).
+const JOURNAL_HELD_FLOOR: usize = 512;
+
 /// Snapshots a checkpoint takes at most for journals that outgrew their
 /// bound: twice a checkpoint's share of the devices (every device's turn
 /// comes once in `spread` checkpoints), at least 256. The others wait
@@ -532,7 +536,14 @@ impl Engine {
         let result = record_in(dev, &mut cx, ts_ms, values, now_ms);
         if log {
             dev.logged += dev.journal.len() - before;
-            if !dev.snap_wanted && dev.journal_full(spread) {
+            if dev.journal.len() > JOURNAL_HELD_FLOOR && dev.journal.len() > dev.snapshot_bytes() {
+                // More since the last checkpoint than a snapshot of the
+                // device: the checkpoint takes a snapshot, and the entries
+                // go now. At 100 readings a message a device took ~800
+                // readings a second, ~63 KB of entries held until the
+                // checkpoint, 131 MB for 1,000 devices.
+                dev.mark_snapshot();
+            } else if !dev.snap_wanted && dev.journal_full(spread) {
                 dev.snap_wanted = true;
             }
         }
@@ -1475,6 +1486,38 @@ mod tests {
         // their snapshot: fewer than a fifth still wait at the end.
         assert!(logged > 1000 * 100);
         assert!(e.devices.values().filter(|d| d.snap_wanted).count() < 200, "{capped:?}");
+    }
+
+    #[test]
+    fn a_device_holds_no_more_journal_between_checkpoints_than_a_snapshot_of_it() {
+        let mut e = engine(spec(10 * S, 30 * S));
+        e.set_journal(60);
+        let mut out = Vec::new();
+        let signals = ["a", "b", "c", "d", "e", "f", "g", "h"];
+        for seq in 0..5u64 {
+            // 500 readings a checkpoint for one device, one for the other.
+            for k in 0..500 {
+                let t = seq as i64 * S + k;
+                e.record("busy", t, signals.map(|s| (s, t as f64)), t, &mut out);
+                let d = &e.devices["busy"];
+                assert!(
+                    d.journal.len() <= d.snapshot_bytes().max(JOURNAL_HELD_FLOOR),
+                    "{seq}/{k}: {}",
+                    d.journal.len()
+                );
+            }
+            let t = seq as i64 * S;
+            e.record("slow", t, signals.map(|s| (s, t as f64)), t, &mut out);
+            let c = e.checkpoint_changes(seq, false);
+            // The busy device's readings are in its snapshot, not in entries.
+            let busy = c.updated.iter().find(|d| d.id == "busy").expect("busy snapshotted");
+            assert_eq!(*busy, e.snapshot_all().into_iter().find(|d| d.id == "busy").unwrap());
+            assert!(c.logged.iter().all(|(id, _)| &**id != "busy"), "{seq}");
+            if seq > 0 {
+                assert!(c.logged.iter().any(|(id, _)| &**id == "slow"), "{seq}: the slow one journals");
+            }
+        }
+        assert!(e.devices["busy"].journal.is_empty() && !e.devices["busy"].snap_next);
     }
 
     #[test]
