@@ -345,9 +345,12 @@ pub type LateStore = crate::bounded::BoundedLog<Reading>;
 /// (`Device::journal_full`).
 pub const JOURNAL_PER_SNAPSHOT: usize = 2;
 
-/// Journal bytes a device holds between checkpoints before they are
-/// weighed against a snapshot of it (which is at least this big).
-const JOURNAL_HELD_FLOOR: usize = 512;
+/// Journal bytes a device may hold between checkpoints before they are
+/// weighed against a snapshot of it: ~50 readings of 8 signals. With 512
+/// bytes, 1,000 devices at 25 readings a second each (`benches/load.sh
+/// latency`) were all snapshotted at every checkpoint; a few KB of entries
+/// are cheap to hold and to write.
+const JOURNAL_HELD_FLOOR: usize = 4096;
 
 /// Snapshots a checkpoint takes at most for journals that outgrew their
 /// bound: twice a checkpoint's share of the devices (every device's turn
@@ -1495,7 +1498,8 @@ mod tests {
         let mut out = Vec::new();
         let signals = ["a", "b", "c", "d", "e", "f", "g", "h"];
         for seq in 0..5u64 {
-            // 500 readings a checkpoint for one device, one for the other.
+            // 500 readings a checkpoint for one device (~40 KB of entries),
+            // one for the other.
             for k in 0..500 {
                 let t = seq as i64 * S + k;
                 e.record("busy", t, signals.map(|s| (s, t as f64)), t, &mut out);
