@@ -1513,9 +1513,13 @@ mod tests {
             let t = seq as i64 * S;
             e.record("slow", t, signals.map(|s| (s, t as f64)), t, &mut out);
             let c = e.checkpoint_changes(seq, false);
-            // The busy device's readings are in its snapshot, not in entries.
+            // The busy device's readings are in its snapshot, not in
+            // entries: every one so far, those whose entries went included.
             let busy = c.updated.iter().find(|d| d.id == "busy").expect("busy snapshotted");
             assert_eq!(*busy, e.snapshot_all().into_iter().find(|d| d.id == "busy").unwrap());
+            assert_eq!(busy.open.len(), 1, "{seq}");
+            let counts: Vec<u64> = busy.open[0].stats.iter().map(|s| s.count()).collect();
+            assert_eq!(counts, vec![500 * (seq + 1); 8], "{seq}");
             assert!(c.logged.iter().all(|(id, _)| &**id != "busy"), "{seq}");
             if seq > 0 {
                 assert!(c.logged.iter().any(|(id, _)| &**id == "slow"), "{seq}: the slow one journals");
