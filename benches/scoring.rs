@@ -1,4 +1,5 @@
-//! Window close → features → inference → alert policy, with the shipped
+//! Window close → features → inference → alert policy (and an alert
+//! record's JSON for the alert topic), with the shipped
 //! model (`models/pump-skab`, 56 features, HistGradientBoosting): issue 7's
 //! goals are ≥ 200,000 windows/s for a batch of closed windows and a p99
 //! under 50 µs for one window alone.
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use faultline::alerts::PolicyConfig;
+use faultline::alerts::{Alert, PolicyConfig};
 use faultline::clean::Cleaning;
 use faultline::decode::DecodeLimits;
 use faultline::model::Model;
@@ -64,9 +65,12 @@ fn windows() -> Vec<ClosedWindow> {
     out
 }
 
+fn model_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/pump-skab")
+}
+
 fn scorer() -> Scorer {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/pump-skab");
-    let model = Arc::new(Model::load(&dir).expect("the shipped model loads"));
+    let model = Arc::new(Model::load(&model_dir()).expect("the shipped model loads"));
     let policy = PolicyConfig { threshold: 0.7, warning: None, raise_after: 1, clear_after: 2, hysteresis: 0.1 };
     Scorer::new(model, policy)
 }
@@ -114,6 +118,30 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % windows.len();
             black_box(s.process(&windows[i..=i], T0 + i as i64).map(|b| b.results.len()).unwrap_or(0))
+        })
+    });
+
+    // An alert record's payload for the alert topic: every window raises
+    // one (threshold 0), with the model's 56 features.
+    let alerts: Vec<Alert> = {
+        let model = Arc::new(Model::load(&model_dir()).expect("the shipped model loads"));
+        let policy = PolicyConfig { threshold: 0.0, warning: None, raise_after: 1, clear_after: 2, hysteresis: 0.0 };
+        let batch = Scorer::new(model, policy).process(&windows, T0).expect("the windows score");
+        batch.alerts.into_iter().map(|(_, a)| a).collect()
+    };
+    assert_eq!(alerts.len(), windows.len());
+    let mut i = 0;
+    g.bench_function("alert_json/written", |b| {
+        b.iter(|| {
+            i = (i + 1) % alerts.len();
+            black_box(alerts[i].to_json_string())
+        })
+    });
+    // As it was made before: a `Value` first, then its text.
+    g.bench_function("alert_json/through_a_value", |b| {
+        b.iter(|| {
+            i = (i + 1) % alerts.len();
+            black_box(alerts[i].to_json().to_string())
         })
     });
     g.finish();

@@ -196,40 +196,99 @@ fn trailing_features<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Features,
 }
 
 impl Alert {
-    /// The record as SPEC 4's JSON (RFC 3339 times; our extra fields alongside).
+    /// The record as SPEC 4's JSON (RFC 3339 times; our extra fields
+    /// alongside), for the HTTP side.
     pub fn to_json(&self) -> serde_json::Value {
+        // Cannot fail: every key is a string and every part serialises.
+        serde_json::to_value(AlertJson::of(self)).unwrap_or_default()
+    }
+
+    /// [`Alert::to_json`] as text, written straight from the record: the
+    /// payload of the alert topic's records. Building the `Value` first
+    /// (a map entry and a string per feature) took ~35 µs an alert, 2 ms
+    /// for a batch of 64 before the first of them went to Kafka.
+    pub fn to_json_string(&self) -> String {
+        serde_json::to_string(&AlertJson::of(self)).unwrap_or_default()
+    }
+}
+
+/// An [`Alert`] as its JSON, borrowed. The fields are in the order of
+/// their names, and so are the features: the text is what `Value`'s
+/// sorted maps gave before (a test holds the two together).
+#[derive(Serialize)]
+struct AlertJson<'a> {
+    acknowledged_by: &'a Option<String>,
+    alert_id: &'a str,
+    comment: &'a Option<String>,
+    /// A baseline alert's shares; absent on other alerts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contributions: Option<FeatureMap<'a>>,
+    device_id: &'a str,
+    /// `null` when not finite (a silence alert's), as is `threshold`.
+    fault_probability: f64,
+    features: FeatureMap<'a>,
+    message: &'a str,
+    model: &'a str,
+    model_version: &'a str,
+    origin: Origin,
+    raised_at: String,
+    severity: Severity,
+    status: Status,
+    threshold: f64,
+    updated_at: String,
+    window_end: String,
+    window_start: String,
+}
+
+impl<'a> AlertJson<'a> {
+    fn of(a: &'a Alert) -> AlertJson<'a> {
         use crate::time::format_rfc3339 as t;
-        let features: serde_json::Map<String, serde_json::Value> = self
-            .features
-            .iter()
-            .filter(|(_, v)| v.is_finite())
-            .map(|(k, v)| (k.to_owned(), serde_json::json!(v)))
-            .collect();
-        let mut j = serde_json::json!({
-            "alert_id": self.alert_id,
-            "device_id": self.device_id,
-            "status": self.status,
-            "severity": self.severity,
-            "origin": self.origin,
-            "fault_probability": if self.fault_probability.is_finite() { serde_json::json!(self.fault_probability) } else { serde_json::Value::Null },
-            "threshold": self.threshold,
-            "window_start": t(self.window_start_ms),
-            "window_end": t(self.window_end_ms),
-            "model": self.model,
-            "model_version": self.model_version,
-            "message": self.message,
-            "raised_at": t(self.raised_at_ms),
-            "updated_at": t(self.updated_at_ms),
-            "acknowledged_by": self.acknowledged_by,
-            "comment": self.comment,
-            "features": features,
-        });
-        if !self.contributions.is_empty() {
-            let c: serde_json::Map<String, serde_json::Value> =
-                self.contributions.iter().map(|(k, v)| (k.to_owned(), serde_json::json!(v))).collect();
-            j["contributions"] = serde_json::Value::Object(c);
+        AlertJson {
+            acknowledged_by: &a.acknowledged_by,
+            alert_id: &a.alert_id,
+            comment: &a.comment,
+            contributions: (!a.contributions.is_empty())
+                .then_some(FeatureMap { features: &a.contributions, finite_only: false }),
+            device_id: &a.device_id,
+            fault_probability: a.fault_probability,
+            features: FeatureMap { features: &a.features, finite_only: true },
+            message: &a.message,
+            model: &a.model,
+            model_version: &a.model_version,
+            origin: a.origin,
+            raised_at: t(a.raised_at_ms),
+            severity: a.severity,
+            status: a.status,
+            threshold: a.threshold,
+            updated_at: t(a.updated_at_ms),
+            window_end: t(a.window_end_ms),
+            window_start: t(a.window_start_ms),
         }
-        j
+    }
+}
+
+/// Features as a JSON object, by name; a name given twice keeps its last
+/// value. `finite_only` leaves out values that are not finite (else `null`).
+struct FeatureMap<'a> {
+    features: &'a Features,
+    finite_only: bool,
+}
+
+impl Serialize for FeatureMap<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut pairs: Vec<(&str, f64)> =
+            self.features.iter().filter(|(_, v)| !self.finite_only || v.is_finite()).collect();
+        // Stable: of equal names, the last given ends its run and is kept.
+        pairs.sort_by(|a, b| a.0.cmp(b.0));
+        let mut map = s.serialize_map(None)?;
+        for (i, (name, value)) in pairs.iter().enumerate() {
+            if pairs.get(i + 1).is_some_and(|next| next.0 == *name) {
+                continue;
+            }
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
     }
 }
 

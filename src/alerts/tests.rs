@@ -306,3 +306,104 @@ fn an_alert_head_reads_the_first_fields_of_a_stored_record() {
         assert_eq!(h, want);
     }
 }
+
+/// The JSON as it was built before [`Alert::to_json_string`]: a `Value`,
+/// whose maps sort their keys. The text written straight from the record
+/// must not differ from it.
+fn json_through_value(a: &Alert) -> serde_json::Value {
+    use crate::time::format_rfc3339 as t;
+    let features: serde_json::Map<String, serde_json::Value> =
+        a.features.iter().filter(|(_, v)| v.is_finite()).map(|(k, v)| (k.to_owned(), serde_json::json!(v))).collect();
+    let mut j = serde_json::json!({
+        "alert_id": a.alert_id,
+        "device_id": a.device_id,
+        "status": a.status,
+        "severity": a.severity,
+        "origin": a.origin,
+        "fault_probability": if a.fault_probability.is_finite() { serde_json::json!(a.fault_probability) } else { serde_json::Value::Null },
+        "threshold": a.threshold,
+        "window_start": t(a.window_start_ms),
+        "window_end": t(a.window_end_ms),
+        "model": a.model,
+        "model_version": a.model_version,
+        "message": a.message,
+        "raised_at": t(a.raised_at_ms),
+        "updated_at": t(a.updated_at_ms),
+        "acknowledged_by": a.acknowledged_by,
+        "comment": a.comment,
+        "features": features,
+    });
+    if !a.contributions.is_empty() {
+        let c: serde_json::Map<String, serde_json::Value> =
+            a.contributions.iter().map(|(k, v)| (k.to_owned(), serde_json::json!(v))).collect();
+        j["contributions"] = serde_json::Value::Object(c);
+    }
+    j
+}
+
+mod written_json {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Any value, the ones JSON has no number for included.
+    fn value() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            4 => any::<f64>(),
+            1 => Just(f64::NAN),
+            1 => Just(f64::INFINITY),
+            1 => Just(-0.0),
+            2 => -1.0e3..1.0e3f64,
+        ]
+    }
+
+    /// Few names, so that some repeat, in any order.
+    fn features() -> impl Strategy<Value = Features> {
+        proptest::collection::vec(("[a-d]{1,2}(\\.[a-c])?", value()), 0..12)
+            .prop_map(|pairs| pairs.into_iter().collect())
+    }
+
+    prop_compose! {
+        fn alert()(
+            ids in ("\\PC{0,12}", "[ -~\\t\\n\"\\\\é☃]{0,12}", "\\PC{0,20}"),
+            status in prop_oneof![Just(Status::Open), Just(Status::Acknowledged), Just(Status::Cleared)],
+            severity in prop_oneof![Just(Severity::Warning), Just(Severity::Critical)],
+            origin in prop_oneof![Just(Origin::Model), Just(Origin::Silence), Just(Origin::Baseline)],
+            levels in (value(), value()),
+            times in proptest::collection::vec(-1i64 << 45..1i64 << 45, 4),
+            by in proptest::option::of("\\PC{0,8}"),
+            comment in proptest::option::of("[ -~\\n]{0,8}"),
+            features in features(),
+            contributions in features(),
+        ) -> Alert {
+            Alert {
+                alert_id: ids.0,
+                device_id: ids.1,
+                status,
+                severity,
+                origin,
+                fault_probability: levels.0,
+                threshold: levels.1,
+                window_start_ms: times[0],
+                window_end_ms: times[1],
+                model: "pump-fault".to_owned(),
+                model_version: "3".to_owned(),
+                message: ids.2,
+                raised_at_ms: times[2],
+                updated_at_ms: times[3],
+                acknowledged_by: by,
+                comment,
+                features,
+                contributions,
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn is_the_text_the_value_gave(a in alert()) {
+            let before = json_through_value(&a);
+            prop_assert_eq!(a.to_json_string(), before.to_string());
+            prop_assert_eq!(a.to_json(), before);
+        }
+    }
+}

@@ -609,7 +609,7 @@ impl Core {
         }
         if self.sink {
             let records = alerts.iter().map(|a| {
-                (OutboxRecord { device_id: a.device_id.clone(), payload: a.to_json().to_string() }, a.updated_at_ms)
+                (OutboxRecord { device_id: a.device_id.clone(), payload: a.to_json_string() }, a.updated_at_ms)
             });
             self.stats.outbox_dropped += self.outbox.push(records);
             crate::metrics::outbox_pending(self.outbox.pending());
