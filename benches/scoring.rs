@@ -137,7 +137,8 @@ fn bench(c: &mut Criterion) {
             black_box(alerts[i].to_json_string())
         })
     });
-    // As it was made before: a `Value` first, then its text.
+    // Through a `Value` (`to_json`, what the HTTP API answers with), then
+    // its text: how the payload was made before, there with `json!`.
     g.bench_function("alert_json/through_a_value", |b| {
         b.iter(|| {
             i = (i + 1) % alerts.len();

@@ -99,8 +99,13 @@ impl View {
     /// Tells live pages about a change; nobody listening is fine.
     pub fn publish(&self, event: &'static str, data: &serde_json::Value) {
         if self.listened() {
-            let _ = self.events.send((event, Arc::from(data.to_string())));
+            self.publish_text(event, data.to_string());
         }
+    }
+
+    /// [`View::publish`] for data already written as JSON text.
+    fn publish_text(&self, event: &'static str, json: String) {
+        let _ = self.events.send((event, Arc::from(json)));
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<(&'static str, Arc<str>)> {
@@ -133,7 +138,8 @@ impl View {
             }
         }
         if self.listened() {
-            self.publish("alert", &a.to_json());
+            // The text the alert topic gets, without a `Value` first.
+            self.publish_text("alert", a.to_json_string());
             let (open, acknowledged) = self.counts();
             self.publish("counts", &serde_json::json!({"open": open, "acknowledged": acknowledged}));
         }
