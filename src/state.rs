@@ -140,6 +140,8 @@ pub enum StateError {
     Journal { key: u64, device: String, source: journal::Corrupt },
     #[error("cannot {what} {path}")]
     File { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("device {0:?} is to be snapshotted, but the checkpoint has no engine that tracks it")]
+    NoSnapshot(String),
     #[error("journal file {path} is not the one checkpoint {seq} wrote (its length or hash differs); the state cannot be restored exactly: move {dir} away to start afresh")]
     JournalFile { path: PathBuf, seq: u64, dir: PathBuf },
 }
@@ -511,9 +513,10 @@ fn decode_scoring(
     Ok((state, baseline))
 }
 
-/// What a checkpoint writes (alert states borrowed from the policy: at a
-/// window close there is one per device, and copies of them were the
-/// largest item of a checkpoint's memory).
+/// What a checkpoint writes (alert states borrowed from the policy, with
+/// their device ids: at a window close there is one per device, and
+/// copies of them were the largest item of a checkpoint's memory; the
+/// snapshots taken from the engine as the journal file is written).
 #[derive(Debug, Default)]
 pub struct Checkpoint<'a> {
     /// This checkpoint's number: its journal blob's key, written with each
@@ -523,10 +526,13 @@ pub struct Checkpoint<'a> {
     /// below its `journal_from` are removed: the caller keeps every file
     /// that holds a device's latest snapshot or alert state.
     pub devices: Changes,
+    /// The engine whose devices `devices.to_snapshot` names: each snapshot
+    /// is taken from it as the journal file is written.
+    pub engine: Option<&'a Engine>,
     /// `devices` has every device's snapshot.
     pub full: bool,
     /// Alert policy state and baseline per device; both `None` removes them.
-    pub alert_states: Vec<(String, ScoringState<'a>)>,
+    pub alert_states: Vec<(&'a str, ScoringState<'a>)>,
     /// `alert_states` has every device's.
     pub all_states: bool,
     /// Alert records to keep as each alert's latest.
@@ -545,6 +551,7 @@ pub struct Checkpoint<'a> {
 impl Checkpoint<'_> {
     pub fn is_empty(&self) -> bool {
         self.devices.updated.is_empty()
+            && self.devices.to_snapshot.is_empty()
             && self.devices.logged.is_empty()
             && self.devices.forgotten.is_empty()
             && self.alert_states.is_empty()
@@ -1203,8 +1210,7 @@ impl Store {
         let marker = self.write_journal(c, &mut w)?;
         // Records: the trees' (those written after the commit too), and
         // the journal entries as one.
-        w.records += c.devices.updated.len()
-            + c.devices.updated.len()
+        w.records += 2 * (c.devices.updated.len() + c.devices.to_snapshot.len())
             + usize::from(!c.devices.logged.is_empty())
             + c.devices.forgotten.len()
             + c.alert_states.len()
@@ -1295,7 +1301,12 @@ impl Store {
     /// nothing to write, no file).
     fn write_journal(&self, c: &Checkpoint<'_>, w: &mut Written) -> Result<Option<Marker>, StateError> {
         let d = &c.devices;
-        if d.forgotten.is_empty() && d.updated.is_empty() && d.logged.is_empty() && c.alert_states.is_empty() {
+        if d.forgotten.is_empty()
+            && d.updated.is_empty()
+            && d.to_snapshot.is_empty()
+            && d.logged.is_empty()
+            && c.alert_states.is_empty()
+        {
             return Ok(None);
         }
         let path = self.journal_path(c.seq);
@@ -1330,12 +1341,21 @@ impl Store {
         for id in &c.devices.forgotten {
             blob.forgotten(id);
         }
-        for d in &c.devices.updated {
+        // The snapshots to take are taken one at a time, each written and
+        // dropped before the next.
+        let taken = c.devices.to_snapshot.iter().map(|id| {
+            c.engine
+                .and_then(|e| e.snapshot_of(id))
+                .map(std::borrow::Cow::Owned)
+                .ok_or_else(|| StateError::NoSnapshot(id.to_string()))
+        });
+        for d in c.devices.updated.iter().map(|d| Ok(std::borrow::Cow::Borrowed(d))).chain(taken) {
+            let d = d?;
             // Before the snapshot, always (none is an empty list): a
             // restore takes the closed windows a snapshot's file has.
             encode_closed(&d.closed, &mut v)?;
             blob.closed(&d.id, &v);
-            encode_open(d, c.seq, &mut v)?;
+            encode_open(&d, c.seq, &mut v)?;
             blob.snapshot(&d.id, &v);
             blob.drain(&mut write)?;
         }
@@ -2556,7 +2576,7 @@ mod tests {
             // A snapshot goes with its closed windows, changed or not, an
             // empty list too: the file is their only copy.
             let mut first = ckpt(snap(vec![window(60, 1.0)], vec![window(0, 2.0)]));
-            first.alert_states = vec![("p".into(), (Some(&state), None))];
+            first.alert_states = vec![("p", (Some(&state), None))];
             assert_eq!(s.checkpoint(&first).unwrap().records, 3);
             let last = snap(vec![window(120, 3.0)], vec![]);
             assert_eq!(s.checkpoint(&Checkpoint { seq: 1, ..ckpt(last.clone()) }).unwrap().records, 2);
@@ -2589,7 +2609,7 @@ mod tests {
             assert_eq!(s.legacy(), (true, true));
             // A full one, with every alert state, empties them.
             let mut full = Checkpoint { seq: 2, full: true, all_states: true, ..ckpt(old.clone()) };
-            full.alert_states = vec![("p".into(), (Some(&state), None))];
+            full.alert_states = vec![("p", (Some(&state), None))];
             s.checkpoint(&full).unwrap();
             assert_eq!(s.legacy(), (false, false));
             for tree in [&s.devices, &s.closed, &s.alert_state] {
@@ -2643,7 +2663,12 @@ mod tests {
         let mut out = Vec::new();
         let mut total_replayed = 0;
         let checkpoint = |a: &mut crate::window::Engine, seq: &mut u64, full: bool| {
-            let c = Checkpoint { seq: *seq, devices: a.checkpoint_changes(*seq, full), ..Default::default() };
+            let c = Checkpoint {
+                seq: *seq,
+                devices: a.checkpoint_changes(*seq, full),
+                engine: Some(a),
+                ..Default::default()
+            };
             store.checkpoint(&c).unwrap();
             *seq += 1;
         };
@@ -2672,17 +2697,19 @@ mod tests {
                     checkpoint(&mut a, &mut seq, false);
                 } else {
                     let changes = a.checkpoint_changes(seq, false);
-                    assert!(!changes.updated.is_empty());
+                    assert!(!changes.to_snapshot.is_empty());
                     let gone = |id: &str| changes.forgotten.iter().any(|f| &**f == id);
                     let before: Vec<_> = changes
-                        .updated
+                        .to_snapshot
                         .iter()
-                        .map(|d| {
-                            let get = |t: &sled::Tree| if gone(&d.id) { None } else { t.get(&d.id).unwrap() };
-                            (d.id.clone(), get(&store.devices), get(&store.closed))
+                        .map(|id| {
+                            let get = |t: &sled::Tree| if gone(id) { None } else { t.get(&**id).unwrap() };
+                            (id.to_string(), get(&store.devices), get(&store.closed))
                         })
                         .collect();
-                    store.checkpoint(&Checkpoint { seq, devices: changes, ..Default::default() }).unwrap();
+                    store
+                        .checkpoint(&Checkpoint { seq, devices: changes, engine: Some(&a), ..Default::default() })
+                        .unwrap();
                     seq += 1;
                     let put = |t: &sled::Tree, id: &str, v: Option<sled::IVec>| match v {
                         Some(v) => t.insert(id, v).unwrap(),
@@ -2727,7 +2754,7 @@ mod tests {
         }
         assert!(total_replayed > 100, "the journal was used: {total_replayed} entries replayed");
         // Alert states travel in the blob; the tree gets them after the commit.
-        let st = |id: &str, s| (id.to_owned(), (s, None));
+        let st = |id: &'static str, s| (id, (s, None));
         let empty = DeviceState::default();
         let c = Checkpoint {
             seq,
@@ -2782,7 +2809,12 @@ mod tests {
             a.record("p1", i * 1000, [("a", i as f64)], 0, &mut out);
         }
         store
-            .checkpoint(&Checkpoint { seq: 0, devices: a.checkpoint_changes(0, false), ..Default::default() })
+            .checkpoint(&Checkpoint {
+                seq: 0,
+                devices: a.checkpoint_changes(0, false),
+                engine: Some(&a),
+                ..Default::default()
+            })
             .unwrap();
         // The first window closes and a second opens.
         for i in 60..65 {
@@ -2793,12 +2825,13 @@ mod tests {
         let c = Checkpoint {
             seq: 1,
             devices: a.checkpoint_changes(1, true),
+            engine: Some(&a),
             full: true,
-            alert_states: vec![("p1".into(), (Some(&state), None))],
+            alert_states: vec![("p1", (Some(&state), None))],
             all_states: true,
             ..Default::default()
         };
-        assert_eq!(c.devices.updated.len(), 1, "p1 is snapshotted");
+        assert_eq!(c.devices.to_snapshot.len(), 1, "p1 is snapshotted");
         assert_eq!(c.devices.journal_from, 1);
         store.checkpoint(&c).unwrap();
         assert!(
@@ -2816,8 +2849,9 @@ mod tests {
         let mut seq = 2;
         loop {
             b.record("p2", seq as i64 * 1000, [("a", 1.0)], 0, &mut out);
-            let c = Checkpoint { seq, devices: b.checkpoint_changes(seq, false), ..Default::default() };
-            let snapshotted = c.devices.updated.iter().any(|d| d.id == "p1");
+            let c =
+                Checkpoint { seq, devices: b.checkpoint_changes(seq, false), engine: Some(&b), ..Default::default() };
+            let snapshotted = c.devices.to_snapshot.iter().any(|id| &**id == "p1");
             store.checkpoint(&c).unwrap();
             let kept = store.journal_files.get(1u64.to_be_bytes()).unwrap().is_some();
             assert_eq!(kept, !snapshotted, "checkpoint {seq}");
@@ -2847,8 +2881,9 @@ mod tests {
         let c = Checkpoint {
             seq: 3,
             devices: a.checkpoint_changes(3, true),
+            engine: Some(&a),
             full: true,
-            alert_states: vec![("p2".into(), (Some(&state), None)), ("p4".into(), (Some(&state), None))],
+            alert_states: vec![("p2", (Some(&state), None)), ("p4", (Some(&state), None))],
             all_states: true,
             ..Default::default()
         };
@@ -2885,7 +2920,7 @@ mod tests {
         let checkpoint = |a: &mut Engine, seq: u64| {
             let c = a.checkpoint_changes(seq, false);
             let logged = c.logged.iter().any(|(id, _)| &**id == "p1");
-            store.checkpoint(&Checkpoint { seq, devices: c, ..Default::default() }).unwrap();
+            store.checkpoint(&Checkpoint { seq, devices: c, engine: Some(a), ..Default::default() }).unwrap();
             logged
         };
         // q keeps checkpoint 0's file (its journal starts there).
@@ -2935,8 +2970,8 @@ mod tests {
             a.record(id, 1000, [("a", k as f64)], 0, &mut out);
         }
         let c = a.checkpoint_changes(0, false);
-        assert!(c.updated.is_empty() && c.logged.len() == 3, "{c:?}");
-        store.checkpoint(&Checkpoint { seq: 0, devices: c, ..Default::default() }).unwrap();
+        assert!(c.to_snapshot.is_empty() && c.logged.len() == 3, "{c:?}");
+        store.checkpoint(&Checkpoint { seq: 0, devices: c, engine: Some(&a), ..Default::default() }).unwrap();
         // A crash.
         let mut b = restore();
         let mut snapshotted = std::collections::HashSet::new();
@@ -2947,10 +2982,10 @@ mod tests {
             }
             let c = b.checkpoint_changes(seq, false);
             if seq == 1 {
-                assert!(c.updated.is_empty() && c.logged.is_empty(), "nothing to write at first: {c:?}");
+                assert!(c.to_snapshot.is_empty() && c.logged.is_empty(), "nothing to write at first: {c:?}");
             }
-            snapshotted.extend(c.updated.iter().map(|d| d.id.clone()));
-            store.checkpoint(&Checkpoint { seq, devices: c, ..Default::default() }).unwrap();
+            snapshotted.extend(c.to_snapshot.iter().map(|id| id.to_string()));
+            store.checkpoint(&Checkpoint { seq, devices: c, engine: Some(&b), ..Default::default() }).unwrap();
             let again = restore();
             for id in new {
                 assert_eq!(of(&again, id), of(&a, id), "{id} after checkpoint {seq}");
@@ -2989,11 +3024,8 @@ mod tests {
         assert_eq!((made[0].features.len(), made[0].contributions.len()), (2, 1), "the record has them");
         let state = policy.device_state("p1").unwrap().clone();
         assert!(state.current().unwrap().features.is_empty() && state.current().unwrap().contributions.is_empty());
-        let c = Checkpoint {
-            alert_states: vec![("p1".to_owned(), (Some(&state), None))],
-            alerts: made.clone(),
-            ..Default::default()
-        };
+        let c =
+            Checkpoint { alert_states: vec![("p1", (Some(&state), None))], alerts: made.clone(), ..Default::default() };
         s.checkpoint(&c).unwrap();
         let stored = std::fs::read(s.journal_path(0)).unwrap();
         assert!(!stored.is_empty());
@@ -3026,9 +3058,9 @@ mod tests {
         let alerts = DeviceState::default();
         let c = Checkpoint {
             alert_states: vec![
-                ("p1".to_owned(), (Some(&alerts), Some(&active))),
-                ("p2".to_owned(), (None, Some(&learning))),
-                ("p3".to_owned(), (Some(&alerts), None)),
+                ("p1", (Some(&alerts), Some(&active))),
+                ("p2", (None, Some(&learning))),
+                ("p3", (Some(&alerts), None)),
             ],
             ..Default::default()
         };
@@ -3043,7 +3075,7 @@ mod tests {
         assert!(r.states().iter().any(|(id, _)| id == "p4"));
         assert!(!r.bases().iter().any(|(id, _)| id == "p4"));
         // Both gone: the record goes.
-        let c = Checkpoint { seq: 1, alert_states: vec![("p2".to_owned(), (None, None))], ..Default::default() };
+        let c = Checkpoint { seq: 1, alert_states: vec![("p2", (None, None))], ..Default::default() };
         s.checkpoint(&c).unwrap();
         assert!(!s.restore().unwrap().bases().iter().any(|(id, _)| id == "p2"));
     }
@@ -3146,8 +3178,7 @@ mod tests {
         let open = || retry(|| Store::open(dir.path()).map_err(|e| crate::error_chain(&e)));
         {
             let s = open();
-            let c =
-                Checkpoint { seq: 7, alert_states: vec![("p1".into(), (Some(&empty), None))], ..Default::default() };
+            let c = Checkpoint { seq: 7, alert_states: vec![("p1", (Some(&empty), None))], ..Default::default() };
             s.checkpoint(&c).unwrap();
         }
         // A crash between a file and its marker: read ahead too, yet it
@@ -3183,8 +3214,7 @@ mod tests {
         let empty = DeviceState::default();
         {
             let s = Store::open(dir.path()).unwrap();
-            let c =
-                Checkpoint { seq: 7, alert_states: vec![("p1".into(), (Some(&empty), None))], ..Default::default() };
+            let c = Checkpoint { seq: 7, alert_states: vec![("p1", (Some(&empty), None))], ..Default::default() };
             s.checkpoint(&c).unwrap();
             assert_eq!(files(dir.path()), vec!["0000000000000007"]);
             // Only the blob has it now.
@@ -3195,7 +3225,7 @@ mod tests {
             let c = Checkpoint {
                 seq: 8,
                 devices: Changes { journal_from: 8, ..Default::default() },
-                alert_states: vec![("p2".into(), (Some(&empty), None))],
+                alert_states: vec![("p2", (Some(&empty), None))],
                 ..Default::default()
             };
             s.checkpoint(&c).unwrap();
@@ -3224,7 +3254,7 @@ mod tests {
         let ids: Vec<String> = (0..6000).map(|i| format!("line-a-pump-{i:04}")).collect();
         let c = Checkpoint {
             seq: 10,
-            alert_states: ids.iter().map(|id| (id.clone(), (Some(&empty), None))).collect(),
+            alert_states: ids.iter().map(|id| (id.as_str(), (Some(&empty), None))).collect(),
             ..Default::default()
         };
         s.checkpoint(&c).unwrap();
@@ -3378,5 +3408,49 @@ mod tests {
         let c = Checkpoint { seq: 6, devices: Changes { journal_from: 6, ..Default::default() }, ..Default::default() };
         s.checkpoint(&c).unwrap();
         assert!(s.journal.is_empty());
+    }
+
+    #[test]
+    fn snapshots_are_taken_from_the_engine_as_the_file_is_written_and_without_it_the_checkpoint_fails() {
+        use crate::clean::Cleaning;
+        use crate::window::{StateLimits, WindowSpec};
+        const S: i64 = 1000;
+        let spec = WindowSpec {
+            size_ms: 60 * S,
+            max_out_of_orderness_ms: 0,
+            allowed_lateness_ms: 0,
+            idle_timeout_ms: 600 * S,
+        };
+        let mut a = crate::window::Engine::new(spec, StateLimits::default(), Cleaning::default());
+        a.set_journal(4);
+        let mut out = Vec::new();
+        a.record("p1", 1000, [("a", 1.0), ("b", 2.0)], 0, &mut out);
+        a.record("p2", 2000, [("a", 3.0)], 0, &mut out);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Named, not taken: the checkpoint takes them from the engine.
+        let devices = a.checkpoint_changes(0, true);
+        assert_eq!(devices.to_snapshot.len(), 2);
+        assert!(devices.updated.is_empty());
+        // Without the engine nothing counts, and no file is left.
+        let lost = Changes { to_snapshot: devices.to_snapshot.clone(), ..Changes::default() };
+        let err =
+            store.checkpoint(&Checkpoint { seq: 0, devices: lost, full: true, ..Default::default() }).unwrap_err();
+        assert!(matches!(err, StateError::NoSnapshot(ref id) if id == "p1" || id == "p2"), "{err}");
+        assert!(store.journal_files.get(0u64.to_be_bytes()).unwrap().is_none());
+        assert!(!store.journal_path(0).exists());
+        // With it, a restore has both devices as they were.
+        store.checkpoint(&Checkpoint { seq: 1, devices, engine: Some(&a), full: true, ..Default::default() }).unwrap();
+        let mut r = store.restore().unwrap();
+        let mut b = crate::window::Engine::new(spec, StateLimits::default(), Cleaning::default());
+        b.set_journal(4);
+        restore_engine(&mut b, &mut r).unwrap();
+        let sorted = |e: &crate::window::Engine| {
+            let mut v = e.snapshot_all();
+            v.sort_by(|x, y| x.id.cmp(&y.id));
+            format!("{v:?}")
+        };
+        assert_eq!(sorted(&a), sorted(&b));
+        assert!(b.snapshot_of("p1").is_some() && b.snapshot_of("p2").is_some());
     }
 }

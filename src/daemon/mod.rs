@@ -797,7 +797,7 @@ impl Core {
             // to write, so an idle daemon writes nothing.
             let d = &cp.devices;
             let busy = full
-                || !(d.updated.is_empty()
+                || !(d.to_snapshot.is_empty()
                     && d.logged.is_empty()
                     && d.forgotten.is_empty()
                     && self.alert_dirty.is_empty());
@@ -814,7 +814,7 @@ impl Core {
             cp.alert_states = self
                 .alert_dirty
                 .iter()
-                .map(|id| (id.clone(), (s.policy().device_state(id), baselines.and_then(|b| b.device(id)))))
+                .map(|id| (id.as_str(), (s.policy().device_state(id), baselines.and_then(|b| b.device(id)))))
                 .collect();
         }
         // The journal files are the only copy of the snapshots and alert
@@ -864,7 +864,8 @@ impl Core {
                 }
             }
         }
-        let (snapshots, logged) = (cp.devices.updated.len(), cp.devices.logged.len());
+        let (snapshots, logged) = (cp.devices.to_snapshot.len(), cp.devices.logged.len());
+        cp.engine = Some(self.pipeline.engine());
         match self.store.checkpoint(&cp) {
             Ok(w) => {
                 self.stats.checkpoints += 1;
@@ -874,9 +875,10 @@ impl Core {
                     Some(false) => self.state_turns[class] = cp_seq,
                     None => {}
                 }
-                self.alert_dirty.clear();
                 self.outbox.stored(&cp.outbox);
+                // It borrowed the ids (alert states) and the engine (snapshots).
                 drop(cp);
+                self.alert_dirty.clear();
                 if self.trimmed.elapsed() >= malloc::TRIM_EVERY {
                     malloc::trim();
                     self.trimmed = Instant::now();

@@ -714,8 +714,9 @@ impl Engine {
         changes
     }
 
-    /// What a checkpoint numbered `seq` writes: snapshots of the devices
-    /// that need one (`full`: all of them), the journal entries of the
+    /// What a checkpoint numbered `seq` writes: the devices that need a
+    /// snapshot (`full`: all of them; in `to_snapshot`, for the store to
+    /// take from the engine as it writes them), the journal entries of the
     /// others, and the devices forgotten. Every device is snapshotted at
     /// its turn, once in `spread` checkpoints, silent or not, so that the
     /// older journal files can go (they are the only copy of a snapshot);
@@ -727,8 +728,14 @@ impl Engine {
         let spread = self.journal_spread;
         let full = full || spread == 0;
         let busy = full || !self.changed.is_empty() || !self.forgotten.is_empty();
+        // Room for every device that took readings, made once: grown a
+        // push at a time, the list (40 bytes a device) was copied at each
+        // doubling, the old and the new copy side by side at the last one
+        // (~1 MB for 10,000 devices, fresh pages at every checkpoint since
+        // the trim had given them back). It is most of what a checkpoint
+        // held on top of the rest (README "Where the memory goes", 39).
+        let mut changes = Changes { logged: Vec::with_capacity(self.changed.len()), ..Changes::default() };
         self.changed.clear();
-        let mut changes = Changes::default();
         let mut oldest = seq;
         let mut budget = self.snapshots_per_checkpoint.unwrap_or_else(|| snapshot_budget(self.devices.len(), spread));
         for dev in self.devices.values_mut() {
@@ -741,7 +748,7 @@ impl Engine {
                 budget -= 1;
             }
             if must || wanted {
-                changes.updated.push(snapshot(dev));
+                changes.to_snapshot.push(dev.id.clone());
                 dev.journal_bound = JOURNAL_PER_SNAPSHOT * dev.snapshot_bytes();
                 dev.journal = Vec::new();
                 dev.logged = 0;
@@ -759,6 +766,11 @@ impl Engine {
         changes.forgotten.append(&mut self.forgotten);
         changes.journal_from = oldest;
         changes
+    }
+
+    /// A device's state as it is now, if it is tracked.
+    pub fn snapshot_of(&self, device_id: &str) -> Option<DeviceSnapshot> {
+        self.devices.get(device_id).map(snapshot)
     }
 
     /// Every device's state (for a full checkpoint or a test).
@@ -837,6 +849,13 @@ pub struct WindowSnapshot {
 #[derive(Debug, Default)]
 pub struct Changes {
     pub updated: Vec<DeviceSnapshot>,
+    /// Devices to snapshot ([`Engine::checkpoint_changes`]): the store
+    /// takes each snapshot from the engine as it writes it
+    /// ([`crate::state::Checkpoint::engine`]), one at a time. Taken here,
+    /// the few hundred of a checkpoint (~2.5 KB each with two windows of 8
+    /// signals) were held together, up to 1.5 MB on top of the rest
+    /// (README "Where the memory goes", 38).
+    pub to_snapshot: Vec<Arc<str>>,
     /// Devices whose change is in their journal entries instead.
     pub logged: Vec<(Arc<str>, Vec<u8>)>,
     pub forgotten: Vec<Arc<str>>,
@@ -1393,7 +1412,7 @@ mod tests {
                 e.record(id, t, signals.map(|s| (s, t as f64)), t, &mut out);
             }
             out.clear();
-            per_checkpoint.push(e.checkpoint_changes(seq, false).updated.len());
+            per_checkpoint.push(e.checkpoint_changes(seq, false).to_snapshot.len());
         }
         // Past the start, the snapshots are spread: 600 devices snapshot
         // about every 20-60 s, and windows closing together do not bring
@@ -1429,8 +1448,8 @@ mod tests {
             e.record("busy", t, [("a", 1.0)], 0, &mut out);
             let c = e.checkpoint_changes(seq, false);
             assert!(c.logged.iter().all(|(id, _)| &**id == "busy"));
-            for d in &c.updated {
-                last.insert(d.id.clone(), seq);
+            for id in &c.to_snapshot {
+                last.insert(id.to_string(), seq);
             }
             let oldest = last.values().copied().min().unwrap_or(0);
             if last.len() == 32 {
@@ -1443,9 +1462,9 @@ mod tests {
         // becomes a snapshot, once), and nothing a device needs is given up.
         for seq in 6 + 3 * spread..6 + 6 * spread {
             let c = e.checkpoint_changes(seq, false);
-            assert!(c.logged.is_empty() && c.updated.iter().all(|d| d.id == "busy"), "{seq}: {:?}", c.updated);
-            for d in &c.updated {
-                last.insert(d.id.clone(), seq);
+            assert!(c.logged.is_empty() && c.to_snapshot.iter().all(|id| &**id == "busy"), "{seq}: {c:?}");
+            for id in &c.to_snapshot {
+                last.insert(id.to_string(), seq);
             }
             assert!(c.journal_from <= last.values().copied().min().unwrap_or(0), "{seq}");
         }
@@ -1469,10 +1488,10 @@ mod tests {
                 }
                 out.clear();
                 let c = e.checkpoint_changes(seq, false);
-                counts.push(c.updated.len());
+                counts.push(c.to_snapshot.len());
                 logged += c.logged.len();
                 // A device is in the snapshots or the journal, not both.
-                assert!(c.logged.iter().all(|(id, _)| c.updated.iter().all(|d| d.id != **id)));
+                assert!(c.logged.iter().all(|(id, _)| !c.to_snapshot.contains(id)));
             }
             (counts, logged, e)
         };
@@ -1515,8 +1534,8 @@ mod tests {
             let c = e.checkpoint_changes(seq, false);
             // The busy device's readings are in its snapshot, not in
             // entries: every one so far, those whose entries went included.
-            let busy = c.updated.iter().find(|d| d.id == "busy").expect("busy snapshotted");
-            assert_eq!(*busy, e.snapshot_all().into_iter().find(|d| d.id == "busy").unwrap());
+            assert!(c.to_snapshot.iter().any(|id| &**id == "busy"), "busy snapshotted");
+            let busy = e.snapshot_of("busy").expect("busy tracked");
             assert_eq!(busy.open.len(), 1, "{seq}");
             let counts: Vec<u64> = busy.open[0].stats.iter().map(|s| s.count()).collect();
             assert_eq!(counts, vec![500 * (seq + 1); 8], "{seq}");
