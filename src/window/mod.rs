@@ -733,7 +733,7 @@ impl Engine {
         // doubling, the old and the new copy side by side at the last one
         // (~1 MB for 10,000 devices, fresh pages at every checkpoint since
         // the trim had given them back). It is most of what a checkpoint
-        // held on top of the rest (README "Where the memory goes", 39).
+        // held on top of the rest (README "Where the memory goes", 38).
         let mut changes = Changes { logged: Vec::with_capacity(self.changed.len()), ..Changes::default() };
         self.changed.clear();
         let mut oldest = seq;
