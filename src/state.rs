@@ -550,10 +550,7 @@ pub struct Checkpoint<'a> {
 
 impl Checkpoint<'_> {
     pub fn is_empty(&self) -> bool {
-        self.devices.updated.is_empty()
-            && self.devices.to_snapshot.is_empty()
-            && self.devices.logged.is_empty()
-            && self.devices.forgotten.is_empty()
+        self.devices.is_empty()
             && self.alert_states.is_empty()
             && self.alerts.is_empty()
             && self.positions.is_empty()
@@ -1300,13 +1297,7 @@ impl Store {
     /// held whole, twice while it grew. Returns the file's marker (`None`:
     /// nothing to write, no file).
     fn write_journal(&self, c: &Checkpoint<'_>, w: &mut Written) -> Result<Option<Marker>, StateError> {
-        let d = &c.devices;
-        if d.forgotten.is_empty()
-            && d.updated.is_empty()
-            && d.to_snapshot.is_empty()
-            && d.logged.is_empty()
-            && c.alert_states.is_empty()
-        {
+        if c.devices.is_empty() && c.alert_states.is_empty() {
             return Ok(None);
         }
         let path = self.journal_path(c.seq);

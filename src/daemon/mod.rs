@@ -795,12 +795,7 @@ impl Core {
             // Every alert state at its turn, changed or not, all of them in
             // a full checkpoint; no turns in a checkpoint with nothing else
             // to write, so an idle daemon writes nothing.
-            let d = &cp.devices;
-            let busy = full
-                || !(d.to_snapshot.is_empty()
-                    && d.logged.is_empty()
-                    && d.forgotten.is_empty()
-                    && self.alert_dirty.is_empty());
+            let busy = full || !(cp.devices.is_empty() && self.alert_dirty.is_empty());
             if busy {
                 let ids = s.policy().device_ids().chain(baselines.into_iter().flat_map(|b| b.device_ids()));
                 for id in ids {

@@ -864,6 +864,13 @@ pub struct Changes {
     pub journal_from: u64,
 }
 
+impl Changes {
+    /// No device to write or forget (`journal_from` aside).
+    pub fn is_empty(&self) -> bool {
+        self.updated.is_empty() && self.to_snapshot.is_empty() && self.logged.is_empty() && self.forgotten.is_empty()
+    }
+}
+
 fn snapshot(dev: &Device) -> DeviceSnapshot {
     let window = |w: &Window| WindowSnapshot { start: w.start, stats: w.stats.to_signals() };
     DeviceSnapshot {
