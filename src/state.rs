@@ -31,11 +31,11 @@
 //! because sled keeps up to 16 records in a leaf and reads and rewrites a
 //! whole leaf for every insert: journal records of ~1 MB made leaves of
 //! ~16 MB, read back and held in memory by every checkpoint's transaction
-//! (README "Performance"). The per-device records of a checkpoint
+//! (benches/RESULTS.md). The per-device records of a checkpoint
 //! (snapshots, each with its closed windows, and alert states) are in its
 //! journal file too, and only there: in sled every checkpoint's inserts of
 //! them, 10,000 alert states at a window close, held leaves, log buffers
-//! and cache in memory (README "Performance", 28). A file stays while it
+//! and cache in memory (benches/RESULTS.md, 28). A file stays while it
 //! holds a device's latest snapshot or alert state (the engine's
 //! `journal_from`, and the daemon's turns), and every device is
 //! snapshotted, and every alert state written, at its turn once in
@@ -214,7 +214,7 @@ pub const WINDOWS_TOTAL: usize = 1_000_000;
 /// was a tenth of the bound, at most 50; but the starts are kept in
 /// memory, so a trim reads no keys to find them, and ten starts cut at
 /// once (100,000 windows at the default bound) had RSS 3–5 MB higher
-/// until the cut (README "Where the memory goes", 31).
+/// until the cut (benches/RESULTS.md, 31).
 const TRIM_SLACK: usize = 1;
 
 /// Alerts kept in the `alert_history` tree; past it the oldest cleared ones go.
@@ -253,8 +253,7 @@ fn start_of(key: &[u8]) -> i64 {
 /// Time first, so that the windows that close together are written to the
 /// newest leaves of the tree: keyed device first, each of them landed in
 /// its device's own leaf, and writing 10,000 of them read ~10,000 leaves
-/// back from disk into memory, more as the history grew (README
-/// "Performance").
+/// back from disk into memory, more as the history grew (benches/RESULTS.md).
 fn history_key(start_ms: i64, device: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(8 + device.len());
     k.extend_from_slice(&start_bytes(start_ms));
@@ -278,7 +277,7 @@ const CUT_BATCH: usize = 1024;
 /// so are the ones it clears (they opened together, mostly): keyed by id,
 /// device first, each went to its device's own leaf, which sled rewrites
 /// whole and reads back from disk once the history outgrows its cache
-/// (README "Performance", 26).
+/// (benches/RESULTS.md, 26).
 fn alert_key(alert_id: &str) -> Vec<u8> {
     let start = alert_id
         .rsplit_once('/')
@@ -570,7 +569,7 @@ impl Checkpoint<'_> {
 /// alert policy take them ([`Restored::devices`],
 /// [`Restored::alert_states`]): decoded all at once, ahead of the
 /// structures made from them, they left holes between those that the
-/// allocator could not give back (README "Performance", 36).
+/// allocator could not give back (benches/RESULTS.md, 36).
 #[derive(Debug, Default)]
 pub struct Restored {
     /// Each device's records, by id.
@@ -776,7 +775,7 @@ pub struct Store {
     /// oldest first (an entry whose alert changed since is dropped when the
     /// trim meets it). Read from the tree when the store opens: the trim
     /// read every alert's head through sled's cache, the high-water mark of
-    /// a 30-minute soak (README "Where the memory goes", 23).
+    /// a 30-minute soak (benches/RESULTS.md, 23).
     cleared_alerts: std::sync::Mutex<ClearedAlerts>,
     /// Windows kept per device and in all ([`Store::set_window_history`]).
     window_history: std::sync::atomic::AtomicUsize,
@@ -846,7 +845,7 @@ fn corrupt<'k>(tree: &'static str, key: &'k [u8]) -> impl Fn(postcard::Error) ->
 /// (journal blobs, window records) is never read back while it runs, yet
 /// sled caches it. With 64 MiB the 10,000-device soak held ~200 MB, with
 /// 8 MiB ~100 MB before windows close; checkpoints took 25-50 ms either way
-/// (README "Performance").
+/// (benches/RESULTS.md).
 const CACHE_BYTES: u64 = 8 << 20;
 
 impl Store {
@@ -858,7 +857,7 @@ impl Store {
         // After a crash sled reads back its log written since it last
         // opened, as much as its whole file: the journal files are read on
         // the other core meanwhile, so that the restore finds them in the
-        // page cache (README "Performance", 32 and 35).
+        // page cache (benches/RESULTS.md, 32 and 35).
         let early = {
             let d = journal_dir.clone();
             std::thread::Builder::new().name("journal-read".into()).spawn(move || read_ahead(&d)).ok()
@@ -1004,8 +1003,8 @@ impl Store {
         // first, read one at a time, twice: once to find each device's
         // latest records and the entries that count, then again to decode
         // those and copy these. Holding all of them at once made most of
-        // the restore's peak (93 of 190 MB after a crash under load, README
-        // "Performance", 35).
+        // the restore's peak (93 of 190 MB after a crash under load, benches/RESULTS.md,
+        // 35).
         let mut sources: Vec<(u64, Option<sled::IVec>)> = Vec::new();
         for k in self.journal.iter().keys() {
             sources.push((seq_of(&k?), None));
@@ -1198,7 +1197,7 @@ impl Store {
         // before the transaction, a record at a time. Inside it, a full
         // late store's turnover (10,000 late readings a second replace all
         // 10,000 it keeps, at every checkpoint) held sled's copy of every
-        // leaf it touched: RSS 150-175 MB (README "Performance", 33). A
+        // leaf it touched: RSS 150-175 MB (benches/RESULTS.md, 33). A
         // crash before the commit leaves records of readings that come
         // again; a failed checkpoint's are written again by the next.
         write_log(&self.late, c.late.removed.clone(), &late)?;

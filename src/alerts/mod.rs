@@ -207,7 +207,7 @@ impl Alert {
     /// payload of the alert topic's records. Building the `Value` first
     /// (a map entry and a string per feature) took 2.5 times as long:
     /// 1.7-4.1 ms for a batch of 64 in the daemon under load, before the
-    /// first of them went to Kafka (README "Performance").
+    /// first of them went to Kafka (benches/RESULTS.md).
     pub fn to_json_string(&self) -> String {
         serde_json::to_string(&AlertJson::of(self)).unwrap_or_default()
     }

@@ -8,8 +8,8 @@
 //! forgets. Records stay small enough for sled to keep inline: 6 bytes a
 //! message, ~60 KB at 10,000 messages a second, where the whole memory as
 //! one value (postcard, 64-bit hashes: ~13 bytes a message) was ~260 KB,
-//! rewritten at every checkpoint and over sled's inline limit (README
-//! "Performance", 26). The older value under `mqtt/<client id>` still
+//! rewritten at every checkpoint and over sled's inline limit (benches/RESULTS.md,
+//! 26). The older value under `mqtt/<client id>` still
 //! reads, and the first checkpoint with messages moves it.
 
 use std::collections::VecDeque;

@@ -5,7 +5,7 @@
 //! loading and optimising the model, the configuration's parser, sled's
 //! recovery, the HTTP router's setup. At ready ~13 MB of faultline's own
 //! code and read-only data was resident, of ~17 MB file-backed in all
-//! (README "Performance", 27). `MADV_PAGEOUT` on the read-only file
+//! (benches/RESULTS.md, 27). `MADV_PAGEOUT` on the read-only file
 //! mappings drops their pages from the process: they are clean, so nothing
 //! is written, and the kernel leaves alone pages another process maps too
 //! (the C library's). What the daemon goes on running faults back in,

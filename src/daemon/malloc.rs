@@ -5,7 +5,7 @@
 //! sled's flusher and librdkafka's threads each took an arena, and the
 //! burst of a checkpoint (sled copies every value it writes) left freed
 //! but resident pages in several of them: RSS stood at about twice the
-//! live heap (README "Performance", measured with heaptrack). Two arenas,
+//! live heap (benches/RESULTS.md, measured with heaptrack). Two arenas,
 //! and giving free pages back now and then, keep RSS close to what is in
 //! use. Trimming walks the whole heap (tens of milliseconds at times); the
 //! daemon does it after a checkpoint, at most every [`TRIM_EVERY`]. In
@@ -29,7 +29,7 @@
 //! reads each journal file whole: mapped one by one, each block came with
 //! its page faults and an `munmap`. With the window history at its bound,
 //! sled's open after a `kill -9` took 340-480 ms that way, 130-200 ms with
-//! glibc's own threshold (README "Performance", 32). Elsewhere (musl,
+//! glibc's own threshold (benches/RESULTS.md, 32). Elsewhere (musl,
 //! other systems) all of this is a no-op.
 
 /// The least time between two [`trim`]s: about every checkpoint at the

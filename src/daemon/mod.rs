@@ -1208,7 +1208,7 @@ async fn run_async(config: Config, feed: Option<LocalFeed>, path: Option<std::pa
     let notify = Notifier::from_env();
     core.publish_metrics();
     notify.ready(&core.status_line());
-    // What only starting used leaves memory (README "Performance", 27).
+    // What only starting used leaves memory (benches/RESULTS.md, 27).
     match coldcode::page_out() {
         Ok(bytes) => tracing::debug!(bytes, "start-up code paged out"),
         Err(e) => tracing::debug!("start-up code not paged out: {e}"),

@@ -3,7 +3,7 @@
 //! checkpoint.
 //!
 //! Why groups: sled keeps a few dozen bytes in memory for every record of
-//! a tree of small records, cached or not (README "Where the memory goes",
+//! a tree of small records, cached or not (benches/RESULTS.md,
 //! 22): one record of ~200 bytes per window made the history's memory grow
 //! with every window close, ~22 MB at the default bound of 1,000,000
 //! windows. A group holds the windows of about `devices / BUCKETS` devices.

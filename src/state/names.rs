@@ -9,7 +9,7 @@
 //! ~280 bytes, ~105 of them its 8 signal names. A window close of the
 //! 10,000-device soak wrote ~3,800 alert records and 10,000 window
 //! records, and sled held them in its leaves and cache, the largest part
-//! of a close's burst (README "Where the memory goes", 30).
+//! of a close's burst (benches/RESULTS.md, 30).
 //!
 //! Key: the id, u64 BE. Value: postcard `Vec<String>`. The id is FNV-1a
 //! over the names; a different list already under it (a collision) takes

@@ -574,7 +574,7 @@ impl Engine {
     /// been no restart. Snapshotting every device replayed at the next
     /// checkpoint made that one hold nearly all of them: after a crash
     /// under load, 9,490 snapshots, 14 MB and 163 ms against the usual 167
-    /// and 20 ms (README "Performance", 34). Returns the entries applied,
+    /// and 20 ms (benches/RESULTS.md, 34). Returns the entries applied,
     /// or the index of a corrupt group.
     pub fn replay<'a>(
         &mut self,
@@ -733,7 +733,7 @@ impl Engine {
         // doubling, the old and the new copy side by side at the last one
         // (~1 MB for 10,000 devices, fresh pages at every checkpoint since
         // the trim had given them back). It is most of what a checkpoint
-        // held on top of the rest (README "Where the memory goes", 38).
+        // held on top of the rest (benches/RESULTS.md, 38).
         let mut changes = Changes { logged: Vec::with_capacity(self.changed.len()), ..Changes::default() };
         self.changed.clear();
         let mut oldest = seq;
@@ -854,7 +854,7 @@ pub struct Changes {
     /// ([`crate::state::Checkpoint::engine`]), one at a time. Taken here,
     /// the few hundred of a checkpoint (~2.5 KB each with two windows of 8
     /// signals) were held together, up to 1.5 MB on top of the rest
-    /// (README "Where the memory goes", 38).
+    /// (benches/RESULTS.md, 38).
     pub to_snapshot: Vec<Arc<str>>,
     /// Devices whose change is in their journal entries instead.
     pub logged: Vec<(Arc<str>, Vec<u8>)>,
