@@ -54,12 +54,16 @@ def stats(ts_ms, xs, start_ms):
     lo, hi = x.min(), x.max()
     constant = lo == hi
     c = d - dmean
-    m2 = np.mean(c ** 2)
-    m3 = np.mean(c ** 3)
-    m4 = np.mean(c ** 4)
+    # Products, not `c ** 3` and `c ** 4`: numpy's power takes SIMD paths
+    # that differ by CPU (AVX-512 or not) in the last bit, and the fixture
+    # must come out byte for byte the same on any machine.
+    c2 = c * c
+    m2 = np.mean(c2)
+    m3 = np.mean(c2 * c)
+    m4 = np.mean(c2 * c2)
     std = 0.0 if n < 2 or constant else math.sqrt(m2 * n / (n - 1))
     rms = math.sqrt(np.mean(x ** 2))
-    skew, kurt = (0.0, 0.0) if constant else (m3 / m2 ** 1.5, m4 / m2 ** 2 - 3.0)
+    skew, kurt = (0.0, 0.0) if constant else (m3 / (m2 * math.sqrt(m2)), m4 / (m2 * m2) - 3.0)
     crest = 0.0 if rms == 0 else max(abs(lo), abs(hi)) / rms
     tc = t - t.mean()
     sxx = np.sum(tc ** 2)
