@@ -11,20 +11,10 @@
 //! (the C library's). What the daemon goes on running faults back in,
 //! from the page cache or the disk, within its first seconds; the
 //! anonymous memory is not touched. Elsewhere than Linux this is a no-op.
-//!
-//! The mappings are first marked `MADV_RANDOM`. Without it, each page that
-//! faults back brings its neighbours with it: the kernel reads ahead
-//! around it, and maps whatever of the file the page cache holds nearby
-//! (fault-around). The 10,000-device soak then held 5.8 MB of faultline's
-//! code once the start-up code had gone (benches/RESULTS.md, 39). With
-//! it, a page that is read back comes alone, so what stays resident is
-//! the code that runs. The cost: code first run later (a SIGHUP reload,
-//! a dashboard page) is read from the disk a page at a time.
 
 /// Advises the kernel to page out the process's read-only file-backed
-/// mappings, and to read them back a page at a time; returns the bytes
-/// advised. An error when the kernel does not know `MADV_PAGEOUT` (before
-/// Linux 5.4) or `/proc/self/maps` cannot be read.
+/// mappings; returns the bytes advised. An error when the kernel does not
+/// know `MADV_PAGEOUT` (before Linux 5.4) or `/proc/self/maps` cannot be read.
 pub fn page_out() -> std::io::Result<usize> {
     #[cfg(target_os = "linux")]
     {
@@ -33,15 +23,9 @@ pub fn page_out() -> std::io::Result<usize> {
         for (start, end) in read_only_files(&maps) {
             let len = end - start;
             // SAFETY: the range is one of this process's own mappings, as
-            // the kernel listed it; neither advice changes its contents
-            // (MADV_RANDOM only stops read-ahead; clean file pages paged
-            // out are read again on use).
-            let r = unsafe {
-                match libc::madvise(start as *mut libc::c_void, len, libc::MADV_RANDOM) {
-                    0 => libc::madvise(start as *mut libc::c_void, len, libc::MADV_PAGEOUT),
-                    r => r,
-                }
-            };
+            // the kernel listed it; MADV_PAGEOUT does not change its
+            // contents (clean file pages are read again on use).
+            let r = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_PAGEOUT) };
             if r != 0 {
                 let e = std::io::Error::last_os_error();
                 // Unmapped since the list was read (a library unloaded):
@@ -137,26 +121,5 @@ garbage line
         }
         // The code still runs (its pages come back).
         assert_eq!(read_only_files("").len(), 0);
-        // And comes back a page at a time: the kernel shows MADV_RANDOM as
-        // `rr` among a mapping's VmFlags.
-        if page_out().is_ok() {
-            let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
-            let mut header_rx = false;
-            let mut checked = 0;
-            for line in smaps.lines() {
-                if let Some(flags) = line.strip_prefix("VmFlags:") {
-                    if header_rx {
-                        let flags: Vec<&str> = flags.split_whitespace().collect();
-                        assert!(flags.contains(&"rr"), "an executable file mapping without rr: {flags:?}");
-                        checked += 1;
-                    }
-                } else if !line.split_whitespace().next().unwrap_or(":").ends_with(':') {
-                    // A mapping's first line: range, perms, offset, dev, inode, path.
-                    let f: Vec<&str> = line.split_whitespace().collect();
-                    header_rx = f.len() >= 6 && f[1] == "r-xp" && f[4] != "0" && f[5].starts_with('/');
-                }
-            }
-            assert!(checked > 0, "no executable file mapping seen");
-        }
     }
 }
