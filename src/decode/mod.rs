@@ -3,7 +3,10 @@
 //! A hand-written reader for exactly this format, because decoding is most
 //! of the cost of every reading: serde_json's generic visitor layers spent
 //! about 8,600 instructions on a 270-byte, 8-signal reading, this reader
-//! under a third of that (see the README's benchmark table). It is a full
+//! about 3,500 (benches/RESULTS.md, 40). The usual `values` object (plain
+//! names, numbers without exponents) takes a short way, 16 bytes of a
+//! name and 8 digits of a number at a time; anything else in it is read
+//! again the full way, so both read it the same. It is a full
 //! JSON grammar check (strings with escapes and surrogate pairs, numbers,
 //! literals, nesting up to depth 128), allocates nothing in the steady
 //! state (names borrow from the payload unless they hold escapes; buffers
@@ -245,6 +248,131 @@ fn stop_bytes(x: u64) -> u64 {
         | zero_bytes(x ^ (ONES * u64::from(b'\\')))
 }
 
+/// [`stop_bytes`] for 16 bytes with SSE2 (part of every x86_64): bit `k`
+/// of the result is set when byte `k` is one to stop at. A signed compare
+/// below 0x20 takes the control bytes and everything from 0x80 up at once.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn stop_bytes_16(chunk: &[u8]) -> u32 {
+    use std::arch::x86_64::*;
+    assert!(chunk.len() >= 16);
+    // SAFETY: SSE2 is part of every x86_64 CPU (the intrinsics are
+    // unsafe only as target-feature functions), and the load reads 16
+    // bytes where `chunk` has at least 16 (the caller slices exactly 16).
+    unsafe {
+        let x = _mm_loadu_si128(chunk.as_ptr().cast());
+        let quote = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8));
+        let backslash = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8));
+        let low_or_high = _mm_cmplt_epi8(x, _mm_set1_epi8(0x20));
+        let del = _mm_cmpeq_epi8(x, _mm_set1_epi8(0x7f));
+        let stops = _mm_or_si128(_mm_or_si128(quote, backslash), _mm_or_si128(low_or_high, del));
+        _mm_movemask_epi8(stops) as u32
+    }
+}
+
+/// Powers of ten a mantissa is scaled by when a run of digits joins it.
+const POW10_U64: [u64; 9] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000];
+
+/// The decimal digits at the start of `x` (8 bytes of text, little-endian):
+/// how many there are (0 to 8) and their value. Bytes past the first
+/// non-digit do not matter: a borrow or carry only moves towards them.
+#[inline]
+fn digit_run(x: u64) -> (usize, u64) {
+    // Digits become 0..=9; any other byte gets its high bit set, either
+    // here (below '0', or from 0xb0 up) or once 0x76 is added (10..=0x89).
+    let d = x.wrapping_sub(ONES * u64::from(b'0'));
+    let other = (d | d.wrapping_add(ONES * 0x76)) & HIGH;
+    let n = (other.trailing_zeros() / 8) as usize;
+    if n == 0 {
+        return (0, 0);
+    }
+    // The digits to the top, zeros (leading zeros of the number) below;
+    // then pairs, quads and the octet are combined, the lower-addressed
+    // (more significant) part of each scaled by its width in digits.
+    let v = d << (8 * (8 - n));
+    let v = (v * 10 + (v >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let v = (v * 100 + (v >> 16)) & 0x0000_ffff_0000_ffff;
+    let v = (v * 10_000 + (v >> 32)) & 0xffff_ffff;
+    (n, v)
+}
+
+/// The 8 bytes of `b` from `i` as a little-endian word, zero bytes past
+/// its end.
+#[inline(always)]
+fn word_at(b: &[u8], i: usize) -> u64 {
+    match b.get(i..i + 8).and_then(|c| <[u8; 8]>::try_from(c).ok()) {
+        Some(c) => u64::from_le_bytes(c),
+        None => {
+            let mut c = [0u8; 8];
+            let rest = b.get(i..).unwrap_or_default();
+            c[..rest.len()].copy_from_slice(rest);
+            u64::from_le_bytes(c)
+        }
+    }
+}
+
+/// Past JSON whitespace in `b` from `i`.
+#[inline(always)]
+fn ws_at(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// The next byte of `b` from `i` that can end or complicate a string (see
+/// [`stop_bytes`]), 16 or 8 bytes at a time; near the end of the payload
+/// it leaves the rest to the byte-wise step of the caller.
+#[inline]
+fn skip_plain_at(b: &[u8], mut i: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    while let Some(chunk) = b.get(i..i + 16) {
+        let stops = stop_bytes_16(chunk);
+        if stops != 0 {
+            return i + stops.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
+    while let Some(chunk) = b.get(i..i + 8).and_then(|c| <[u8; 8]>::try_from(c).ok()) {
+        let stops = stop_bytes(u64::from_le_bytes(chunk));
+        if stops != 0 {
+            return i + (stops.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i
+}
+
+/// The short way through the usual number literal at `i`: an optional
+/// `-`, 1 to 7 integer digits without a leading zero (or just `0`), and
+/// optionally `.` and 1 to 7 more digits, no exponent. At most 14 digits,
+/// so the mantissa and the power of ten are exact and one division rounds
+/// correctly (as in [`Parser::number`]). Gives the value and the index
+/// past the literal, or `None` for anything else.
+#[inline]
+fn short_number_at(b: &[u8], mut i: usize) -> Option<(f64, usize)> {
+    let neg = b.get(i) == Some(&b'-');
+    i += usize::from(neg);
+    let (n, int) = digit_run(word_at(b, i));
+    if n == 0 || n == 8 || (n > 1 && b.get(i) == Some(&b'0')) {
+        return None;
+    }
+    i += n;
+    let mut f = int as f64;
+    if b.get(i) == Some(&b'.') {
+        let (k, frac) = digit_run(word_at(b, i + 1));
+        if k == 0 || k == 8 {
+            return None;
+        }
+        i += 1 + k;
+        f = (int * POW10_U64[k] + frac) as f64 / POW10[k];
+    }
+    if let Some(b'e' | b'E') = b.get(i) {
+        return None;
+    }
+    Some((if neg { -f } else { f }, i))
+}
+
 /// Keeps the first problem found in a reading; later ones are not more useful.
 fn note(problem: &mut Option<Reason>, r: Reason) {
     problem.get_or_insert(r);
@@ -276,9 +404,7 @@ impl<'p> Parser<'p, '_> {
 
     #[inline]
     fn ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
-            self.i += 1;
-        }
+        self.i = ws_at(self.b, self.i);
     }
 
     #[inline]
@@ -467,6 +593,15 @@ impl<'p> Parser<'p, '_> {
         problem: &mut Option<Reason>,
     ) -> Parse<()> {
         let limits = self.limits;
+        if problem.is_none() {
+            let (at, had) = (self.i, values.len());
+            if self.plain_values(values, start).is_some() {
+                return Ok(());
+            }
+            // Something the short way does not take: read it all again.
+            self.i = at;
+            values.truncate(had);
+        }
         self.object(|p, name, sus| {
             let v = p.value(3)?;
             if problem.is_some() {
@@ -484,6 +619,67 @@ impl<'p> Parser<'p, '_> {
             }
             Ok(())
         })
+    }
+
+    /// The short way through a `values` object whose `{` is under the
+    /// cursor, for the usual one: every name plain printable ASCII without
+    /// escapes, every value a finite number, within the limits. Anything
+    /// else gives `None` at once, and [`Parser::values`] reads the object
+    /// again the full way; so this needs to check only what it takes, and
+    /// what it takes reads the same both ways. It keeps its place in a
+    /// local, not in `self`, so that it can stay in a register.
+    #[inline(never)]
+    fn plain_values(&mut self, values: &mut Vec<(Cow<'p, str>, f64)>, start: usize) -> Option<()> {
+        let (b, s, limits) = (self.b, self.s, self.limits);
+        let mut i = ws_at(b, self.i + 1);
+        if b.get(i) == Some(&b'}') {
+            self.i = i + 1;
+            return Some(());
+        }
+        loop {
+            if b.get(i) != Some(&b'"') {
+                return None;
+            }
+            let from = i + 1;
+            i = skip_plain_at(b, from);
+            if b.get(i) != Some(&b'"') {
+                return None;
+            }
+            // Both ends sit next to an ASCII quote: char boundaries.
+            let name = s.get(from..i)?;
+            i = ws_at(b, i + 1);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i = ws_at(b, i + 1);
+            let f = match short_number_at(b, i) {
+                Some((f, next)) => {
+                    i = next;
+                    f
+                }
+                None if matches!(b.get(i), Some(b'-' | b'0'..=b'9')) => {
+                    self.i = i;
+                    let f = self.number().ok()?.f;
+                    i = self.i;
+                    f
+                }
+                None => return None,
+            };
+            let full = values.len() - start >= limits.max_signals_per_reading;
+            if !f.is_finite() || name.is_empty() || name.len() > limits.max_name_bytes || full {
+                return None;
+            }
+            values.push((Cow::Borrowed(name), f));
+            i = ws_at(b, i);
+            match b.get(i) {
+                Some(b',') => i = ws_at(b, i + 1),
+                Some(b'}') => {
+                    self.i = i + 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
     }
 
     /// Any value at nesting `depth`; containers are checked and skipped.
@@ -544,18 +740,10 @@ impl<'p> Parser<'p, '_> {
     }
 
     /// Moves to the next byte that can end or complicate a string (see
-    /// [`stop_bytes`]), 8 bytes at a time; near the end of the payload it
-    /// leaves the rest to the byte-wise step.
+    /// [`skip_plain_at`]).
     #[inline]
     fn skip_plain(&mut self) {
-        while let Some(chunk) = self.b.get(self.i..self.i + 8).and_then(|c| <[u8; 8]>::try_from(c).ok()) {
-            let stops = stop_bytes(u64::from_le_bytes(chunk));
-            if stops != 0 {
-                self.i += (stops.trailing_zeros() / 8) as usize;
-                return;
-            }
-            self.i += 8;
-        }
+        self.i = skip_plain_at(self.b, self.i);
     }
 
     /// A string whose opening quote is under the cursor. Also says whether
@@ -661,6 +849,37 @@ impl<'p> Parser<'p, '_> {
         char::from_u32(hi).ok_or(Malformed)
     }
 
+    /// The 8 bytes from the cursor ([`word_at`]).
+    #[inline(always)]
+    fn word(&self) -> u64 {
+        word_at(self.b, self.i)
+    }
+
+    /// Consumes a run of decimal digits, up to 8 at a time, and folds them
+    /// into the mantissa `m` while it stays exact (`exact` turns false at
+    /// the first run that would overflow it). Returns the digits consumed
+    /// and the digits folded in.
+    #[inline(always)]
+    fn digits(&mut self, m: &mut u64, exact: &mut bool) -> (usize, usize) {
+        let (start, mut folded) = (self.i, 0);
+        loop {
+            let (n, v) = digit_run(self.word());
+            self.i += n;
+            if *exact {
+                match m.checked_mul(POW10_U64[n]).and_then(|x| x.checked_add(v)) {
+                    Some(x) => {
+                        *m = x;
+                        folded += n;
+                    }
+                    None => *exact = false,
+                }
+            }
+            if n < 8 {
+                return (self.i - start, folded);
+            }
+        }
+    }
+
     /// A number literal (JSON grammar), or `-Infinity`.
     #[inline]
     fn number(&mut self) -> Parse<Num> {
@@ -673,26 +892,14 @@ impl<'p> Parser<'p, '_> {
                 return Ok(Num { f: f64::NEG_INFINITY, int: None });
             }
         }
-        // Up to 19 significant digits accumulate exactly; beyond that the
-        // standard library parses the literal.
+        // The mantissa accumulates exactly while it fits a u64; beyond that
+        // the standard library parses the literal.
         let mut m: u64 = 0;
         let mut exact = true;
-        let mut digit = |m: &mut u64, d: u8| {
-            if *m < 1_000_000_000_000_000_000 {
-                *m = *m * 10 + u64::from(d - b'0');
-                true
-            } else {
-                exact = false;
-                false
-            }
-        };
         match self.peek() {
             Some(b'0') => self.i += 1,
             Some(b'1'..=b'9') => {
-                while let Some(d @ b'0'..=b'9') = self.peek() {
-                    digit(&mut m, d);
-                    self.i += 1;
-                }
+                self.digits(&mut m, &mut exact);
             }
             _ => return Err(Malformed),
         }
@@ -701,16 +908,11 @@ impl<'p> Parser<'p, '_> {
         if self.peek() == Some(b'.') {
             self.i += 1;
             is_int = false;
-            let first = self.i;
-            while let Some(d @ b'0'..=b'9') = self.peek() {
-                if digit(&mut m, d) {
-                    frac_digits += 1;
-                }
-                self.i += 1;
-            }
-            if self.i == first {
+            let (seen, folded) = self.digits(&mut m, &mut exact);
+            if seen == 0 {
                 return Err(Malformed);
             }
+            frac_digits = folded as i64;
         }
         let mut exp: i64 = 0;
         if let Some(b'e' | b'E') = self.peek() {

@@ -250,11 +250,29 @@ fn empty_batch_is_empty() {
     assert!(run(" [ ] ", None).unwrap().is_empty());
 }
 
+/// The number `text` is, read both at the end of a payload and with more
+/// payload after it (the two ways runs of digits are read); they must agree.
 fn number_of(text: &str) -> Option<Num> {
     let limits = DecodeLimits::default();
-    let mut p = Parser { s: text, b: text.as_bytes(), i: 0, limits: &limits };
-    let n = p.number().ok()?;
-    (p.i == text.len()).then_some(n)
+    let read = |s: &str| {
+        let mut p = Parser { s, b: s.as_bytes(), i: 0, limits: &limits };
+        let n = p.number().ok()?;
+        (p.i == text.len()).then_some(n)
+    };
+    let followed_text = format!("{text},\"x\":12345678}}");
+    let (alone, followed) = (read(text), read(&followed_text));
+    assert_eq!(
+        alone.map(|n| (n.f.to_bits(), n.int)),
+        followed.map(|n| (n.f.to_bits(), n.int)),
+        "{text} alone and followed"
+    );
+    // The short way, where it takes the literal, reads it the same.
+    for t in [text, followed_text.as_str()] {
+        if let Some((f, end)) = short_number_at(t.as_bytes(), 0) {
+            assert_eq!((Some(f.to_bits()), end), (alone.map(|n| n.f.to_bits()), text.len()), "{t} the short way");
+        }
+    }
+    alone
 }
 
 #[test]
@@ -273,6 +291,16 @@ fn numbers_at_the_edges() {
     assert_eq!(number_of("0.1").map(|n| n.f), Some(0.1));
     assert_eq!(number_of("123456789012345678901234567890").map(|n| n.f), Some(1.2345678901234568e29));
     assert_eq!(number_of("1E+2").map(|n| (n.f, n.int)), Some((100.0, None)));
+    // Runs of digits across the 8-byte steps, and u64's edge.
+    assert_eq!(number_of("12345678").and_then(|n| n.int), Some(12_345_678));
+    assert_eq!(number_of("1234567890123456").and_then(|n| n.int), Some(1_234_567_890_123_456));
+    assert_eq!(number_of("-00").map(|n| n.f), None);
+    assert_eq!(number_of("0.0000000012345678").map(|n| n.f), Some(0.0000000012345678));
+    assert_eq!(number_of("18446744073709551615").map(|n| (n.f, n.int)), Some((1.8446744073709552e19, None)));
+    assert_eq!(number_of("18446744073709551616.5").map(|n| n.f), Some(1.8446744073709552e19));
+    for bad in ["1.", "1.e5", "-", "1e", "1e+", ".5", "-.5"] {
+        assert!(number_of(bad).is_none(), "{bad}");
+    }
 }
 
 proptest! {
@@ -296,6 +324,31 @@ proptest! {
         if frac.is_none() && exp.is_none() {
             let want_int = if s == "-0" { None } else { s.parse::<i64>().ok() };
             prop_assert_eq!(got.int, want_int, "{}", s);
+        }
+    }
+}
+
+proptest! {
+    /// Literals of the usual shape, which the short way takes, and their
+    /// near misses (more digits, leading zeros, exponents), which it must
+    /// leave to the full reader or read the same.
+    #[test]
+    fn short_numbers_read_as_the_full_way(
+        neg in any::<bool>(),
+        int in "[0-9]{1,9}",
+        frac in proptest::option::of("[0-9]{0,9}"),
+        exp in proptest::option::of("[eE][-+]?[0-9]{1,2}"),
+    ) {
+        let mut s = String::new();
+        if neg { s.push('-'); }
+        s.push_str(&int);
+        if let Some(f) = &frac { s.push('.'); s.push_str(f); }
+        if let Some(e) = &exp { s.push_str(e); }
+        // Compared inside `number_of` whenever the full reader takes it.
+        if number_of(&s).is_none() {
+            prop_assert!(short_number_at(s.as_bytes(), 0).is_none(), "{}", s);
+            let followed = format!("{s},");
+            prop_assert!(short_number_at(followed.as_bytes(), 0).is_none(), "{}", s);
         }
     }
 }
@@ -492,6 +545,24 @@ proptest! {
             Some(i) => prop_assert_eq!(mask.trailing_zeros() / 8, i as u32, "{:?}", bytes),
             None => prop_assert_eq!(mask, 0, "{:?}", bytes),
         }
+    }
+
+    /// The SSE2 test agrees with the definition on 16 bytes.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn stop_bytes_16_finds_every_stop(bytes in any::<[u8; 16]>()) {
+        let mask = stop_bytes_16(&bytes);
+        for (k, &b) in bytes.iter().enumerate() {
+            prop_assert_eq!(mask >> k & 1 == 1, must_stop(b), "byte {} of {:?}", k, bytes);
+        }
+    }
+
+    /// The word-at-a-time digit reader agrees with reading digit by digit.
+    #[test]
+    fn digit_run_reads_the_leading_digits(bytes in prop::array::uniform8(prop_oneof![b'0'..=b'9', any::<u8>()])) {
+        let n = bytes.iter().position(|b| !b.is_ascii_digit()).unwrap_or(8);
+        let want = bytes[..n].iter().fold(0u64, |v, d| v * 10 + u64::from(d - b'0'));
+        prop_assert_eq!(digit_run(u64::from_le_bytes(bytes)), (n, want), "{:?}", bytes);
     }
 
     #[test]
