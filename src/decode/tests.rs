@@ -303,6 +303,14 @@ fn numbers_at_the_edges() {
     }
 }
 
+/// A number literal from its parts: sign, integer digits, fraction digits
+/// (after a `.`), exponent (with its `e`).
+fn literal(neg: bool, int: &str, frac: Option<&str>, exp: Option<&str>) -> String {
+    let sign = if neg { "-" } else { "" };
+    let frac = frac.map(|f| format!(".{f}")).unwrap_or_default();
+    format!("{sign}{int}{frac}{}", exp.unwrap_or_default())
+}
+
 proptest! {
     /// Every literal the JSON grammar allows parses to the correctly
     /// rounded value: the same as the standard library's parser.
@@ -313,11 +321,8 @@ proptest! {
         frac in proptest::option::of("[0-9]{1,24}"),
         exp in proptest::option::of((any::<bool>(), 0i32..330)),
     ) {
-        let mut s = String::new();
-        if neg { s.push('-'); }
-        s.push_str(&int);
-        if let Some(f) = &frac { s.push('.'); s.push_str(f); }
-        if let Some((en, e)) = exp { s.push('e'); if en { s.push('-'); } s.push_str(&e.to_string()); }
+        let e = exp.map(|(en, e)| format!("e{}{e}", if en { "-" } else { "" }));
+        let s = literal(neg, &int, frac.as_deref(), e.as_deref());
         let want: f64 = s.parse().unwrap();
         let got = number_of(&s).unwrap();
         prop_assert_eq!(got.f.to_bits(), want.to_bits(), "{}", s);
@@ -339,11 +344,7 @@ proptest! {
         frac in proptest::option::of("[0-9]{0,9}"),
         exp in proptest::option::of("[eE][-+]?[0-9]{1,2}"),
     ) {
-        let mut s = String::new();
-        if neg { s.push('-'); }
-        s.push_str(&int);
-        if let Some(f) = &frac { s.push('.'); s.push_str(f); }
-        if let Some(e) = &exp { s.push_str(e); }
+        let s = literal(neg, &int, frac.as_deref(), exp.as_deref());
         // Compared inside `number_of` whenever the full reader takes it.
         if number_of(&s).is_none() {
             prop_assert!(short_number_at(s.as_bytes(), 0).is_none(), "{}", s);
