@@ -657,13 +657,13 @@ impl<'p> Parser<'p, '_> {
                     i = next;
                     f
                 }
-                None if matches!(b.get(i), Some(b'-' | b'0'..=b'9')) => {
+                // Any other literal (or none: `number` refuses it).
+                None => {
                     self.i = i;
                     let f = self.number().ok()?.f;
                     i = self.i;
                     f
                 }
-                None => return None,
             };
             let full = values.len() - start >= limits.max_signals_per_reading;
             if !f.is_finite() || name.is_empty() || name.len() > limits.max_name_bytes || full {
@@ -849,12 +849,6 @@ impl<'p> Parser<'p, '_> {
         char::from_u32(hi).ok_or(Malformed)
     }
 
-    /// The 8 bytes from the cursor ([`word_at`]).
-    #[inline(always)]
-    fn word(&self) -> u64 {
-        word_at(self.b, self.i)
-    }
-
     /// Consumes a run of decimal digits, up to 8 at a time, and folds them
     /// into the mantissa `m` while it stays exact (`exact` turns false at
     /// the first run that would overflow it). Returns the digits consumed
@@ -863,7 +857,7 @@ impl<'p> Parser<'p, '_> {
     fn digits(&mut self, m: &mut u64, exact: &mut bool) -> (usize, usize) {
         let (start, mut folded) = (self.i, 0);
         loop {
-            let (n, v) = digit_run(self.word());
+            let (n, v) = digit_run(word_at(self.b, self.i));
             self.i += n;
             if *exact {
                 match m.checked_mul(POW10_U64[n]).and_then(|x| x.checked_add(v)) {
