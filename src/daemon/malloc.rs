@@ -71,3 +71,46 @@ pub fn trim() {
         libc::malloc_trim(0);
     }
 }
+
+/// What the allocator holds, in bytes (glibc's `mallinfo2`): `None`
+/// elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heap {
+    /// In use by the program, in the arenas.
+    pub in_use: usize,
+    /// Free inside the arenas: what a trim could not give back.
+    pub free: usize,
+    /// Blocks mapped on their own ([`MMAP_THRESHOLD`] and more).
+    pub mapped: usize,
+}
+
+/// The allocator's totals now; it walks every arena's free lists, so call
+/// it only where a trim runs anyway.
+pub fn heap() -> Option<Heap> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 takes the arenas' locks and only reads.
+        let m = unsafe { libc::mallinfo2() };
+        Some(Heap { in_use: m.uordblks, free: m.fordblks, mapped: m.hblkhd })
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn the_heap_totals_count_a_mapped_block() {
+        // 64 MiB is mapped on its own whatever the threshold (glibc's
+        // moves up to 32 MiB at most); other tests run alongside, so only
+        // what this one holds is certain.
+        let big = vec![1u8; 64 << 20];
+        let h = heap().expect("glibc");
+        assert!(h.mapped >= big.len(), "{h:?}");
+        assert!(h.in_use > 0, "{h:?}");
+        drop(big);
+    }
+}

@@ -877,6 +877,13 @@ impl Core {
                 if self.trimmed.elapsed() >= malloc::TRIM_EVERY {
                     malloc::trim();
                     self.trimmed = Instant::now();
+                    // What stays in the arenas after the trim: RSS beyond
+                    // `in_use` is memory free but not given back.
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        if let Some(h) = malloc::heap() {
+                            tracing::debug!(in_use = h.in_use, free = h.free, mapped = h.mapped, "heap after trim");
+                        }
+                    }
                 }
                 metrics::histogram!(crate::metrics::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
                 metrics::gauge!(crate::metrics::CHECKPOINT_BYTES).set(w.bytes as f64);
