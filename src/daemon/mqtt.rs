@@ -66,6 +66,16 @@ pub fn host_port(url: &str) -> Option<(String, u16, bool)> {
 /// The largest packet MQTT allows (its remaining-length field's maximum).
 const MQTT_MAX_PACKET: usize = 268_435_455;
 
+/// Room in the client's request channel (acknowledgements, mostly).
+/// A checkpoint acknowledges everything it took at once, 10,000 packets a
+/// second in the memory soak; at 65,536 the channel's queue grew to ~1 MB
+/// and kept it (benches/RESULTS.md, 42).
+/// When it is full the acknowledging task waits; the ids wait in its own
+/// channel, two bytes each. Acknowledgements still in it when the
+/// connection drops are dropped by the client either way: the broker
+/// sends those messages again.
+const REQUESTS: usize = 1024;
+
 fn options(cfg: &MqttSource, max_payload: usize) -> Result<MqttOptions, String> {
     let (host, port, tls) = host_port(&cfg.url).ok_or_else(|| format!("cannot read the url {:?}", cfg.url))?;
     let mut o = MqttOptions::new(cfg.client_id.clone(), host, port);
@@ -78,7 +88,7 @@ fn options(cfg: &MqttSource, max_payload: usize) -> Result<MqttOptions, String> 
         // So the limit is MQTT's own (256 MiB); the channel's byte budget
         // bounds what waits.
         .set_max_packet_size(MQTT_MAX_PACKET.max(max_payload), 64 * 1024)
-        .set_request_channel_capacity(1 << 16);
+        .set_request_channel_capacity(REQUESTS);
     if let Some(u) = &cfg.username {
         o.set_credentials(u.clone(), cfg.password.clone().unwrap_or_default());
     }
@@ -111,7 +121,7 @@ pub fn spawn(
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let SourceLinks { tx, budget, mut stop, status } = links;
     let opts = options(cfg, max_payload)?;
-    let (client, mut eventloop) = AsyncClient::new(opts, 1 << 16);
+    let (client, mut eventloop) = AsyncClient::new(opts, REQUESTS);
     let topics: Vec<rumqttc::SubscribeFilter> =
         cfg.topics.iter().map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce)).collect();
     let url = cfg.url.clone();
