@@ -112,7 +112,11 @@ fn a_flood_of_queued_messages_is_acknowledged_to_the_last() {
     // (no in-flight limit), and with checkpoints 3 s apart one acknowledges
     // more at once than the client's request channel holds (1,024).
     let broker = Mosquitto::start();
-    let slow = |t: String| t.replace("checkpoint_interval = \"200ms\"", "checkpoint_interval = \"3s\"");
+    let slow = |t: String| {
+        let slowed = t.replace("checkpoint_interval = \"200ms\"", "checkpoint_interval = \"3s\"");
+        assert_ne!(slowed, t, "the configuration's checkpoint_interval was not 200ms");
+        slowed
+    };
     let Run { dir: _dir, mut d, .. } = Run::start_with(&mqtt_source(&broker.url()), "", &["MQTT connected"], slow);
     assert!(d.terminate().success(), "{}", d.log_text());
     let url = broker.url();

@@ -66,7 +66,9 @@ pub fn host_port(url: &str) -> Option<(String, u16, bool)> {
 /// The largest packet MQTT allows (its remaining-length field's maximum).
 const MQTT_MAX_PACKET: usize = 268_435_455;
 
-/// Room in the client's request channel (acknowledgements, mostly).
+/// Room in the client's request channel (acknowledgements, mostly): the
+/// `cap` of `AsyncClient::new`, the only capacity rumqttc's event loop
+/// reads (its `MqttOptions::set_request_channel_capacity` is only stored).
 /// A checkpoint acknowledges everything it took at once, 10,000 packets a
 /// second in the memory soak; at 65,536 the channel's queue grew to ~1 MB
 /// and kept it (benches/RESULTS.md, 42).
@@ -87,8 +89,7 @@ fn options(cfg: &MqttSource, max_payload: usize) -> Result<MqttOptions, String> 
         // packet the client refused would come back after every reconnect.
         // So the limit is MQTT's own (256 MiB); the channel's byte budget
         // bounds what waits.
-        .set_max_packet_size(MQTT_MAX_PACKET.max(max_payload), 64 * 1024)
-        .set_request_channel_capacity(REQUESTS);
+        .set_max_packet_size(MQTT_MAX_PACKET.max(max_payload), 64 * 1024);
     if let Some(u) = &cfg.username {
         o.set_credentials(u.clone(), cfg.password.clone().unwrap_or_default());
     }
